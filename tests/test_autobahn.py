@@ -1,0 +1,80 @@
+"""Autobahn TestSuite conformance of ``python -m wsthread.echo``, driven by kosoku."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ACCEPTED_BEHAVIOR = {"OK", "NON-STRICT", "INFORMATIONAL"}
+ACCEPTED_CLOSE = {"OK", "INFORMATIONAL"}
+
+
+@pytest.fixture
+def echo_server() -> Iterator[int]:
+    """Run ``python -m wsthread.echo`` on a free port, as the suite's subject."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wsthread.echo", "--port", "0", "--max-size", "67108864", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert "ws://" in line, f"echo server did not start: {line!r}"
+        port = int(line.split("ws://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, "the echo server did not exit cleanly on SIGTERM"
+
+
+def run_kosoku(port: int, outdir: Path, excludes: List[str]) -> Dict[str, dict]:
+    """Run kosoku against 127.0.0.1:port and return its per-case index."""
+    kosoku = shutil.which("kosoku")
+    if kosoku is None:
+        candidate = Path(sys.executable).with_name("kosoku")
+        assert candidate.exists(), "kosoku is not installed (pip install -e '.[test]')"
+        kosoku = str(candidate)
+    command = [kosoku, "-p", "2", "-o", str(outdir)]
+    for pattern in excludes:
+        command += ["-x", pattern]
+    command.append(f"127.0.0.1:{port}")
+    subprocess.run(command, check=False, timeout=1200, stdout=subprocess.DEVNULL)
+    index = json.loads((outdir / "index.json").read_text())
+    assert len(index) == 1, f"expected one agent in the report, got {list(index)}"
+    return next(iter(index.values()))  # type: ignore[no-any-return]
+
+
+def test_autobahn_cases_1_to_10(echo_server: int, tmp_path: Path) -> None:
+    """Every Autobahn case 1.* to 10.* passes against the echo server."""
+    started = time.monotonic()
+    cases = run_kosoku(echo_server, tmp_path, ["12.*", "13.*"])
+    elapsed = time.monotonic() - started
+    tally = collections.Counter((c["behavior"], c["behaviorClose"]) for c in cases.values())
+    failures = {
+        case_id: (c["behavior"], c["behaviorClose"])
+        for case_id, c in cases.items()
+        if c["behavior"] not in ACCEPTED_BEHAVIOR or c["behaviorClose"] not in ACCEPTED_CLOSE
+    }
+    print(f"\nAutobahn 1-10: {len(cases)} cases in {elapsed:.1f}s: {dict(tally)}")
+    if os.environ.get("WSTHREAD_AUTOBAHN_REPORT"):
+        shutil.copytree(tmp_path, os.environ["WSTHREAD_AUTOBAHN_REPORT"], dirs_exist_ok=True)
+    assert len(cases) > 400, f"only {len(cases)} cases ran"
+    assert not failures, f"failing cases: {failures}"

@@ -1,0 +1,43 @@
+"""wsthread: threaded, synchronous WebSockets (RFC 6455) on the standard library.
+
+Serve with :func:`serve`; every connection's handler is plain blocking code::
+
+    import wsthread
+
+    def handler(ws):
+        for message in ws:
+            ws.send(message)
+
+    with wsthread.serve(handler, "127.0.0.1", 8765) as server:
+        server.serve_forever()
+"""
+
+from __future__ import annotations
+
+from .connection import Connection
+from .exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidHandshake,
+    PayloadTooBig,
+    ProtocolError,
+    WebSocketError,
+)
+from .server import ServerConnection, WebSocketServer, serve
+
+__all__ = [
+    "serve",
+    "WebSocketServer",
+    "ServerConnection",
+    "Connection",
+    "WebSocketError",
+    "ConnectionClosed",
+    "ConnectionClosedOK",
+    "ConnectionClosedError",
+    "InvalidHandshake",
+    "ProtocolError",
+    "PayloadTooBig",
+]
+
+__version__ = "0.1.0"

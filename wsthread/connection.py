@@ -1,0 +1,552 @@
+"""A WebSocket connection over a blocking socket: a reader thread and a locked writer.
+
+Threads around one :class:`Connection`::
+
+    socket ──recv──> reader thread ──Protocol.receive_data──> events
+                          │  pongs and the close reply: under the writer lock
+                          └──messages──> MessageQueue ──recv()──> application
+    any thread ──send()/ping()/close()──> [writer lock] ──sendall──> socket
+
+The reader thread is the only one that reads from the socket and the only
+one that feeds the protocol. Every write, whoever makes it, happens under one
+lock that covers building the frames *and* ``sendall``, so frames from two
+threads never interleave. The message queue is bounded: when the application
+falls behind, the reader stops reading and TCP pushes back on the peer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from typing import (
+    Any,
+    Deque,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+    Union,
+)
+
+from .exceptions import ConnectionClosed, ConnectionClosedOK
+from .sansio.frames import CloseCode
+from .sansio.protocol import CloseReceived, Message, Ping, Pong, Protocol, Side
+
+__all__ = ["Connection", "MessageQueue", "Data"]
+
+Data = Union[str, bytes]
+
+logger = logging.getLogger("wsthread")
+
+# How much one recv() asks for.
+_RECV_SIZE = 256 * 1024
+
+
+class _QueueClosed(Exception):
+    """Raised by :meth:`MessageQueue.get` once the queue is closed and empty."""
+
+
+class MessageQueue:
+    """A bounded queue of messages between the reader thread and the application.
+
+    ``put`` blocks while the queue is full, which stops the reader thread and
+    so pushes back on the peer through TCP flow control; :meth:`discard`
+    releases it for good when the application no longer wants messages.
+    """
+
+    def __init__(self, max_size: Optional[int]) -> None:
+        self.max_size = max_size
+        self._items: Deque[Data] = deque()
+        self._condition = threading.Condition(threading.Lock())
+        self._closed = False
+        self._discarding = False
+
+    def put(self, item: Data) -> None:
+        """Add a message, waiting while the queue is full."""
+        with self._condition:
+            if self.max_size is not None:
+                while (
+                    len(self._items) >= self.max_size
+                    and not self._closed
+                    and not self._discarding
+                ):
+                    self._condition.wait()
+            if self._discarding:
+                return
+            self._items.append(item)
+            self._condition.notify_all()
+
+    def get(self, timeout: Optional[float] = None) -> Data:
+        """Take the oldest message.
+
+        Raises:
+            TimeoutError: nothing arrived within ``timeout`` seconds.
+            _QueueClosed: the queue is closed and empty.
+        """
+        with self._condition:
+            if not self._items and not self._closed:
+                if not self._condition.wait_for(
+                    lambda: self._items or self._closed, timeout
+                ):
+                    raise TimeoutError(f"no message within {timeout} seconds")
+            if self._items:
+                item = self._items.popleft()
+                self._condition.notify_all()
+                return item
+            raise _QueueClosed
+
+    def close(self) -> None:
+        """No more messages will come; wake every waiter."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+
+    def discard(self) -> None:
+        """Drop every message from now on, so the reader never blocks again."""
+        with self._condition:
+            self._discarding = True
+            self._items.clear()
+            self._condition.notify_all()
+
+
+class Connection:
+    """The part of a WebSocket connection shared by servers and clients.
+
+    Use it from any number of threads: :meth:`send`, :meth:`ping` and
+    :meth:`close` are thread-safe; :meth:`recv` and iteration hand each
+    message to exactly one caller.
+
+    Args:
+        sock: the connected socket, after the opening handshake.
+        protocol: the sans-I/O protocol for this side.
+        close_timeout: how long :meth:`close` waits for the peer's close
+            frame (and a client for the server's TCP close); ``None`` waits
+            forever.
+        max_queue: how many received messages may wait for :meth:`recv`
+            before the reader stops reading; ``None`` for no limit.
+        initial_data: bytes that arrived right behind the handshake.
+        logger: where this connection logs; defaults to ``wsthread``.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        protocol: Protocol,
+        *,
+        close_timeout: Optional[float] = 10,
+        max_queue: Optional[int] = 16,
+        initial_data: bytes = b"",
+        logger: Optional[logging.Logger] = None,
+    ) -> None:
+        self.socket = sock
+        self.protocol = protocol
+        self.close_timeout = close_timeout
+        self._initial_data = initial_data
+        base_logger = logger if logger is not None else globals()["logger"]
+        self.logger = logging.LoggerAdapter(base_logger, {"websocket": self})
+        self._write_lock = threading.Lock()
+        self._messages = MessageQueue(max_queue)
+        self._pings: Dict[bytes, Tuple[threading.Event, float]] = {}
+        self._transport_closed = False
+        self._closed = threading.Event()
+        self.remote_address: Any = self._peername(sock)
+        self._reader = threading.Thread(
+            target=self._read_loop, name=f"wsthread-reader-{self.remote_address}", daemon=True
+        )
+        # The keepalive state, driven by a Keepalive thread shared by many connections.
+        self._next_ping: Optional[float] = None
+        self._pong_deadline: Optional[float] = None
+        self._keepalive_payload: Optional[bytes] = None
+
+    @staticmethod
+    def _peername(sock: socket.socket) -> Any:
+        try:
+            return sock.getpeername()
+        except OSError:
+            return None
+
+    def start(self) -> None:
+        """Start the reader thread. Call it once, right after the handshake."""
+        self._reader.start()
+
+    # -- public API ---------------------------------------------------------
+
+    @property
+    def close_code(self) -> Optional[int]:
+        """The peer's close code once the connection is closed, else ``None``.
+
+        1005 means the peer's close frame had no code; 1006 means no close
+        frame arrived.
+        """
+        if not self._closed.is_set():
+            return None
+        return self.protocol.close_exception().code
+
+    @property
+    def close_reason(self) -> Optional[str]:
+        """The peer's close reason once the connection is closed, else ``None``."""
+        if not self._closed.is_set():
+            return None
+        return self.protocol.close_exception().reason
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is fully closed (reader finished, TCP closed)."""
+        return self._closed.is_set()
+
+    def recv(self, timeout: Optional[float] = None) -> Data:
+        """Return the next message: ``str`` for text, ``bytes`` for binary.
+
+        Args:
+            timeout: seconds to wait; ``None`` waits for ever.
+
+        Raises:
+            TimeoutError: no message arrived in time (the connection is fine).
+            ConnectionClosed: the connection is closed and every message
+                received before the close has been returned.
+        """
+        try:
+            return self._messages.get(timeout)
+        except _QueueClosed:
+            self._closed.wait()
+            raise self.protocol.close_exception() from None
+
+    def __iter__(self) -> Iterator[Data]:
+        """Yield messages until the connection closes normally.
+
+        A normal closure (1000, 1001) ends the loop; an abnormal one raises
+        :class:`ConnectionClosedError`.
+        """
+        while True:
+            try:
+                yield self.recv()
+            except ConnectionClosedOK:
+                return
+
+    def send(self, message: Union[Data, Iterable[Data]]) -> None:
+        """Send a message: ``str`` as text, ``bytes``-like as binary.
+
+        An iterable of ``str`` or of bytes-like pieces is sent as one
+        fragmented message, one frame per piece; no other message can slip
+        between its frames. Safe to call from any thread.
+
+        Raises:
+            ConnectionClosed: the connection is closed or closing.
+            TypeError: ``message`` is of an unsupported type.
+        """
+        protocol = self.protocol
+        if isinstance(message, str):
+            data = message.encode("utf-8")
+            with self._write_lock:
+                self._write(protocol.send_text(data))
+        elif isinstance(message, (bytes, bytearray, memoryview)):
+            with self._write_lock:
+                self._write(protocol.send_binary(bytes(message)))
+        elif isinstance(message, Iterable):
+            self._send_fragments(message)
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}: expected str or bytes")
+
+    def _send_fragments(self, fragments: Iterable[Data]) -> None:
+        protocol = self.protocol
+        with self._write_lock:
+            kind: Optional[type] = None
+            for piece in fragments:
+                if isinstance(piece, str):
+                    data = piece.encode("utf-8")
+                    piece_kind: type = str
+                elif isinstance(piece, (bytes, bytearray, memoryview)):
+                    data = bytes(piece)
+                    piece_kind = bytes
+                else:
+                    raise TypeError(f"cannot send a fragment of type {type(piece).__name__}")
+                if kind is None:
+                    kind = piece_kind
+                    frame = (
+                        protocol.send_text(data, fin=False)
+                        if kind is str
+                        else protocol.send_binary(data, fin=False)
+                    )
+                elif piece_kind is not kind:
+                    # The message is half sent: the only honest way out is to fail.
+                    self._write(protocol.send_close(CloseCode.INTERNAL_ERROR, "mixed fragments"))
+                    raise TypeError("all fragments of a message must be str, or all bytes")
+                else:
+                    frame = protocol.send_continuation(data, fin=False)
+                self._write(frame)
+            if kind is not None:
+                self._write(protocol.send_continuation(b"", fin=True))
+
+    def ping(self, data: Union[str, bytes, None] = None) -> threading.Event:
+        """Send a ping; the returned event is set when the matching pong arrives.
+
+        Without ``data``, a random 4-byte payload is used. A pong also
+        acknowledges every ping sent before the one it answers. The event is
+        set too when the connection closes: check :attr:`closed` after waiting.
+        """
+        if data is None:
+            payload = os.urandom(4)
+        elif isinstance(data, str):
+            payload = data.encode("utf-8")
+        else:
+            payload = bytes(data)
+        waiter = threading.Event()
+        with self._write_lock:
+            if payload in self._pings:
+                raise ValueError("a ping with this payload is already waiting for its pong")
+            frame = self.protocol.send_ping(payload)
+            self._pings[payload] = (waiter, time.monotonic())
+            self._write(frame)
+        return waiter
+
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Perform the closing handshake and wait, at most ``close_timeout``, for it.
+
+        Safe to call several times and from several threads: only the first
+        call sends a close frame; every call returns once the connection is
+        closed (or the timeout forced it closed).
+        """
+        self._messages.discard()
+        with self._write_lock:
+            if self.protocol.close_sent is None and not self._transport_closed:
+                try:
+                    self._write(self.protocol.send_close(code, reason))
+                except ConnectionClosed:
+                    pass
+        self._wait_closed()
+
+    def _wait_closed(self) -> None:
+        if threading.current_thread() is self._reader:
+            return
+        if not self._reader.is_alive() and not self._closed.is_set():
+            # The reader never started (the handshake failed): close here.
+            self._shutdown_transport()
+            self._closed.set()
+            return
+        if not self._closed.wait(self.close_timeout):
+            self.logger.debug("closing handshake timed out; closing the TCP connection")
+            self._shutdown_transport()
+            self._closed.wait()
+
+    def fail(self, code: int, reason: str) -> None:
+        """Close with ``code`` without waiting for the peer: send a close frame, drop TCP.
+
+        Used when this side gives up on the connection (a keepalive timeout,
+        a stalled peer). Never blocks on the writer lock for long.
+        """
+        self._messages.discard()
+        if self._write_lock.acquire(timeout=1):
+            try:
+                if self.protocol.close_sent is None and not self._transport_closed:
+                    try:
+                        self._write(self.protocol.send_close(code, reason))
+                    except ConnectionClosed:
+                        pass
+            finally:
+                self._write_lock.release()
+        self._shutdown_transport()
+
+    # -- the reader thread ------------------------------------------------
+
+    def _read_loop(self) -> None:
+        protocol = self.protocol
+        try:
+            if self._initial_data:
+                self._receive(self._initial_data)
+            sock = self.socket
+            while not protocol.receiving_done:
+                try:
+                    data = sock.recv(_RECV_SIZE)
+                except OSError as exc:
+                    if not self._transport_closed:
+                        self.logger.debug("connection lost: %s", exc)
+                    break
+                if not data:
+                    protocol.receive_eof()
+                    break
+                self._receive(data)
+            if protocol.failure is not None:
+                self.logger.info(
+                    "failing the connection with %d: %s", protocol.failure.code, protocol.failure
+                )
+            elif protocol.side is Side.CLIENT and protocol.close_sent and not protocol.eof:
+                self._wait_for_server_eof()
+        except Exception:  # a bug; never let it pass silently
+            self.logger.exception("unexpected error in the reader thread")
+        finally:
+            self._shutdown_transport()
+            self._messages.close()
+            for waiter, _ in list(self._pings.values()):
+                waiter.set()
+            self._closed.set()
+
+    def _receive(self, data: bytes) -> None:
+        protocol = self.protocol
+        events = protocol.receive_data(data)
+        if protocol.failure is not None or protocol.close_rcvd is not None or any(
+            type(event) is Ping for event in events
+        ):
+            with self._write_lock:
+                output = protocol.data_to_send()
+                if output:
+                    try:
+                        self._write(output)
+                    except ConnectionClosed:
+                        pass
+        for event in events:
+            kind = type(event)
+            if kind is Message:
+                self._messages.put(event.data)  # type: ignore[union-attr]
+            elif kind is Pong:
+                self._acknowledge_pings(event.data)  # type: ignore[union-attr, arg-type]
+            elif kind is CloseReceived:
+                self.logger.debug("close frame received: %s", event)
+
+    def _wait_for_server_eof(self) -> None:
+        """A client waits, at most ``close_timeout``, for the server to close TCP."""
+        try:
+            self.socket.settimeout(self.close_timeout)
+            while self.socket.recv(_RECV_SIZE):
+                pass
+        except OSError:
+            pass
+
+    def _acknowledge_pings(self, payload: bytes) -> None:
+        with self._write_lock:
+            if payload not in self._pings:
+                return
+            if payload == self._keepalive_payload:
+                self._pong_deadline = None
+                self._keepalive_payload = None
+            # A pong acknowledges the ping it answers and every earlier one.
+            acknowledged: List[bytes] = []
+            for key, (waiter, _) in self._pings.items():
+                acknowledged.append(key)
+                waiter.set()
+                if key == payload:
+                    break
+            for key in acknowledged:
+                del self._pings[key]
+
+    # -- writing ------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        """Write ``data``; the caller holds the writer lock."""
+        if self._transport_closed:
+            raise self.protocol.close_exception()
+        try:
+            self.socket.sendall(data)
+        except OSError as exc:
+            self.logger.debug("write failed: %s", exc)
+            self._shutdown_transport()
+            raise self.protocol.close_exception() from exc
+
+    def _shutdown_transport(self) -> None:
+        """Shut the socket down, which also wakes a reader blocked in ``recv``."""
+        if self._transport_closed:
+            return
+        self._transport_closed = True
+        try:
+            self.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    # -- keepalive -----------------------------------------------------------
+
+    def keepalive_tick(self, now: float, interval: float, timeout: Optional[float]) -> None:
+        """Send a keepalive ping when due; fail with 1011 if the last one went unanswered.
+
+        Called by :class:`Keepalive`, never by the application.
+        """
+        if self._transport_closed or self.protocol.state is not self.protocol.state.OPEN:
+            return
+        if self._pong_deadline is not None and now >= self._pong_deadline:
+            self.logger.info("no pong within %s seconds: closing with 1011", timeout)
+            self.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            return
+        if self._next_ping is None:
+            self._next_ping = now + interval
+            return
+        if now < self._next_ping or self._keepalive_payload is not None:
+            return
+        self._next_ping = now + interval
+        # Never wait behind a long send: a busy writer will try again next time.
+        if not self._write_lock.acquire(blocking=False):
+            return
+        try:
+            payload = os.urandom(4)
+            frame = self.protocol.send_ping(payload)
+            self._pings[payload] = (threading.Event(), now)
+            self._keepalive_payload = payload
+            if timeout is not None:
+                self._pong_deadline = now + timeout
+            self._write(frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._write_lock.release()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.remote_address} {self.protocol.state.name}>"
+
+
+class Keepalive:
+    """One thread that pings many connections and closes those that stop answering.
+
+    A server owns one for all its connections, so keepalive costs no thread
+    per connection.
+
+    Args:
+        interval: seconds between pings on an idle connection.
+        timeout: seconds to wait for the pong before closing with 1011;
+            ``None`` never closes.
+    """
+
+    def __init__(self, interval: float, timeout: Optional[float]) -> None:
+        self.interval = interval
+        self.timeout = timeout
+        self._connections: Dict[Connection, None] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        step = min(interval, timeout) if timeout is not None else interval
+        self._tick = max(0.01, min(1.0, step / 4))
+
+    def add(self, connection: Connection) -> None:
+        """Start watching ``connection``."""
+        with self._lock:
+            self._connections[connection] = None
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="wsthread-keepalive", daemon=True
+                )
+                self._thread.start()
+
+    def remove(self, connection: Connection) -> None:
+        """Stop watching ``connection``."""
+        with self._lock:
+            self._connections.pop(connection, None)
+
+    def stop(self) -> None:
+        """Stop the thread."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._tick):
+            with self._lock:
+                connections = list(self._connections)
+            now = time.monotonic()
+            for connection in connections:
+                try:
+                    connection.keepalive_tick(now, self.interval, self.timeout)
+                except Exception:
+                    logger.exception("keepalive failed for %r", connection)

@@ -1,0 +1,70 @@
+"""``python -m wsthread.echo``: a WebSocket echo server.
+
+Every message comes back as it came: text as text, binary as binary. Ctrl-C
+(or SIGTERM) shuts the server down gracefully, closing every connection
+with 1001, and exits with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from types import FrameType
+from typing import List, Optional
+
+from .server import ServerConnection, serve
+
+__all__ = ["echo", "main"]
+
+
+def echo(connection: ServerConnection) -> None:
+    """The echo handler: send every message back unchanged."""
+    for message in connection:
+        connection.send(message)
+
+
+def _size(text: str) -> Optional[int]:
+    return None if text.lower() == "none" else int(text)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the echo server until interrupted; return the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m wsthread.echo", description="A WebSocket echo server."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port to bind (default 8765; 0 = any)")
+    parser.add_argument(
+        "--max-size",
+        type=_size,
+        default=2**20,
+        metavar="BYTES",
+        help="largest message accepted, or 'none' (default 1048576)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+
+    def on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    with serve(echo, args.host, args.port, max_size=args.max_size) as server:
+        host = args.host if ":" not in args.host else f"[{args.host}]"
+        print(f"wsthread echo server on ws://{host}:{server.port}/ (Ctrl-C to stop)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("shutting down", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

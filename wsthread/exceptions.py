@@ -1,0 +1,196 @@
+"""Every exception wsthread raises, in one tree.
+
+::
+
+    WebSocketError
+    ├── ConnectionClosed            the connection is closed; carries the close codes
+    │   ├── ConnectionClosedOK      ... after a normal closing handshake (1000/1001)
+    │   └── ConnectionClosedError   ... with an error code, or without a handshake
+    ├── InvalidHandshake            the HTTP Upgrade handshake failed; carries an HTTP status
+    │   ├── InvalidRequest          400 Bad Request: malformed request or missing header
+    │   ├── InvalidMethod           405 Method Not Allowed: not a GET
+    │   ├── UpgradeRequired         426 Upgrade Required: plain HTTP, no Upgrade header
+    │   ├── InvalidVersion          426 with ``Sec-WebSocket-Version: 13``
+    │   ├── InvalidOrigin           403 Forbidden: Origin not in ``origins``
+    │   ├── RequestTooLarge         414 or 431: request line or headers over the limits
+    │   ├── ServiceUnavailable      503: the server is full or shutting down
+    │   ├── InvalidStatus           (client) the server answered with another status
+    │   └── InvalidResponse         (client) a 101 answer that breaks the protocol
+    └── ProtocolError               the peer broke RFC 6455; carries the close code (1002)
+        ├── InvalidUTF8             text that is not UTF-8 (1007)
+        └── PayloadTooBig           a message over ``max_size`` (1009)
+
+The handshake errors carry ``status`` (an :class:`http.HTTPStatus`) and
+``headers`` to add to the HTTP error response, so the server can turn any of
+them into a polite answer; protocol errors carry ``code``, the close code to
+send. Both kinds come out of the sans-I/O core, which raises nothing else on
+bad input.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Optional, Sequence, Tuple
+
+__all__ = [
+    "WebSocketError",
+    "ConnectionClosed",
+    "ConnectionClosedOK",
+    "ConnectionClosedError",
+    "InvalidHandshake",
+    "InvalidRequest",
+    "InvalidMethod",
+    "UpgradeRequired",
+    "InvalidVersion",
+    "InvalidOrigin",
+    "RequestTooLarge",
+    "ServiceUnavailable",
+    "InvalidStatus",
+    "InvalidResponse",
+    "ProtocolError",
+    "InvalidUTF8",
+    "PayloadTooBig",
+]
+
+
+class WebSocketError(Exception):
+    """Base class of every exception defined by wsthread."""
+
+
+class ConnectionClosed(WebSocketError):
+    """The connection is closed: raised by ``send``, ``recv`` and friends.
+
+    Attributes:
+        code: the close code received from the peer; 1005 when its close frame
+            had no code, 1006 when no close frame arrived at all.
+        reason: the reason received from the peer (may be empty).
+        sent_code: the close code this side sent, or ``None`` if it sent none.
+    """
+
+    def __init__(self, code: int, reason: str = "", sent_code: Optional[int] = None) -> None:
+        self.code = code
+        self.reason = reason
+        self.sent_code = sent_code
+        text = f"connection closed: code {code}"
+        if reason:
+            text += f" ({reason})"
+        if sent_code is not None and sent_code != code:
+            text += f"; sent {sent_code}"
+        super().__init__(text)
+
+
+class ConnectionClosedOK(ConnectionClosed):
+    """The connection closed with a normal closing handshake (1000 or 1001)."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """The connection closed with an error code, or without a closing handshake."""
+
+
+Header = Tuple[str, str]
+
+
+class InvalidHandshake(WebSocketError):
+    """The opening handshake failed.
+
+    Attributes:
+        status: the HTTP status that answers (server side) or was received
+            (client side).
+        headers: extra headers for the HTTP error response.
+    """
+
+    default_status = HTTPStatus.BAD_REQUEST
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: Optional[HTTPStatus] = None,
+        headers: Sequence[Header] = (),
+    ) -> None:
+        super().__init__(message)
+        self.status = status if status is not None else self.default_status
+        self.headers = list(headers)
+
+
+class InvalidRequest(InvalidHandshake):
+    """400: the request is malformed or a required header is missing or wrong."""
+
+
+class InvalidMethod(InvalidHandshake):
+    """405: a WebSocket handshake must be a GET request."""
+
+    default_status = HTTPStatus.METHOD_NOT_ALLOWED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers=[("Allow", "GET")])
+
+
+class UpgradeRequired(InvalidHandshake):
+    """426: a plain HTTP request reached a WebSocket endpoint."""
+
+    default_status = HTTPStatus.UPGRADE_REQUIRED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers=[("Upgrade", "websocket"), ("Connection", "Upgrade")])
+
+
+class InvalidVersion(InvalidHandshake):
+    """426: the client speaks a WebSocket version other than 13."""
+
+    default_status = HTTPStatus.UPGRADE_REQUIRED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers=[("Sec-WebSocket-Version", "13")])
+
+
+class InvalidOrigin(InvalidHandshake):
+    """403: the request's Origin is not one the server accepts."""
+
+    default_status = HTTPStatus.FORBIDDEN
+
+
+class RequestTooLarge(InvalidHandshake):
+    """414 (request line) or 431 (headers): the request exceeds a size limit."""
+
+    default_status = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+
+
+class ServiceUnavailable(InvalidHandshake):
+    """503: the server cannot take this connection now."""
+
+    default_status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class InvalidStatus(InvalidHandshake):
+    """Client side: the server answered with a status other than 101."""
+
+
+class InvalidResponse(InvalidHandshake):
+    """Client side: the server's 101 response breaks the protocol."""
+
+
+class ProtocolError(WebSocketError):
+    """The peer broke the WebSocket protocol.
+
+    Attributes:
+        code: the close code to fail the connection with.
+    """
+
+    default_code = 1002
+
+    def __init__(self, message: str, code: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.code = code if code is not None else self.default_code
+
+
+class InvalidUTF8(ProtocolError):
+    """A text message or close reason is not valid UTF-8 (close code 1007)."""
+
+    default_code = 1007
+
+
+class PayloadTooBig(ProtocolError):
+    """A message exceeds ``max_size`` (close code 1009)."""
+
+    default_code = 1009

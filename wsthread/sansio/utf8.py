@@ -1,0 +1,39 @@
+"""Incremental UTF-8 validation that fails as soon as the bytes cannot be UTF-8.
+
+RFC 6455 §8.1 lets an endpoint fail a connection on invalid UTF-8 as soon as
+it sees it, without waiting for the end of the message. Python's incremental
+decoder already rejects most bad prefixes at once; the one it holds back is
+an encoded surrogate (``ED A0``-``ED BF``), which it only rejects once the
+third byte arrives. :class:`Utf8Decoder` rejects that prefix too.
+"""
+
+from __future__ import annotations
+
+import codecs
+
+from ..exceptions import InvalidUTF8
+
+__all__ = ["Utf8Decoder"]
+
+
+class Utf8Decoder:
+    """Decode a text message piece by piece, raising :class:`InvalidUTF8` early."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+
+    def decode(self, data: bytes, final: bool = False) -> str:
+        """Decode the next piece; ``final`` marks the end of the message."""
+        try:
+            text = self._decoder.decode(data, final)
+        except UnicodeDecodeError as exc:
+            raise InvalidUTF8(f"invalid UTF-8: {exc.reason}") from exc
+        if not final:
+            pending = self._decoder.getstate()[0]
+            if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
+                raise InvalidUTF8("invalid UTF-8: encoded surrogate")
+        return text
+
+    def reset(self) -> None:
+        """Forget any partial character, ready for a new message."""
+        self._decoder.reset()
