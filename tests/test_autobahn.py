@@ -76,5 +76,5 @@ def test_autobahn_cases_1_to_10(echo_server: int, tmp_path: Path) -> None:
     print(f"\nAutobahn 1-10: {len(cases)} cases in {elapsed:.1f}s: {dict(tally)}")
     if os.environ.get("WSTHREAD_AUTOBAHN_REPORT"):
         shutil.copytree(tmp_path, os.environ["WSTHREAD_AUTOBAHN_REPORT"], dirs_exist_ok=True)
-    assert len(cases) > 400, f"only {len(cases)} cases ran"
+    assert len(cases) >= 300, f"only {len(cases)} cases ran"
     assert not failures, f"failing cases: {failures}"

@@ -141,7 +141,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             Keepalive(ping_interval, ping_timeout) if ping_interval is not None else None
         )
         self._connections: Dict[ServerConnection, None] = {}
-        self._threads: Dict[threading.Thread, None] = {}  # type: ignore[assignment]
+        self._connection_threads: Dict[threading.Thread, None] = {}
         self._state_lock = threading.Lock()
         self._serving = False
         self._closed = False
@@ -222,7 +222,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             closer.join()
         deadline = _Deadline(self.close_timeout)
         with self._state_lock:
-            threads = list(self._threads)
+            threads = list(self._connection_threads)
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(deadline.remaining())
@@ -259,7 +259,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             daemon=True,
         )
         with self._state_lock:
-            self._threads[thread] = None
+            self._connection_threads[thread] = None
         thread.start()
 
     def _connection_thread(self, request: Any, client_address: Any) -> None:
@@ -270,7 +270,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         finally:
             self.shutdown_request(request)
             with self._state_lock:
-                self._threads.pop(threading.current_thread(), None)
+                self._connection_threads.pop(threading.current_thread(), None)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Log an unexpected error in a connection thread (never print it)."""

@@ -1,0 +1,61 @@
+"""Shared fixtures: a wsthread server on a free loopback port, stopped by the test."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any, Callable, Iterator, List
+
+import pytest
+
+import wsthread
+from wsthread.server import ServerConnection, WebSocketServer
+
+
+def echo_handler(ws: ServerConnection) -> None:
+    """Send every message back."""
+    for message in ws:
+        ws.send(message)
+
+
+ServerFactory = Callable[..., WebSocketServer]
+
+
+@pytest.fixture
+def make_server() -> Iterator[ServerFactory]:
+    """Start servers on 127.0.0.1:0 in the background; shut them all down afterwards."""
+    servers: List[WebSocketServer] = []
+
+    def factory(handler: Callable[[ServerConnection], None] = echo_handler, **options: Any) -> WebSocketServer:
+        options.setdefault("close_timeout", 2)
+        server = wsthread.serve(handler, "127.0.0.1", 0, **options)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield factory
+    for server in servers:
+        server.shutdown()
+
+
+@pytest.fixture
+def thread_baseline() -> Iterator[Callable[[], int]]:
+    """Give the thread count before the test, to compare with afterwards."""
+    baseline = threading.active_count()
+    yield lambda: baseline
+
+
+def raw_handshake(port: int, request: bytes, timeout: float = 5) -> bytes:
+    """Send raw bytes to the server and return everything it answers before closing."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        chunks = []
+        while True:
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return b"".join(chunks)
