@@ -26,7 +26,9 @@ def make_server() -> Iterator[ServerFactory]:
     """Start servers on 127.0.0.1:0 in the background; shut them all down afterwards."""
     servers: List[WebSocketServer] = []
 
-    def factory(handler: Callable[[ServerConnection], None] = echo_handler, **options: Any) -> WebSocketServer:
+    def factory(
+        handler: Callable[[ServerConnection], None] = echo_handler, **options: Any
+    ) -> WebSocketServer:
         options.setdefault("close_timeout", 2)
         server = wsthread.serve(handler, "127.0.0.1", 0, **options)
         servers.append(server)

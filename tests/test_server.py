@@ -101,9 +101,8 @@ def test_request_is_available_to_handler(make_server: ServerFactory) -> None:
 def test_handler_return_closes_1000(make_server: ServerFactory) -> None:
     """A handler that returns closes the connection normally with 1000."""
     server = make_server(lambda ws: None)
-    with connect(uri(server)) as ws:
-        with pytest.raises(WsConnectionClosed) as info:
-            ws.recv(timeout=5)
+    with connect(uri(server)) as ws, pytest.raises(WsConnectionClosed) as info:
+        ws.recv(timeout=5)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1000
 
 
@@ -116,9 +115,8 @@ def test_handler_exception_closes_1011_and_is_logged(
         raise RuntimeError("boom")
 
     server = make_server(handler)
-    with connect(uri(server)) as ws:
-        with pytest.raises(WsConnectionClosed) as info:
-            ws.recv(timeout=5)
+    with connect(uri(server)) as ws, pytest.raises(WsConnectionClosed) as info:
+        ws.recv(timeout=5)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1011
     assert wait_until(lambda: any("boom" in (r.exc_text or "") for r in caplog.records))
 
@@ -197,7 +195,13 @@ def test_client_that_vanishes_does_not_leave_threads(make_server: ServerFactory)
     assert wait_until(lambda: len(server.connections) == 0)
     connection_threads = [t for t in threading.enumerate() if t.name.startswith("wsthread-")]
     assert wait_until(
-        lambda: not [t for t in threading.enumerate() if t.name.startswith(("wsthread-conn", "wsthread-reader"))]
+        lambda: (
+            not [
+                t
+                for t in threading.enumerate()
+                if t.name.startswith(("wsthread-conn", "wsthread-reader"))
+            ]
+        )
     ), connection_threads
 
 
@@ -311,9 +315,8 @@ def test_send_after_close_raises(make_server: ServerFactory) -> None:
             outcomes.append("recv closed")
 
     server = make_server(handler)
-    with connect(uri(server)) as ws:
-        with pytest.raises(WsConnectionClosed):
-            ws.recv(timeout=5)
+    with connect(uri(server)) as ws, pytest.raises(WsConnectionClosed):
+        ws.recv(timeout=5)
     assert wait_until(lambda: len(outcomes) == 2)
     assert outcomes == ["closed", "recv closed"]
 
@@ -334,17 +337,34 @@ GOOD = (
         (b"GET / HTTP/1.1\r\n" + GOOD + b"Sec-WebSocket-Version: 8\r\n\r\n", b"426"),
         (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"426"),
         (b"GET / HTTP/1.0\r\n" + GOOD + b"Sec-WebSocket-Version: 13\r\n\r\n", b"400"),
-        (b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", b"400"),
-        (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         b"Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n", b"400"),
+        (
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            b"400",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            b"400",
+        ),
         (b"garbage\r\n\r\n", b"400"),
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b"400"),
         (b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\n", b"414"),
         (b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"b" * 10000 + b"\r\n", b"431"),
     ],
-    ids=["ok", "post", "version", "plain-http", "http10", "no-host", "bad-key", "garbage", "tls",
-         "long-line", "long-header"],
+    ids=[
+        "ok",
+        "post",
+        "version",
+        "plain-http",
+        "http10",
+        "no-host",
+        "bad-key",
+        "garbage",
+        "tls",
+        "long-line",
+        "long-header",
+    ],
 )
 def test_bad_handshake_gets_exact_status(
     make_server: ServerFactory, request_bytes: bytes, status: bytes
@@ -369,7 +389,9 @@ def test_rejected_origin_gets_403(make_server: ServerFactory) -> None:
     server = make_server(origins=["https://good.example"])
     answer = raw_handshake(
         server.port,
-        b"GET / HTTP/1.1\r\n" + GOOD + b"Sec-WebSocket-Version: 13\r\nOrigin: https://evil.example\r\n\r\n",
+        b"GET / HTTP/1.1\r\n"
+        + GOOD
+        + b"Sec-WebSocket-Version: 13\r\nOrigin: https://evil.example\r\n\r\n",
     )
     assert answer.startswith(b"HTTP/1.1 403")
     with connect(uri(server), origin="https://good.example") as ws:  # type: ignore[arg-type]

@@ -36,7 +36,7 @@ from typing import (
 
 from .exceptions import ConnectionClosed, ConnectionClosedOK
 from .sansio.frames import CloseCode
-from .sansio.protocol import CloseReceived, Message, Ping, Pong, Protocol, Side
+from .sansio.protocol import CloseReceived, Message, Ping, Pong, Protocol, Side, State
 
 __all__ = ["Connection", "MessageQueue", "Data"]
 
@@ -72,9 +72,7 @@ class MessageQueue:
         with self._condition:
             if self.max_size is not None:
                 while (
-                    len(self._items) >= self.max_size
-                    and not self._closed
-                    and not self._discarding
+                    len(self._items) >= self.max_size and not self._closed and not self._discarding
                 ):
                     self._condition.wait()
             if self._discarding:
@@ -90,11 +88,12 @@ class MessageQueue:
             _QueueClosed: the queue is closed and empty.
         """
         with self._condition:
-            if not self._items and not self._closed:
-                if not self._condition.wait_for(
-                    lambda: self._items or self._closed, timeout
-                ):
-                    raise TimeoutError(f"no message within {timeout} seconds")
+            if (
+                not self._items
+                and not self._closed
+                and not self._condition.wait_for(lambda: self._items or self._closed, timeout)
+            ):
+                raise TimeoutError(f"no message within {timeout} seconds")
             if self._items:
                 item = self._items.popleft()
                 self._condition.notify_all()
@@ -389,8 +388,10 @@ class Connection:
     def _receive(self, data: bytes) -> None:
         protocol = self.protocol
         events = protocol.receive_data(data)
-        if protocol.failure is not None or protocol.close_rcvd is not None or any(
-            type(event) is Ping for event in events
+        if (
+            protocol.failure is not None
+            or protocol.close_rcvd is not None
+            or any(type(event) is Ping for event in events)
         ):
             with self._write_lock:
                 output = protocol.data_to_send()
@@ -464,7 +465,7 @@ class Connection:
 
         Called by :class:`Keepalive`, never by the application.
         """
-        if self._transport_closed or self.protocol.state is not self.protocol.state.OPEN:
+        if self._transport_closed or self.protocol.state is not State.OPEN:
             return
         if self._pong_deadline is not None and now >= self._pong_deadline:
             self.logger.info("no pong within %s seconds: closing with 1011", timeout)

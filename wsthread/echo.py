@@ -35,7 +35,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         prog="python -m wsthread.echo", description="A WebSocket echo server."
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8765, help="port to bind (default 8765; 0 = any)")
+    parser.add_argument(
+        "--port", type=int, default=8765, help="port to bind (default 8765; 0 = any)"
+    )
     parser.add_argument(
         "--max-size",
         type=_size,

@@ -23,7 +23,7 @@ import socket
 import socketserver
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .connection import Connection, Keepalive
 from .exceptions import (
@@ -321,9 +321,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                 self._keepalive.remove(connection)
             with self._state_lock:
                 self._connections.pop(connection, None)
-            self.logger.info(
-                "connection closed: %s code %s", address, connection.close_code
-            )
+            self.logger.info("connection closed: %s code %s", address, connection.close_code)
 
     def _handshake(
         self, sock: socket.socket, address: Any
@@ -347,9 +345,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             sock.sendall(response.serialize())
             sock.settimeout(None)
         except InvalidHandshake as exc:
-            self.logger.info(
-                "rejected handshake from %s: %d %s", address, int(exc.status), exc
-            )
+            self.logger.info("rejected handshake from %s: %d %s", address, int(exc.status), exc)
             self._send_quietly(sock, error_response(exc).serialize())
             return None
         except socket.timeout:

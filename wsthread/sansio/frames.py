@@ -116,9 +116,7 @@ class Frame:
 
     def __repr__(self) -> str:
         data = self.payload if len(self.payload) <= 32 else self.payload[:29] + b"..."
-        bits = "".join(
-            name for name, on in (("FIN ", self.fin), ("RSV1 ", self.rsv1)) if on
-        )
+        bits = "".join(name for name, on in (("FIN ", self.fin), ("RSV1 ", self.rsv1)) if on)
         return f"Frame({self.opcode.name} {bits}{len(self.payload)} bytes {data!r})"
 
 
@@ -234,9 +232,8 @@ class FrameParser:
             ProtocolError: the bytes break RFC 6455 framing (close code 1002),
                 or the announced length is over ``max_length`` (1009).
         """
-        if self._pending is None:
-            if not self._read_header(max_length):
-                return None
+        if self._pending is None and not self._read_header(max_length):
+            return None
         assert self._pending is not None  # for the type checker
         header, header_length, payload_length = self._pending
         end = header_length + payload_length

@@ -121,9 +121,7 @@ class Headers:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented
-        return [(k.lower(), v) for k, v in self._items] == [
-            (k.lower(), v) for k, v in other._items
-        ]
+        return [(k.lower(), v) for k, v in self._items] == [(k.lower(), v) for k, v in other._items]
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
@@ -244,7 +242,7 @@ class _HeadParser:
                 self._scanned = len(self._buffer)
                 self._check_partial_line()
                 return None
-            line = bytes(self._buffer[:end + 1])
+            line = bytes(self._buffer[: end + 1])
             del self._buffer[: end + 1]
             self._scanned = 0
             if not line.endswith(b"\r\n"):
@@ -405,9 +403,7 @@ def validate_request(request: Request) -> str:
         raise InvalidRequest(f"{request.version} not supported: WebSocket needs HTTP/1.1")
     headers = request.headers
     if not header_has_token(headers, "Upgrade", "websocket"):
-        raise UpgradeRequired(
-            "this is a WebSocket endpoint: send an Upgrade: websocket request"
-        )
+        raise UpgradeRequired("this is a WebSocket endpoint: send an Upgrade: websocket request")
     if not header_has_token(headers, "Connection", "upgrade"):
         raise InvalidRequest("missing Connection: Upgrade header")
     if len(headers.get_all("Host")) != 1:

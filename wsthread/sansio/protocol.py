@@ -110,7 +110,9 @@ class CloseReceived:
 
 Event = Union[Message, Ping, Pong, CloseReceived]
 
-_OK_CLOSE_CODES = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD})
+_OK_CLOSE_CODES = frozenset(
+    {CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD}
+)
 
 
 def _truncate_reason(reason: str, limit: int = 123) -> str:
