@@ -14,12 +14,15 @@ Serve with :func:`serve`; every connection's handler is plain blocking code::
 
 from __future__ import annotations
 
+from .client import ClientConnection, connect
 from .connection import Connection
 from .exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
     InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
     PayloadTooBig,
     ProtocolError,
     WebSocketError,
@@ -28,6 +31,8 @@ from .server import ServerConnection, WebSocketServer, serve
 
 __all__ = [
     "serve",
+    "connect",
+    "ClientConnection",
     "WebSocketServer",
     "ServerConnection",
     "Connection",
@@ -36,6 +41,8 @@ __all__ = [
     "ConnectionClosedOK",
     "ConnectionClosedError",
     "InvalidHandshake",
+    "InvalidStatus",
+    "InvalidURI",
     "ProtocolError",
     "PayloadTooBig",
 ]

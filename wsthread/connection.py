@@ -56,8 +56,8 @@ class MessageQueue:
     """A bounded queue of messages between the reader thread and the application.
 
     ``put`` blocks while the queue is full, which stops the reader thread and
-    so pushes back on the peer through TCP flow control; :meth:`discard`
-    releases it for good when the application no longer wants messages.
+    so pushes back on the peer through TCP flow control; :meth:`stop_waiting`
+    releases it for good once the connection is closing.
     """
 
     def __init__(self, max_size: Optional[int]) -> None:
@@ -65,20 +65,24 @@ class MessageQueue:
         self._items: Deque[Data] = deque()
         self._condition = threading.Condition(threading.Lock())
         self._closed = False
-        self._discarding = False
+        self._not_waiting = False
+        self._getters_waiting = 0
 
-    def put(self, item: Data) -> None:
-        """Add a message, waiting while the queue is full."""
+    def put(self, item: Data) -> bool:
+        """Add a message, waiting while the queue is full.
+
+        Once :meth:`stop_waiting` was called, a full queue drops the message
+        instead; returns whether the message was kept.
+        """
         with self._condition:
             if self.max_size is not None:
-                while (
-                    len(self._items) >= self.max_size and not self._closed and not self._discarding
-                ):
+                while len(self._items) >= self.max_size and not self._closed:
+                    if self._not_waiting:
+                        return False
                     self._condition.wait()
-            if self._discarding:
-                return
             self._items.append(item)
             self._condition.notify_all()
+            return True
 
     def get(self, timeout: Optional[float] = None) -> Data:
         """Take the oldest message.
@@ -88,17 +92,42 @@ class MessageQueue:
             _QueueClosed: the queue is closed and empty.
         """
         with self._condition:
-            if (
-                not self._items
-                and not self._closed
-                and not self._condition.wait_for(lambda: self._items or self._closed, timeout)
-            ):
-                raise TimeoutError(f"no message within {timeout} seconds")
+            if not self._items and not self._closed:
+                self._getters_waiting += 1
+                self._condition.notify_all()
+                try:
+                    if not self._condition.wait_for(lambda: self._items or self._closed, timeout):
+                        raise TimeoutError(f"no message within {timeout} seconds")
+                finally:
+                    self._getters_waiting -= 1
             if self._items:
                 item = self._items.popleft()
                 self._condition.notify_all()
                 return item
             raise _QueueClosed
+
+    def wait_drained(self, timeout: Optional[float]) -> bool:
+        """Wait until the application has taken every message and asks for more.
+
+        "Asks for more" (a caller waiting in :meth:`get`) matters: it means
+        the application has finished with the last message, for example sent
+        its reply. Returns early once :meth:`stop_waiting` is called; returns
+        whether the queue was drained.
+        """
+        with self._condition:
+            return self._condition.wait_for(
+                lambda: (
+                    (not self._items and self._getters_waiting > 0)
+                    or self._not_waiting
+                    or self._closed
+                ),
+                timeout,
+            )
+
+    @property
+    def empty(self) -> bool:
+        """Whether no message is waiting."""
+        return not self._items
 
     def close(self) -> None:
         """No more messages will come; wake every waiter."""
@@ -106,11 +135,14 @@ class MessageQueue:
             self._closed = True
             self._condition.notify_all()
 
-    def discard(self) -> None:
-        """Drop every message from now on, so the reader never blocks again."""
+    def stop_waiting(self) -> None:
+        """Never block :meth:`put` again (the connection is closing).
+
+        Messages already queued stay readable; new ones beyond ``max_size``
+        are dropped, so memory stays bounded and the reader keeps reading.
+        """
         with self._condition:
-            self._discarding = True
-            self._items.clear()
+            self._not_waiting = True
             self._condition.notify_all()
 
 
@@ -311,7 +343,7 @@ class Connection:
         call sends a close frame; every call returns once the connection is
         closed (or the timeout forced it closed).
         """
-        self._messages.discard()
+        self._messages.stop_waiting()
         with self._write_lock:
             if self.protocol.close_sent is None and not self._transport_closed:
                 try:
@@ -339,7 +371,7 @@ class Connection:
         Used when this side gives up on the connection (a keepalive timeout,
         a stalled peer). Never blocks on the writer lock for long.
         """
-        self._messages.discard()
+        self._messages.stop_waiting()
         if self._write_lock.acquire(timeout=1):
             try:
                 if self.protocol.close_sent is None and not self._transport_closed:
@@ -388,26 +420,35 @@ class Connection:
     def _receive(self, data: bytes) -> None:
         protocol = self.protocol
         events = protocol.receive_data(data)
-        if (
-            protocol.failure is not None
-            or protocol.close_rcvd is not None
-            or any(type(event) is Ping for event in events)
-        ):
-            with self._write_lock:
-                output = protocol.data_to_send()
-                if output:
-                    try:
-                        self._write(output)
-                    except ConnectionClosed:
-                        pass
+        ending = protocol.failure is not None or protocol.close_rcvd is not None
+        if not ending and any(type(event) is Ping for event in events):
+            self._flush_replies()
         for event in events:
             kind = type(event)
             if kind is Message:
-                self._messages.put(event.data)  # type: ignore[union-attr]
+                if not self._messages.put(event.data):  # type: ignore[union-attr]
+                    self.logger.debug("message dropped: the connection is closing")
             elif kind is Pong:
                 self._acknowledge_pings(event.data)  # type: ignore[union-attr, arg-type]
             elif kind is CloseReceived:
                 self.logger.debug("close frame received: %s", event)
+        if ending:
+            # Let the application handle (and answer) the messages that came
+            # before the close or the error, then send the close frame:
+            # RFC 6455 allows data frames until this side's close frame.
+            if not self._messages.empty:
+                self._messages.wait_drained(self.close_timeout)
+            self._flush_replies()
+
+    def _flush_replies(self) -> None:
+        """Write the pongs and the close frame the protocol owes the peer."""
+        with self._write_lock:
+            output = self.protocol.data_to_send()
+            if output:
+                try:
+                    self._write(output)
+                except ConnectionClosed:
+                    pass
 
     def _wait_for_server_eof(self) -> None:
         """A client waits, at most ``close_timeout``, for the server to close TCP."""
@@ -545,6 +586,10 @@ class Keepalive:
         while not self._stop.wait(self._tick):
             with self._lock:
                 connections = list(self._connections)
+                if not connections:
+                    # Nothing to watch: end the thread; add() starts a new one.
+                    self._thread = None
+                    return
             now = time.monotonic()
             for connection in connections:
                 try:

@@ -11,10 +11,15 @@ import argparse
 import logging
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 from typing import List, Optional
 
 from .server import ServerConnection, serve
+from .tls import server_context
+
+# The development certificates of a source checkout (see certs/README.md).
+CERTS = Path(__file__).resolve().parent.parent / "certs"
 
 __all__ = ["echo", "main"]
 
@@ -46,6 +51,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="largest message accepted, or 'none' (default 1048576)",
     )
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    parser.add_argument(
+        "--tls", action="store_true", help="serve wss:// (default port 8765, certs/ files)"
+    )
+    parser.add_argument(
+        "--certfile",
+        default=str(CERTS / "localhost.pem"),
+        help="certificate chain (and key) in PEM, for --tls (default certs/localhost.pem)",
+    )
+    parser.add_argument("--keyfile", default=None, help="private key in PEM, for --tls")
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -58,9 +72,27 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
-    with serve(echo, args.host, args.port, max_size=args.max_size) as server:
+    context = None
+    if args.tls:
+        try:
+            context = server_context(args.certfile, args.keyfile)
+        except (OSError, ValueError) as exc:
+            parser.error(f"cannot load the TLS certificate {args.certfile}: {exc}")
+
+    with serve(echo, args.host, args.port, max_size=args.max_size, ssl=context) as server:
         host = args.host if ":" not in args.host else f"[{args.host}]"
-        print(f"wsthread echo server on ws://{host}:{server.port}/ (Ctrl-C to stop)", flush=True)
+        if context is not None and args.host in ("127.0.0.1", "::1"):
+            host = "localhost"
+        scheme = "wss" if context is not None else "ws"
+        print(
+            f"wsthread echo server on {scheme}://{host}:{server.port}/ (Ctrl-C to stop)", flush=True
+        )
+        if context is not None and args.certfile == str(CERTS / "localhost.pem"):
+            print(
+                f"clients trust it with the development CA {CERTS / 'ca.pem'}, e.g.\n"
+                f"  python -m wsthread --cafile {CERTS / 'ca.pem'} {scheme}://localhost:{server.port}/",
+                flush=True,
+            )
         try:
             server.serve_forever()
         except KeyboardInterrupt:

@@ -6,6 +6,7 @@
     ├── ConnectionClosed            the connection is closed; carries the close codes
     │   ├── ConnectionClosedOK      ... after a normal closing handshake (1000/1001)
     │   └── ConnectionClosedError   ... with an error code, or without a handshake
+    ├── InvalidURI                  not a ws:// or wss:// URI (also a ValueError)
     ├── InvalidHandshake            the HTTP Upgrade handshake failed; carries an HTTP status
     │   ├── InvalidRequest          400 Bad Request: malformed request or missing header
     │   ├── InvalidMethod           405 Method Not Allowed: not a GET
@@ -37,6 +38,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedOK",
     "ConnectionClosedError",
+    "InvalidURI",
     "InvalidHandshake",
     "InvalidRequest",
     "InvalidMethod",
@@ -85,6 +87,10 @@ class ConnectionClosedOK(ConnectionClosed):
 
 class ConnectionClosedError(ConnectionClosed):
     """The connection closed with an error code, or without a closing handshake."""
+
+
+class InvalidURI(WebSocketError, ValueError):
+    """The URI given to the client is not a valid ``ws://`` or ``wss://`` URI."""
 
 
 Header = Tuple[str, str]

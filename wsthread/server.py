@@ -21,11 +21,12 @@ from __future__ import annotations
 import logging
 import socket
 import socketserver
+import ssl as ssl_module
 import threading
-import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .connection import Connection, Keepalive
+from .deadline import Deadline
 from .exceptions import (
     ConnectionClosed,
     InvalidHandshake,
@@ -86,19 +87,6 @@ class _RequestHandler(socketserver.BaseRequestHandler):
         self.server._serve_connection(self.request, self.client_address)
 
 
-class _Deadline:
-    """One timeout spread over several blocking steps."""
-
-    def __init__(self, timeout: Optional[float]) -> None:
-        self.expires = None if timeout is None else time.monotonic() + timeout
-
-    def remaining(self) -> Optional[float]:
-        """Seconds left (never negative), or ``None`` for no deadline."""
-        if self.expires is None:
-            return None
-        return max(0.0, self.expires - time.monotonic())
-
-
 class WebSocketServer(socketserver.ThreadingTCPServer):
     """A threaded WebSocket server; see :func:`serve` for the options.
 
@@ -128,8 +116,10 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         max_size: Optional[int] = 2**20,
         max_queue: Optional[int] = 16,
         logger: Optional[logging.Logger] = None,
+        ssl: Optional[ssl_module.SSLContext] = None,
     ) -> None:
         self.handler = handler
+        self.ssl_context = ssl
         self.origins = None if origins is None else list(origins)
         self.subprotocols = list(subprotocols) if subprotocols else []
         self.open_timeout = open_timeout
@@ -220,7 +210,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             closer.start()
         for closer in closers:
             closer.join()
-        deadline = _Deadline(self.close_timeout)
+        deadline = Deadline(self.close_timeout)
         with self._state_lock:
             threads = list(self._connection_threads)
         for thread in threads:
@@ -280,7 +270,41 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
 
     def _serve_connection(self, sock: socket.socket, address: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        handshake = self._handshake(sock, address)
+        deadline = Deadline(self.open_timeout)
+        if self.ssl_context is None:
+            self._serve_websocket(sock, address, deadline)
+            return
+        tls = self._tls_handshake(sock, address, deadline)
+        if tls is None:
+            return
+        try:
+            self._serve_websocket(tls, address, deadline)
+        finally:
+            tls.close()
+
+    def _tls_handshake(
+        self, sock: socket.socket, address: Any, deadline: Deadline
+    ) -> Optional[ssl_module.SSLSocket]:
+        """Run the TLS handshake on this connection's thread, within ``open_timeout``."""
+        assert self.ssl_context is not None
+        try:
+            tls = self.ssl_context.wrap_socket(
+                sock, server_side=True, do_handshake_on_connect=False
+            )
+        except OSError as exc:
+            self.logger.debug("TLS setup for %s failed: %s", address, exc)
+            return None
+        try:
+            tls.settimeout(deadline.remaining())
+            tls.do_handshake()
+        except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
+            self.logger.debug("TLS handshake with %s failed: %s", address, exc)
+            tls.close()
+            return None
+        return tls
+
+    def _serve_websocket(self, sock: socket.socket, address: Any, deadline: Deadline) -> None:
+        handshake = self._handshake(sock, address, deadline)
         if handshake is None:
             return
         request, subprotocol, initial_data = handshake
@@ -324,10 +348,9 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             self.logger.info("connection closed: %s code %s", address, connection.close_code)
 
     def _handshake(
-        self, sock: socket.socket, address: Any
+        self, sock: socket.socket, address: Any, deadline: Deadline
     ) -> Optional[Tuple[Request, Optional[str], bytes]]:
         """Read and answer the opening handshake; ``None`` if it failed."""
-        deadline = _Deadline(self.open_timeout)
         parser = RequestParser()
         try:
             request = None
@@ -409,6 +432,8 @@ def serve(
         max_size: the largest message accepted (1009 beyond); ``None``: no limit.
         max_queue: received messages buffered before reading pauses.
         logger: the logger to use instead of ``logging.getLogger("wsthread")``.
+        ssl: an :class:`ssl.SSLContext` to serve ``wss://``; the TLS handshake
+            runs on the connection's thread within ``open_timeout``.
 
     Returns:
         The listening server: call ``serve_forever()`` or ``start()``; use it

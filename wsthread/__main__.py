@@ -1,0 +1,79 @@
+"""``python -m wsthread URI``: an interactive WebSocket client.
+
+Messages from the server are printed as they arrive (``<`` text, ``< [binary]``
+hex for binary); each line typed on standard input is sent as a text message.
+End of input (Ctrl-D, or the end of a pipe) or Ctrl-C closes the connection
+with a closing handshake, and the close code and reason are printed.
+
+    python -m wsthread ws://127.0.0.1:8765/
+    echo hello | python -m wsthread ws://127.0.0.1:8765/
+    python -m wsthread --cafile certs/ca.pem wss://localhost:8765/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from typing import List, Optional
+
+from .client import ClientConnection, connect
+from .exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from .tls import client_context
+
+__all__ = ["main"]
+
+
+def _send_stdin(ws: ClientConnection) -> None:
+    """Send each line of standard input, then close at end of input."""
+    try:
+        for line in sys.stdin:
+            ws.send(line.rstrip("\r\n"))
+    except ConnectionClosed:
+        return
+    ws.close()
+
+
+def _show(message: object) -> str:
+    if isinstance(message, bytes):
+        return f"< [binary {len(message)} bytes] {message.hex()}"
+    return f"< {message}"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the interactive client; return the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m wsthread", description=__doc__.split("\n")[0])
+    parser.add_argument("uri", help="ws:// or wss:// URI to connect to")
+    parser.add_argument("--cafile", help="trust the CA certificates in this PEM file (wss)")
+    parser.add_argument(
+        "--insecure", action="store_true", help="skip TLS certificate checks (development only)"
+    )
+    args = parser.parse_args(argv)
+
+    context = None
+    if args.uri.startswith("wss:") and (args.cafile or args.insecure):
+        context = client_context(args.cafile, insecure=args.insecure)
+    try:
+        ws = connect(args.uri, ssl=context)
+    except (InvalidURI, InvalidHandshake, OSError) as exc:
+        print(f"Failed to connect to {args.uri}: {exc}", file=sys.stderr)
+        return 1
+    print(f"Connected to {args.uri}.", file=sys.stderr)
+
+    threading.Thread(target=_send_stdin, args=(ws,), daemon=True).start()
+    try:
+        try:
+            for message in ws:
+                print(_show(message), flush=True)
+        except ConnectionClosed:
+            pass
+    except KeyboardInterrupt:
+        ws.close()
+    ws.close()
+    reason = f" ({ws.close_reason})" if ws.close_reason else ""
+    print(f"Connection closed: code {ws.close_code}{reason}.", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

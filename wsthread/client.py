@@ -1,0 +1,242 @@
+"""The synchronous WebSocket client: :func:`connect`.
+
+It shares everything past the opening handshake with the server: the same
+sans-I/O :class:`~wsthread.sansio.protocol.Protocol` (on the client side it
+masks every frame with a fresh random key) and the same threaded
+:class:`~wsthread.connection.Connection`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl as ssl_module
+import threading
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+
+from .connection import Connection, Keepalive
+from .deadline import Deadline
+from .exceptions import InvalidResponse, InvalidURI
+from .sansio.handshake import (
+    Request,
+    Response,
+    ResponseParser,
+    build_request,
+    generate_key,
+    validate_response,
+)
+from .sansio.protocol import Protocol, Side
+
+__all__ = ["ClientConnection", "connect", "parse_uri", "WebSocketURI"]
+
+logger = logging.getLogger("wsthread")
+
+
+@dataclass(frozen=True)
+class WebSocketURI:
+    """The parts of a ``ws://`` or ``wss://`` URI that the client needs.
+
+    Attributes:
+        secure: ``True`` for ``wss://``.
+        host: the host name or address (IPv6 without brackets).
+        port: the port, defaulting to 80 or 443.
+        resource: the path and query to request, such as ``/chat?room=1``.
+    """
+
+    secure: bool
+    host: str
+    port: int
+    resource: str
+
+
+def parse_uri(uri: str) -> WebSocketURI:
+    """Split a WebSocket URI into its parts.
+
+    Raises:
+        InvalidURI: not a ``ws://`` or ``wss://`` URI with a host.
+    """
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURI(f"{uri!r} is not a valid URI: {exc}") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise InvalidURI(f"{uri!r} is not a WebSocket URI: it must start with ws:// or wss://")
+    if not parts.hostname:
+        raise InvalidURI(f"{uri!r} has no host")
+    if parts.fragment:
+        raise InvalidURI(f"{uri!r} has a fragment, which WebSocket URIs may not have")
+    secure = parts.scheme == "wss"
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    return WebSocketURI(secure, parts.hostname, port or (443 if secure else 80), resource)
+
+
+class ClientConnection(Connection):
+    """A connection opened by :func:`connect`.
+
+    Attributes:
+        request: the upgrade request that was sent.
+        response: the server's ``101`` response.
+        subprotocol: the subprotocol the server chose, or ``None``.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        protocol: Protocol,
+        *,
+        request: Request,
+        response: Response,
+        subprotocol: Optional[str],
+        keepalive: Optional[Keepalive] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(sock, protocol, **kwargs)
+        self.request = request
+        self.response = response
+        self.subprotocol = subprotocol
+        self._keepalive = keepalive
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Perform the closing handshake, then release the socket."""
+        try:
+            super().close(code, reason)
+        finally:
+            if self._keepalive is not None:
+                self._keepalive.remove(self)
+            if threading.current_thread() is not self._reader:
+                self.socket.close()
+
+    def __enter__(self) -> ClientConnection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# Keepalive threads shared by every client connection with the same settings.
+_keepalives: Dict[Tuple[float, Optional[float]], Keepalive] = {}
+_keepalives_lock = threading.Lock()
+
+
+def _shared_keepalive(interval: float, timeout: Optional[float]) -> Keepalive:
+    with _keepalives_lock:
+        keepalive = _keepalives.get((interval, timeout))
+        if keepalive is None:
+            keepalive = _keepalives[(interval, timeout)] = Keepalive(interval, timeout)
+        return keepalive
+
+
+def connect(
+    uri: str,
+    *,
+    ssl: Optional[ssl_module.SSLContext] = None,
+    server_hostname: Optional[str] = None,
+    origin: Optional[str] = None,
+    subprotocols: Optional[Sequence[str]] = None,
+    additional_headers: Optional[Iterable[Tuple[str, str]]] = None,
+    open_timeout: Optional[float] = 10,
+    ping_interval: Optional[float] = 20,
+    ping_timeout: Optional[float] = 20,
+    close_timeout: Optional[float] = 10,
+    max_size: Optional[int] = 2**20,
+    max_queue: Optional[int] = 16,
+    logger: Optional[logging.Logger] = None,
+) -> ClientConnection:
+    """Open a WebSocket connection to ``uri`` and return it once the handshake is done.
+
+    Args:
+        uri: ``ws://host[:port]/path`` or ``wss://...``.
+        ssl: the TLS context for ``wss://``; by default the system's trust
+            store, with certificate and host name checking.
+        server_hostname: the name to check the certificate against (and send
+            in SNI) instead of the URI's host.
+        origin: an ``Origin`` header to send.
+        subprotocols: subprotocols to offer, in order of preference.
+        additional_headers: extra request headers, as ``(name, value)`` pairs
+            or a mapping.
+        open_timeout: seconds for TCP, TLS and the HTTP handshake together.
+        ping_interval: seconds between keepalive pings; ``None`` disables them.
+        ping_timeout: seconds to wait for a pong before closing with 1011.
+        close_timeout: seconds to wait for the closing handshake.
+        max_size: the largest message accepted (1009 beyond); ``None``: no limit.
+        max_queue: received messages buffered before reading pauses.
+        logger: the logger to use instead of ``logging.getLogger("wsthread")``.
+
+    Raises:
+        InvalidURI: ``uri`` is not a WebSocket URI.
+        InvalidStatus: the server answered with another status than 101
+            (its ``status`` attribute tells which).
+        InvalidResponse: the server's 101 answer breaks the protocol.
+        TimeoutError: the handshake took longer than ``open_timeout``.
+        OSError: the connection could not be made (refused, TLS failure...).
+    """
+    target = parse_uri(uri)
+    deadline = Deadline(open_timeout)
+    headers: Iterable[Tuple[str, str]] = ()
+    if additional_headers is not None:
+        items = getattr(additional_headers, "items", None)
+        headers = list(items()) if callable(items) else list(additional_headers)
+    try:
+        sock = socket.create_connection((target.host, target.port), deadline.remaining())
+    except socket.timeout:
+        raise TimeoutError(f"could not connect to {uri} within {open_timeout}s") from None
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if target.secure:
+            context = ssl if ssl is not None else ssl_module.create_default_context()
+            sock.settimeout(deadline.remaining())
+            sock = context.wrap_socket(sock, server_hostname=server_hostname or target.host)
+        key = generate_key()
+        request = build_request(
+            target.host,
+            target.port,
+            target.resource,
+            key,
+            secure=target.secure,
+            origin=origin,
+            subprotocols=list(subprotocols or ()),
+            extra_headers=headers,
+        )
+        sock.settimeout(deadline.remaining())
+        sock.sendall(request.serialize())
+        parser = ResponseParser()
+        response = None
+        while response is None:
+            sock.settimeout(deadline.remaining())
+            data = sock.recv(65536)
+            if not data:
+                raise InvalidResponse("the server closed the connection during the handshake")
+            response = parser.feed(data)
+        subprotocol = validate_response(response, key, subprotocols=list(subprotocols or ()))
+        sock.settimeout(None)
+    except socket.timeout:
+        sock.close()
+        raise TimeoutError(f"the opening handshake with {uri} took over {open_timeout}s") from None
+    except BaseException:
+        sock.close()
+        raise
+
+    keepalive = (
+        _shared_keepalive(ping_interval, ping_timeout) if ping_interval is not None else None
+    )
+    connection = ClientConnection(
+        sock,
+        Protocol(Side.CLIENT, max_size=max_size),
+        request=request,
+        response=response,
+        subprotocol=subprotocol,
+        keepalive=keepalive,
+        close_timeout=close_timeout,
+        max_queue=max_queue,
+        initial_data=parser.trailing_data,
+        logger=logger,
+    )
+    connection.start()
+    if keepalive is not None:
+        keepalive.add(connection)
+    return connection
