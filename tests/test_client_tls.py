@@ -78,10 +78,9 @@ def test_wsthread_client_to_websockets_server_over_wss(
     server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
 ) -> None:
     """wsthread's client over wss to a `websockets` server, trusting a trustme CA."""
-    with (
-        websockets_echo(server_ssl) as port,
-        wsthread.connect(f"wss://localhost:{port}/", ssl=client_ssl) as ws,
-    ):
+    with contextlib.ExitStack() as stack:
+        port = stack.enter_context(websockets_echo(server_ssl))
+        ws = stack.enter_context(wsthread.connect(f"wss://localhost:{port}/", ssl=client_ssl))
         ws.send("secure")
         assert ws.recv(timeout=5) == "secure"
 
