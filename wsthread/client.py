@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 from .connection import Connection, Keepalive
 from .deadline import Deadline
 from .exceptions import InvalidResponse, InvalidURI
+from .sansio.deflate import PerMessageDeflate, accept_client, client_offer
 from .sansio.handshake import (
     Request,
     Response,
@@ -139,6 +140,7 @@ def connect(
     origin: Optional[str] = None,
     subprotocols: Optional[Sequence[str]] = None,
     additional_headers: Optional[Iterable[Tuple[str, str]]] = None,
+    compression: Optional[str] = "deflate",
     open_timeout: Optional[float] = 10,
     ping_interval: Optional[float] = 20,
     ping_timeout: Optional[float] = 20,
@@ -159,6 +161,7 @@ def connect(
         subprotocols: subprotocols to offer, in order of preference.
         additional_headers: extra request headers, as ``(name, value)`` pairs
             or a mapping.
+        compression: ``"deflate"`` offers permessage-deflate; ``None`` does not.
         open_timeout: seconds for TCP, TLS and the HTTP handshake together.
         ping_interval: seconds between keepalive pings; ``None`` disables them.
         ping_timeout: seconds to wait for a pong before closing with 1011.
@@ -175,6 +178,8 @@ def connect(
         TimeoutError: the handshake took longer than ``open_timeout``.
         OSError: the connection could not be made (refused, TLS failure...).
     """
+    if compression not in ("deflate", None):
+        raise ValueError(f"unsupported compression {compression!r}: use 'deflate' or None")
     target = parse_uri(uri)
     deadline = Deadline(open_timeout)
     headers: Iterable[Tuple[str, str]] = ()
@@ -200,6 +205,7 @@ def connect(
             secure=target.secure,
             origin=origin,
             subprotocols=list(subprotocols or ()),
+            extensions=client_offer() if compression == "deflate" else None,
             extra_headers=headers,
         )
         sock.settimeout(deadline.remaining())
@@ -213,6 +219,10 @@ def connect(
                 raise InvalidResponse("the server closed the connection during the handshake")
             response = parser.feed(data)
         subprotocol = validate_response(response, key, subprotocols=list(subprotocols or ()))
+        extensions = response.headers.get_all("Sec-WebSocket-Extensions")
+        if extensions and compression is None:
+            raise InvalidResponse("the server accepted an extension that was not offered")
+        deflate = accept_client(extensions)
         sock.settimeout(None)
     except socket.timeout:
         sock.close()
@@ -226,7 +236,11 @@ def connect(
     )
     connection = ClientConnection(
         sock,
-        Protocol(Side.CLIENT, max_size=max_size),
+        Protocol(
+            Side.CLIENT,
+            max_size=max_size,
+            deflate=None if deflate is None else PerMessageDeflate(deflate, is_server=False),
+        ),
         request=request,
         response=response,
         subprotocol=subprotocol,

@@ -51,6 +51,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="largest message accepted, or 'none' (default 1048576)",
     )
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    parser.add_argument("--no-compression", action="store_true", help="refuse permessage-deflate")
     parser.add_argument(
         "--tls", action="store_true", help="serve wss:// (default port 8765, certs/ files)"
     )
@@ -79,7 +80,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         except (OSError, ValueError) as exc:
             parser.error(f"cannot load the TLS certificate {args.certfile}: {exc}")
 
-    with serve(echo, args.host, args.port, max_size=args.max_size, ssl=context) as server:
+    compression = None if args.no_compression else "deflate"
+    with serve(
+        echo, args.host, args.port, max_size=args.max_size, ssl=context, compression=compression
+    ) as server:
         host = args.host if ":" not in args.host else f"[{args.host}]"
         if context is not None and args.host in ("127.0.0.1", "::1"):
             host = "localhost"

@@ -33,6 +33,7 @@ from .exceptions import (
     InvalidOrigin,
     InvalidRequest,
 )
+from .sansio.deflate import DeflateParameters, PerMessageDeflate, negotiate_server
 from .sansio.frames import CloseCode
 from .sansio.handshake import (
     Request,
@@ -117,9 +118,13 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         max_queue: Optional[int] = 16,
         logger: Optional[logging.Logger] = None,
         ssl: Optional[ssl_module.SSLContext] = None,
+        compression: Optional[str] = "deflate",
     ) -> None:
+        if compression not in ("deflate", None):
+            raise ValueError(f"unsupported compression {compression!r}: use 'deflate' or None")
         self.handler = handler
         self.ssl_context = ssl
+        self.compression = compression
         self.origins = None if origins is None else list(origins)
         self.subprotocols = list(subprotocols) if subprotocols else []
         self.open_timeout = open_timeout
@@ -307,10 +312,11 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         handshake = self._handshake(sock, address, deadline)
         if handshake is None:
             return
-        request, subprotocol, initial_data = handshake
+        request, subprotocol, deflate, initial_data = handshake
+        codec = None if deflate is None else PerMessageDeflate(deflate, is_server=True)
         connection = ServerConnection(
             sock,
-            Protocol(Side.SERVER, max_size=self.max_size),
+            Protocol(Side.SERVER, max_size=self.max_size, deflate=codec),
             request=request,
             subprotocol=subprotocol,
             server=self,
@@ -349,7 +355,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
 
     def _handshake(
         self, sock: socket.socket, address: Any, deadline: Deadline
-    ) -> Optional[Tuple[Request, Optional[str], bytes]]:
+    ) -> Optional[Tuple[Request, Optional[str], Optional[DeflateParameters], bytes]]:
         """Read and answer the opening handshake; ``None`` if it failed."""
         parser = RequestParser()
         try:
@@ -364,7 +370,13 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             key = validate_request(request)
             self._check_origin(request)
             subprotocol = self._select_subprotocol(request)
-            response = accept_response(key, subprotocol=subprotocol)
+            extensions: Optional[str] = None
+            deflate: Optional[DeflateParameters] = None
+            if self.compression == "deflate":
+                agreed = negotiate_server(request.headers.get_all("Sec-WebSocket-Extensions"))
+                if agreed is not None:
+                    extensions, deflate = agreed
+            response = accept_response(key, subprotocol=subprotocol, extensions=extensions)
             sock.sendall(response.serialize())
             sock.settimeout(None)
         except InvalidHandshake as exc:
@@ -377,7 +389,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         except OSError as exc:
             self.logger.debug("handshake from %s failed: %s", address, exc)
             return None
-        return request, subprotocol, parser.trailing_data
+        return request, subprotocol, deflate, parser.trailing_data
 
     @staticmethod
     def _send_quietly(sock: socket.socket, data: bytes) -> None:
@@ -434,6 +446,9 @@ def serve(
         logger: the logger to use instead of ``logging.getLogger("wsthread")``.
         ssl: an :class:`ssl.SSLContext` to serve ``wss://``; the TLS handshake
             runs on the connection's thread within ``open_timeout``.
+        compression: ``"deflate"`` (the default) accepts permessage-deflate
+            when a client offers it; ``None`` disables it. Messages under 128
+            bytes are sent uncompressed; ``max_size`` bounds the inflated size.
 
     Returns:
         The listening server: call ``serve_forever()`` or ``start()``; use it

@@ -41,6 +41,7 @@ from ..exceptions import (
     ConnectionClosedOK,
     ProtocolError,
 )
+from .deflate import COMPRESSION_THRESHOLD, PerMessageDeflate
 from .frames import (
     CloseCode,
     Frame,
@@ -133,6 +134,9 @@ class Protocol:
             connection with 1009 as soon as its header is read.
         mask_key: where a client gets its 4-byte masking keys (tests may pass
             a fixed one); defaults to :func:`os.urandom`.
+        deflate: the permessage-deflate codec, if the handshake agreed on it.
+            Messages shorter than ``COMPRESSION_THRESHOLD`` bytes are sent
+            uncompressed.
 
     Attributes:
         close_rcvd: the ``(code, reason)`` of the peer's close frame, if any.
@@ -147,22 +151,29 @@ class Protocol:
         *,
         max_size: Optional[int] = 2**20,
         mask_key: Optional[Callable[[], bytes]] = None,
+        deflate: Optional[PerMessageDeflate] = None,
     ) -> None:
         self.side = side
         self.max_size = max_size
+        self.deflate = deflate
         self._mask_key = mask_key if mask_key is not None else (lambda: os.urandom(4))
-        self._parser = FrameParser(expect_masked=side is Side.SERVER)
+        self._parser = FrameParser(
+            expect_masked=side is Side.SERVER, allowed_rsv1=deflate is not None
+        )
         self.close_rcvd: Optional[Tuple[int, str]] = None
         self.close_sent: Optional[Tuple[int, str]] = None
         self.failure: Optional[ProtocolError] = None
         self.eof = False
         # The message being assembled from fragments.
         self._message_opcode: Optional[Opcode] = None
+        self._message_compressed = False
         self._message_parts: List[Union[str, bytes]] = []
         self._message_size = 0
         self._decoder = Utf8Decoder()
         # Pongs owed to the peer, written by the receiving half, taken by data_to_send().
         self._pongs_owed: List[bytes] = []
+        # Whether the message being sent is compressed (set by its first frame).
+        self._sending_compressed = False
 
     # -- state -------------------------------------------------------------
 
@@ -260,11 +271,18 @@ class Protocol:
         if opcode is Opcode.CONTINUATION:
             if self._message_opcode is None:
                 raise ProtocolError("continuation frame without a message to continue")
+            if frame.rsv1:
+                raise ProtocolError("RSV1 set on a continuation frame")
         else:
             if self._message_opcode is not None:
                 raise ProtocolError("new message started before the previous one ended")
             self._message_opcode = opcode
+            self._message_compressed = frame.rsv1
         payload = frame.payload
+        if self._message_compressed:
+            assert self.deflate is not None  # the parser refuses RSV1 otherwise
+            limit = None if self.max_size is None else self.max_size - self._message_size
+            payload = self.deflate.decompress(payload, fin=frame.fin, max_length=limit)
         self._message_size += len(payload)
         part: Union[str, bytes]
         if self._message_opcode is Opcode.TEXT:
@@ -313,15 +331,28 @@ class Protocol:
         ``text`` may be given already encoded as UTF-8 bytes.
         """
         data = text.encode("utf-8") if isinstance(text, str) else text
-        return self._data_frame(Opcode.TEXT, data, fin)
+        return self._first_frame(Opcode.TEXT, data, fin)
 
     def send_binary(self, data: bytes, fin: bool = True) -> bytes:
         """Frame a binary message (or its first fragment when ``fin`` is false)."""
-        return self._data_frame(Opcode.BINARY, data, fin)
+        return self._first_frame(Opcode.BINARY, data, fin)
 
     def send_continuation(self, data: bytes, fin: bool) -> bytes:
         """Frame the next fragment of the message being sent."""
-        return self._data_frame(Opcode.CONTINUATION, data, fin)
+        self._check_open()
+        if self._sending_compressed:
+            assert self.deflate is not None
+            data = self.deflate.compress(data, fin=fin)
+        return self._frame(Opcode.CONTINUATION, data, fin)
+
+    def _first_frame(self, opcode: Opcode, data: bytes, fin: bool) -> bytes:
+        self._check_open()
+        compress = self.deflate is not None and (not fin or len(data) >= COMPRESSION_THRESHOLD)
+        self._sending_compressed = compress
+        if compress:
+            assert self.deflate is not None
+            data = self.deflate.compress(data, fin=fin)
+        return self._frame(opcode, data, fin, rsv1=compress)
 
     def send_ping(self, data: bytes = b"") -> bytes:
         """Frame a ping (at most 125 bytes of payload)."""
@@ -345,10 +376,6 @@ class Protocol:
         if self.close_sent is not None or self.eof:
             raise self.close_exception()
 
-    def _data_frame(self, opcode: Opcode, data: bytes, fin: bool) -> bytes:
-        self._check_open()
-        return self._frame(opcode, data, fin)
-
     def _control_frame(self, opcode: Opcode, data: bytes) -> bytes:
         if len(data) > 125:
             raise ValueError("control frame payloads are limited to 125 bytes")
@@ -360,6 +387,6 @@ class Protocol:
         self.close_sent = (code, reason)
         return self._frame(Opcode.CLOSE, payload)
 
-    def _frame(self, opcode: Opcode, payload: bytes, fin: bool = True) -> bytes:
+    def _frame(self, opcode: Opcode, payload: bytes, fin: bool = True, rsv1: bool = False) -> bytes:
         mask = self._mask_key() if self.side is Side.CLIENT else None
-        return serialize_frame(Frame(opcode, payload, fin), mask)
+        return serialize_frame(Frame(opcode, payload, fin, rsv1), mask)
