@@ -271,3 +271,63 @@ def test_cli_over_wss_with_cafile(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["< secure"]
+
+
+def test_reconnect_after_drop_and_stop_on_clean_close(make_server: ServerFactory) -> None:
+    """reconnect() yields a new connection after an abnormal close, and stops after 1000."""
+    attempts: List[int] = []
+
+    def handler(ws: wsthread.ServerConnection) -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("first connection fails")  # closes with 1011
+        ws.send("second")
+
+    server = make_server(handler)
+    received: List[object] = []
+    codes: List[object] = []
+    for ws in wsthread.reconnect(f"ws://127.0.0.1:{server.port}/", min_delay=0.01):
+        try:
+            for message in ws:
+                received.append(message)
+        except wsthread.ConnectionClosedError:
+            pass
+        codes.append(ws.close_code)
+    assert codes == [1011, 1000]
+    assert received == ["second"]
+
+
+def test_reconnect_retries_until_server_is_up() -> None:
+    """reconnect() retries refused connections with backoff until the server listens."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    started = threading.Event()
+    holder: List[wsthread.WebSocketServer] = []
+
+    def start_later() -> None:
+        time.sleep(0.3)
+        server = wsthread.serve(lambda ws: ws.send("up"), "127.0.0.1", port)
+        holder.append(server)
+        server.start()
+        started.set()
+
+    threading.Thread(target=start_later, daemon=True).start()
+    try:
+        for ws in wsthread.reconnect(f"ws://127.0.0.1:{port}/", min_delay=0.05, max_delay=0.2):
+            assert ws.recv(timeout=5) == "up"
+            break
+        assert started.is_set()
+    finally:
+        started.wait(5)
+        for server in holder:
+            server.shutdown()
+
+
+def test_reconnect_raises_on_4xx(make_server: ServerFactory) -> None:
+    """A 4xx answer is not retried: reconnect() raises InvalidStatus."""
+    server = make_server(origins=["https://only.example"])
+    with pytest.raises(InvalidStatus):
+        for _ in wsthread.reconnect(f"ws://127.0.0.1:{server.port}/", origin="https://x"):
+            pass

@@ -14,7 +14,7 @@ Serve with :func:`serve`; every connection's handler is plain blocking code::
 
 from __future__ import annotations
 
-from .client import ClientConnection, connect
+from .client import ClientConnection, connect, reconnect
 from .connection import Connection
 from .exceptions import (
     ConnectionClosed,
@@ -32,6 +32,7 @@ from .server import ServerConnection, WebSocketServer, serve
 __all__ = [
     "serve",
     "connect",
+    "reconnect",
     "ClientConnection",
     "WebSocketServer",
     "ServerConnection",

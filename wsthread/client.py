@@ -9,16 +9,18 @@ masks every frame with a fresh random key) and the same threaded
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import ssl as ssl_module
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 from .connection import Connection, Keepalive
 from .deadline import Deadline
-from .exceptions import InvalidResponse, InvalidURI
+from .exceptions import InvalidResponse, InvalidStatus, InvalidURI
 from .sansio.deflate import PerMessageDeflate, accept_client, client_offer
 from .sansio.handshake import (
     Request,
@@ -30,7 +32,7 @@ from .sansio.handshake import (
 )
 from .sansio.protocol import Protocol, Side
 
-__all__ = ["ClientConnection", "connect", "parse_uri", "WebSocketURI"]
+__all__ = ["ClientConnection", "connect", "reconnect", "parse_uri", "WebSocketURI"]
 
 logger = logging.getLogger("wsthread")
 
@@ -254,3 +256,63 @@ def connect(
     if keepalive is not None:
         keepalive.add(connection)
     return connection
+
+
+def reconnect(
+    uri: str,
+    *,
+    min_delay: float = 1.0,
+    max_delay: float = 60.0,
+    factor: float = 2.0,
+    **options: Any,
+) -> Iterator[ClientConnection]:
+    """Yield a fresh connection to ``uri`` each time the previous one drops.
+
+    For long-running clients::
+
+        for ws in wsthread.reconnect("ws://example.com/feed"):
+            try:
+                for message in ws:
+                    handle(message)
+            except wsthread.ConnectionClosedError:
+                continue  # dropped: reconnect
+
+    Failed attempts are retried after a random delay between 0 and the
+    current backoff (full jitter), which starts at ``min_delay`` and is
+    multiplied by ``factor`` after each failure, up to ``max_delay``; it
+    resets after a successful connection. Network errors, timeouts and 5xx
+    answers are retried; an invalid URI, a 4xx answer or a broken handshake
+    is raised. The loop ends after a connection closed cleanly with 1000, or
+    when the caller breaks out (the current connection is then closed).
+
+    Args:
+        uri: as for :func:`connect`.
+        min_delay: the first backoff, in seconds.
+        max_delay: the largest backoff, in seconds.
+        factor: how much the backoff grows after each failure.
+        options: keyword arguments for :func:`connect`.
+    """
+    backoff = min_delay
+    while True:
+        try:
+            connection = connect(uri, **options)
+        except InvalidStatus as exc:
+            if exc.status < 500:
+                raise
+            failure: BaseException = exc
+        except (OSError, TimeoutError) as exc:
+            failure = exc
+        else:
+            backoff = min_delay
+            try:
+                yield connection
+            finally:
+                connection.close()
+            if connection.close_code == 1000:
+                return
+            logger.info("connection to %s lost (code %s); reconnecting", uri, connection.close_code)
+            continue
+        delay = random.uniform(0, backoff)
+        logger.info("cannot connect to %s (%s); retrying in %.1fs", uri, failure, delay)
+        time.sleep(delay)
+        backoff = min(max_delay, backoff * factor)
