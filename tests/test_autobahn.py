@@ -78,3 +78,84 @@ def test_autobahn_cases_1_to_10(echo_server: int, tmp_path: Path) -> None:
         shutil.copytree(tmp_path, os.environ["WSTHREAD_AUTOBAHN_REPORT"], dirs_exist_ok=True)
     assert len(cases) >= 300, f"only {len(cases)} cases ran"
     assert not failures, f"failing cases: {failures}"
+
+
+def free_port() -> int:
+    """A port that was free a moment ago."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def drive_client_cases(port: int, agent: str, excludes: List[str]) -> None:
+    """Run every case of a fuzzingserver with wsthread's client, echoing messages."""
+    import wsthread
+
+    base = f"ws://127.0.0.1:{port}"
+    with wsthread.connect(f"{base}/getCaseCount") as ws:
+        count = int(ws.recv(timeout=30))
+    for case in range(1, count + 1):
+        try:
+            ws = wsthread.connect(
+                f"{base}/runCase?case={case}&agent={agent}", max_size=2**26, open_timeout=30
+            )
+        except (OSError, wsthread.InvalidHandshake):
+            continue
+        with ws:
+            try:
+                for message in ws:
+                    ws.send(message)
+            except wsthread.ConnectionClosed:
+                pass
+    with wsthread.connect(f"{base}/updateReports?agent={agent}") as ws:
+        try:
+            ws.recv(timeout=30)
+        except wsthread.ConnectionClosed:
+            pass
+
+
+def test_autobahn_client_cases_1_to_10(tmp_path: Path) -> None:
+    """Every Autobahn case 1.* to 10.* passes with wsthread's client."""
+    port = free_port()
+    kosoku = shutil.which("kosoku") or str(Path(sys.executable).with_name("kosoku"))
+    process = subprocess.Popen(
+        [
+            kosoku,
+            "-m",
+            "fuzzingserver",
+            "-x",
+            "12.*",
+            "-x",
+            "13.*",
+            "-o",
+            str(tmp_path),
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert "listening" in line, line
+        started = time.monotonic()
+        drive_client_cases(port, "wsthread", [])
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    elapsed = time.monotonic() - started
+    cases = next(iter(json.loads((tmp_path / "index.json").read_text()).values()))
+    tally = collections.Counter((c["behavior"], c["behaviorClose"]) for c in cases.values())
+    failures = {
+        case_id: (c["behavior"], c["behaviorClose"])
+        for case_id, c in cases.items()
+        if c["behavior"] not in ACCEPTED_BEHAVIOR or c["behaviorClose"] not in ACCEPTED_CLOSE
+    }
+    print(f"\nAutobahn client 1-10: {len(cases)} cases in {elapsed:.1f}s: {dict(tally)}")
+    assert len(cases) >= 300, f"only {len(cases)} cases ran"
+    assert not failures, f"failing cases: {failures}"

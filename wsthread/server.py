@@ -447,7 +447,7 @@ def serve(
         ssl: an :class:`ssl.SSLContext` to serve ``wss://``; the TLS handshake
             runs on the connection's thread within ``open_timeout``.
         compression: ``"deflate"`` (the default) accepts permessage-deflate
-            when a client offers it; ``None`` disables it. Messages under 128
+            when a client offers it; ``None`` disables it. Messages under 16
             bytes are sent uncompressed; ``max_size`` bounds the inflated size.
 
     Returns:
