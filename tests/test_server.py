@@ -445,3 +445,44 @@ def test_many_simultaneous_connects(make_server: ServerFactory) -> None:
     for t in threads:
         t.join()
     assert not errors, errors[:3]
+
+
+def test_close_is_answered_promptly_when_handler_never_reads(make_server: ServerFactory) -> None:
+    """A handler busy elsewhere with unread messages does not delay the close reply long."""
+    release = threading.Event()
+
+    def handler(ws: ServerConnection) -> None:
+        release.wait(10)  # never reads
+
+    server = make_server(handler, close_timeout=10)
+    try:
+        with connect(uri(server), compression=None) as ws:
+            ws.send("unread")
+            started = time.monotonic()
+        assert time.monotonic() - started < 3
+    finally:
+        release.set()
+
+
+def test_messages_before_close_are_answered(make_server: ServerFactory) -> None:
+    """Messages that arrive with the close frame are still echoed before the close reply."""
+    server = make_server()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        # Two masked text frames ("a", "b", mask 0) and a close frame, in one write.
+        sock.sendall(
+            b"\x81\x81\x00\x00\x00\x00a\x81\x81\x00\x00\x00\x00b\x88\x82\x00\x00\x00\x00\x03\xe8"
+        )
+        received = b""
+        while True:
+            chunk = sock.recv(1024)
+            if not chunk:
+                break
+            received += chunk
+    assert received == b"\x81\x01a\x81\x01b\x88\x02\x03\xe8"

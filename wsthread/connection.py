@@ -34,6 +34,7 @@ from typing import (
     Union,
 )
 
+from .deadline import Deadline
 from .exceptions import ConnectionClosed, ConnectionClosedOK
 from .sansio.frames import CloseCode
 from .sansio.protocol import CloseReceived, Message, Ping, Pong, Protocol, Side, State
@@ -67,6 +68,7 @@ class MessageQueue:
         self._closed = False
         self._not_waiting = False
         self._getters_waiting = 0
+        self._taken = 0  # how many messages the application has taken
 
     def put(self, item: Data) -> bool:
         """Add a message, waiting while the queue is full.
@@ -102,27 +104,37 @@ class MessageQueue:
                     self._getters_waiting -= 1
             if self._items:
                 item = self._items.popleft()
+                self._taken += 1
                 self._condition.notify_all()
                 return item
             raise _QueueClosed
 
-    def wait_drained(self, timeout: Optional[float]) -> bool:
+    def wait_drained(self, timeout: Optional[float], idle: float = 0.5) -> bool:
         """Wait until the application has taken every message and asks for more.
 
         "Asks for more" (a caller waiting in :meth:`get`) matters: it means
         the application has finished with the last message, for example sent
-        its reply. Returns early once :meth:`stop_waiting` is called; returns
-        whether the queue was drained.
+        its reply. Waiting stops early when the application takes nothing
+        for ``idle`` seconds (it is busy elsewhere, or never reads), when
+        :meth:`stop_waiting` is called, or after ``timeout``. Returns whether
+        the queue was drained.
         """
-        with self._condition:
-            return self._condition.wait_for(
-                lambda: (
-                    (not self._items and self._getters_waiting > 0)
-                    or self._not_waiting
-                    or self._closed
-                ),
-                timeout,
+        deadline = Deadline(timeout)
+
+        def drained() -> bool:
+            return (
+                (not self._items and self._getters_waiting > 0) or self._not_waiting or self._closed
             )
+
+        with self._condition:
+            while not drained():
+                taken = self._taken
+                remaining = deadline.remaining()
+                step = idle if remaining is None else min(idle, remaining)
+                self._condition.wait_for(drained, step)
+                if self._taken == taken or deadline.remaining() == 0:
+                    break
+            return drained()
 
     @property
     def empty(self) -> bool:
