@@ -331,3 +331,28 @@ def test_reconnect_raises_on_4xx(make_server: ServerFactory) -> None:
     with pytest.raises(InvalidStatus):
         for _ in wsthread.reconnect(f"ws://127.0.0.1:{server.port}/", origin="https://x"):
             pass
+
+
+def test_wsthread_client_compression_with_websockets_server() -> None:
+    """wsthread's client offers deflate; a websockets server with compression accepts it."""
+
+    def echo(ws: object) -> None:
+        for message in ws:  # type: ignore[attr-defined]
+            ws.send(message)  # type: ignore[attr-defined]
+
+    with ws_serve(echo, "127.0.0.1", 0, compression="deflate") as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            port = server.socket.getsockname()[1]
+            with wsthread.connect(f"ws://127.0.0.1:{port}/") as ws:
+                assert "permessage-deflate" in (
+                    ws.response.headers.get("Sec-WebSocket-Extensions") or ""
+                )
+                text = "squeeze me " * 5000
+                for _ in range(3):
+                    ws.send(text)
+                    assert ws.recv(timeout=5) == text
+        finally:
+            server.shutdown()
+            thread.join(5)

@@ -486,3 +486,50 @@ def test_messages_before_close_are_answered(make_server: ServerFactory) -> None:
                 break
             received += chunk
     assert received == b"\x81\x01a\x81\x01b\x88\x02\x03\xe8"
+
+
+def test_compression_negotiated_with_websockets_client(make_server: ServerFactory) -> None:
+    """The websockets client's deflate offer is accepted and messages round-trip."""
+    server = make_server()
+    with connect(uri(server), compression="deflate") as ws:
+        assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+        text = "compressible " * 10_000
+        for _ in range(3):  # context takeover across messages
+            ws.send(text)
+            assert ws.recv(timeout=5) == text
+        ws.send(b"\x00" * 100_000)
+        assert ws.recv(timeout=5) == b"\x00" * 100_000
+
+
+def test_compression_off_when_disabled(make_server: ServerFactory) -> None:
+    """compression=None refuses the offer: no extension in the answer."""
+    server = make_server(compression=None)
+    with connect(uri(server), compression="deflate") as ws:
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        ws.send("plain")
+        assert ws.recv(timeout=5) == "plain"
+
+
+def test_deflate_bomb_over_a_real_socket_closes_1009(make_server: ServerFactory) -> None:
+    """A compressed message that inflates past max_size closes the connection with 1009."""
+    import zlib
+
+    server = make_server(max_size=2**20)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert b"permessage-deflate" in head
+        compressor = zlib.compressobj(wbits=-15)
+        bomb = b"".join(compressor.compress(b"\0" * 2**20) for _ in range(64))
+        bomb += compressor.flush(zlib.Z_SYNC_FLUSH)
+        bomb = bomb[:-4]  # 64 MiB of zeros in about 64 KiB
+        frame = b"\xc2\xff" + len(bomb).to_bytes(8, "big") + b"\x00\x00\x00\x00" + bomb
+        sock.sendall(frame)
+        answer = sock.recv(1024)
+    assert answer[0] == 0x88 and int.from_bytes(answer[2:4], "big") == 1009
