@@ -307,3 +307,29 @@ def test_fragmented_compressed_message_with_limit() -> None:
     data = client.send_text("a" * 5000, fin=False) + client.send_continuation(b"b" * 5001, True)
     server.receive_data(data)
     assert server.failure is not None and server.failure.code == 1009
+
+
+def test_incompressible_data_backs_off_and_retries() -> None:
+    """After a message that does not shrink, the next ones go uncompressed for a while."""
+    import os
+
+    server, client = pair()
+    text = b"abc" * 2000
+
+    def noise() -> bytes:
+        return os.urandom(4000)  # fresh each time: a repeat would compress well
+
+    def compressed(wire: bytes) -> bool:
+        """Whether the message was compressed; the peer must decode it either way."""
+        (frame,) = frames_of(wire, expect_masked=False)
+        (event,) = client.receive_data(wire)
+        assert isinstance(event, Message) and len(event.data) in (4000, 6000)
+        return bool(frame.rsv1)  # type: ignore[attr-defined]
+
+    assert compressed(server.send_binary(noise()))  # tried, and it did not shrink
+    sent = [compressed(server.send_binary(text)) for _ in range(3)]
+    assert sent == [False, True, True]  # skipped one message, then compressing again
+    assert compressed(server.send_binary(noise()))
+    sent = [compressed(server.send_binary(noise())) for _ in range(8)]
+    # Skip 1, try; skip 2, try; skip 4, try: the back-off doubles.
+    assert sent == [False, True, False, False, True, False, False, False]

@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple, Union
 
 from ..exceptions import InvalidUTF8, PayloadTooBig, ProtocolError
 
@@ -94,8 +93,7 @@ def is_valid_close_code(code: int) -> bool:
     return code in _WIRE_CLOSE_CODES or 3000 <= code <= 4999
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
     """One WebSocket frame, with its payload already unmasked.
 
     Attributes:
@@ -120,7 +118,7 @@ class Frame:
         return f"Frame({self.opcode.name} {bits}{len(self.payload)} bytes {data!r})"
 
 
-def apply_mask(data: bytes, mask: bytes) -> bytes:
+def apply_mask(data: Union[bytes, memoryview], mask: Union[bytes, memoryview]) -> bytes:
     """XOR ``data`` with the 4-byte ``mask`` repeated (masking and unmasking alike).
 
     The whole payload is handled as one big integer, so there is no Python
@@ -129,7 +127,7 @@ def apply_mask(data: bytes, mask: bytes) -> bytes:
     length = len(data)
     if length == 0:
         return b""
-    repeated = (mask * (length // 4 + 1))[:length]
+    repeated = (bytes(mask) * (length // 4 + 1))[:length]
     value = int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")
     return value.to_bytes(length, "little")
 
@@ -197,6 +195,10 @@ class FrameParser:
     Feed bytes with :meth:`feed`, then call :meth:`next_frame` until it
     returns ``None`` (more bytes needed). Frames come out unmasked.
 
+    Every rule that the header alone decides (opcode, reserved bits, masking,
+    control frame limits, the size limit) is checked as soon as the header
+    is complete, before any of the payload has to arrive.
+
     Args:
         expect_masked: ``True`` on a server (clients must mask every frame),
             ``False`` on a client (servers must not mask).
@@ -208,16 +210,19 @@ class FrameParser:
         self.expect_masked = expect_masked
         self.allowed_rsv1 = allowed_rsv1
         self._buffer = bytearray()
-        # The header of the frame being read, once it has been checked.
-        self._pending: Optional[Tuple[Frame, int, int]] = None
+        self._offset = 0  # where the next frame starts in the buffer
 
     @property
     def buffered(self) -> int:
         """How many received bytes are waiting to be parsed."""
-        return len(self._buffer)
+        return len(self._buffer) - self._offset
 
     def feed(self, data: bytes) -> None:
         """Add received bytes."""
+        if self._offset:
+            # Drop the frames already parsed, once per feed rather than per frame.
+            del self._buffer[: self._offset]
+            self._offset = 0
         self._buffer += data
 
     def next_frame(self, max_length: Optional[int] = None) -> Optional[Frame]:
@@ -232,59 +237,39 @@ class FrameParser:
             ProtocolError: the bytes break RFC 6455 framing (close code 1002),
                 or the announced length is over ``max_length`` (1009).
         """
-        if self._pending is None and not self._read_header(max_length):
-            return None
-        assert self._pending is not None  # for the type checker
-        header, header_length, payload_length = self._pending
-        end = header_length + payload_length
         buffer = self._buffer
-        if len(buffer) < end:
+        start = self._offset
+        available = len(buffer) - start
+        if available < 2:
             return None
-        if self.expect_masked:
-            mask = bytes(buffer[header_length - 4 : header_length])
-            payload = apply_mask(bytes(buffer[header_length:end]), mask)
-        else:
-            payload = bytes(buffer[header_length:end])
-        del buffer[:end]
-        self._pending = None
-        return Frame(header.opcode, payload, header.fin, header.rsv1, header.rsv2, header.rsv3)
-
-    def _read_header(self, max_length: Optional[int]) -> bool:
-        buffer = self._buffer
-        if len(buffer) < 2:
-            return False
-        first, second = buffer[0], buffer[1]
+        first = buffer[start]
+        second = buffer[start + 1]
         length = second & 0x7F
-        header_length = 2
-        if length == 126:
-            header_length = 4
-        elif length == 127:
-            header_length = 10
-        masked = bool(second & 0x80)
+        header_length = 2 if length < 126 else 4 if length == 126 else 10
+        masked = second & 0x80
         if masked:
             header_length += 4
-        if len(buffer) < header_length:
-            return False
+        if available < header_length:
+            return None
 
-        fin = bool(first & 0x80)
-        rsv1, rsv2, rsv3 = bool(first & 0x40), bool(first & 0x20), bool(first & 0x10)
-        try:
-            opcode = Opcode(first & 0x0F)
-        except ValueError:
-            raise ProtocolError(f"reserved opcode {first & 0x0F:#x}") from None
-        if masked != self.expect_masked:
+        opcode = _OPCODES[first & 0x0F]
+        if opcode is None:
+            raise ProtocolError(f"reserved opcode {first & 0x0F:#x}")
+        if bool(masked) != self.expect_masked:
             side = "client" if self.expect_masked else "server"
             must = "must" if self.expect_masked else "must not"
             raise ProtocolError(f"a {side} {must} mask its frames")
-        if rsv2 or rsv3:
+        if first & 0x30:
             raise ProtocolError("reserved bits RSV2/RSV3 set")
         if length == 126:
-            (length,) = struct.unpack_from("!H", buffer, 2)
+            (length,) = _UINT16.unpack_from(buffer, start + 2)
         elif length == 127:
-            (length,) = struct.unpack_from("!Q", buffer, 2)
+            (length,) = _UINT64.unpack_from(buffer, start + 2)
             if length >> 63:
                 raise ProtocolError("payload length with the most significant bit set")
-        if opcode in CONTROL_OPCODES:
+        fin = bool(first & 0x80)
+        rsv1 = bool(first & 0x40)
+        if opcode >= 8:
             if rsv1:
                 raise ProtocolError(f"RSV1 set on a {opcode.name} frame")
             if not fin:
@@ -298,5 +283,24 @@ class FrameParser:
                 raise PayloadTooBig(
                     f"frame of {length} bytes exceeds the limit of {max_length} bytes"
                 )
-        self._pending = (Frame(opcode, b"", fin, rsv1, rsv2, rsv3), header_length, length)
-        return True
+
+        payload_start = start + header_length
+        end = payload_start + length
+        if len(buffer) < end:
+            return None
+        with memoryview(buffer) as view:
+            if masked:
+                payload = apply_mask(
+                    view[payload_start:end], view[payload_start - 4 : payload_start]
+                )
+            else:
+                payload = bytes(view[payload_start:end])
+        self._offset = end
+        return Frame(opcode, payload, fin, rsv1)
+
+
+_OPCODES: Tuple[Optional[Opcode], ...] = tuple(
+    Opcode(value) if value in Opcode._value2member_map_ else None for value in range(16)
+)
+_UINT16 = struct.Struct("!H")
+_UINT64 = struct.Struct("!Q")

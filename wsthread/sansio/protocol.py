@@ -347,7 +347,11 @@ class Protocol:
 
     def _first_frame(self, opcode: Opcode, data: bytes, fin: bool) -> bytes:
         self._check_open()
-        compress = self.deflate is not None and (not fin or len(data) >= COMPRESSION_THRESHOLD)
+        compress = (
+            self.deflate is not None
+            and (not fin or len(data) >= COMPRESSION_THRESHOLD)
+            and self.deflate.should_compress()
+        )
         self._sending_compressed = compress
         if compress:
             assert self.deflate is not None
