@@ -333,3 +333,13 @@ def test_incompressible_data_backs_off_and_retries() -> None:
     sent = [compressed(server.send_binary(noise())) for _ in range(8)]
     # Skip 1, try; skip 2, try; skip 4, try: the back-off doubles.
     assert sent == [False, True, False, False, True, False, False, False]
+
+
+def test_text_is_always_compressed() -> None:
+    """Text messages from the threshold on are compressed even after binary noise."""
+    import os
+
+    server, _ = pair()
+    server.send_binary(os.urandom(4000))  # binary noise: the next binary would be skipped
+    (frame,) = frames_of(server.send_text("x" * COMPRESSION_THRESHOLD), expect_masked=False)
+    assert frame.rsv1  # type: ignore[attr-defined]

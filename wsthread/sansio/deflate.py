@@ -58,9 +58,10 @@ COMPRESSION_THRESHOLD = 16
 COMPRESSION_LEVEL = 1
 
 # Data that is already compressed (images, archives, encrypted blobs) does
-# not shrink: compressing it only costs CPU. After a message that compressed
-# to more than this fraction of its size, the codec sends the next messages
-# uncompressed, 1, then 2, 4 ... up to 64 of them, before trying again.
+# not shrink: compressing it only costs CPU. After a binary message that
+# compressed to more than this fraction of its size, the codec sends the next
+# binary messages uncompressed, 1, then 2, 4 ... up to 64 of them, before
+# trying again. Text messages are always compressed (from 16 bytes on).
 INCOMPRESSIBLE_RATIO = 0.9
 MAX_SKIPPED_MESSAGES = 64
 
@@ -312,15 +313,21 @@ class PerMessageDeflate:
         self._message_out = 0  # bytes it produced
         self._skip_streak = 0  # how many messages to skip after the next failure
         self._skips_left = 0  # messages still to send uncompressed
+        self._measuring = False  # whether the current message counts for skipping
         self._decompressor = zlib.decompressobj(wbits=-self._receive_bits)
 
     def _new_compressor(self) -> zlib._Compress:
         return zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, -self._send_bits)
 
-    def should_compress(self) -> bool:
-        """Whether to compress the next message (``False`` right after
-        messages that did not shrink); call it once per message."""
-        if self._skips_left:
+    def should_compress(self, binary: bool) -> bool:
+        """Whether to compress the next message; call it once per message.
+
+        Only binary messages are ever skipped, right after binary messages
+        that did not shrink: already-compressed data travels as binary,
+        while text (JSON, chat lines) nearly always compresses.
+        """
+        self._measuring = binary
+        if binary and self._skips_left:
             self._skips_left -= 1
             return False
         return True
@@ -335,7 +342,9 @@ class PerMessageDeflate:
             if self._send_reset:
                 self._compressor = self._new_compressor()
             self._message_out += len(output)
-            if self._message_out > INCOMPRESSIBLE_RATIO * self._message_in:
+            if not self._measuring:
+                pass
+            elif self._message_out > INCOMPRESSIBLE_RATIO * self._message_in:
                 self._skip_streak = min(MAX_SKIPPED_MESSAGES, max(1, 2 * self._skip_streak))
                 self._skips_left = self._skip_streak
             else:

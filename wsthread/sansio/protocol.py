@@ -350,7 +350,7 @@ class Protocol:
         compress = (
             self.deflate is not None
             and (not fin or len(data) >= COMPRESSION_THRESHOLD)
-            and self.deflate.should_compress()
+            and self.deflate.should_compress(binary=opcode is Opcode.BINARY)
         )
         self._sending_compressed = compress
         if compress:
