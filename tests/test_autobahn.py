@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Sequence
 
 import pytest
 
@@ -45,14 +45,22 @@ def echo_server() -> Iterator[int]:
     assert process.returncode == 0, "the echo server did not exit cleanly on SIGTERM"
 
 
-def run_kosoku(port: int, outdir: Path, excludes: List[str]) -> Dict[str, dict]:
+def run_kosoku(
+    port: int,
+    outdir: Path,
+    excludes: List[str],
+    includes: Sequence[str] = (),
+    parallel: int = 2,
+) -> Dict[str, dict]:
     """Run kosoku against 127.0.0.1:port and return its per-case index."""
     kosoku = shutil.which("kosoku")
     if kosoku is None:
         candidate = Path(sys.executable).with_name("kosoku")
         assert candidate.exists(), "kosoku is not installed (pip install -e '.[test]')"
         kosoku = str(candidate)
-    command = [kosoku, "-p", "2", "-o", str(outdir)]
+    command = [kosoku, "-p", str(parallel), "-o", str(outdir)]
+    for pattern in includes:
+        command += ["-i", pattern]
     for pattern in excludes:
         command += ["-x", pattern]
     command.append(f"127.0.0.1:{port}")
@@ -66,7 +74,11 @@ def run_kosoku(port: int, outdir: Path, excludes: List[str]) -> Dict[str, dict]:
 def test_autobahn_server_whole_suite(echo_server: int, tmp_path: Path) -> None:
     """Every Autobahn case, 1.* to 13.* with permessage-deflate, passes against the echo server."""
     started = time.monotonic()
-    cases = run_kosoku(echo_server, tmp_path, [])
+    # Two cases at a time, except 12.2.*: 131 KiB messages in 256-byte
+    # fragments, a thousand times, where two parallel cases and kosoku share
+    # this 2-core machine so tightly that the per-case time limit gets close.
+    cases = run_kosoku(echo_server, tmp_path / "parallel", ["12.2.*"])
+    cases.update(run_kosoku(echo_server, tmp_path / "serial", [], ["12.2.*"], parallel=1))
     elapsed = time.monotonic() - started
     tally = collections.Counter((c["behavior"], c["behaviorClose"]) for c in cases.values())
     failures = {
@@ -82,6 +94,8 @@ def test_autobahn_server_whole_suite(echo_server: int, tmp_path: Path) -> None:
     )
     if os.environ.get("WSTHREAD_AUTOBAHN_REPORT"):
         shutil.copytree(tmp_path, os.environ["WSTHREAD_AUTOBAHN_REPORT"], dirs_exist_ok=True)
+    slowest = max(cases, key=lambda case_id: cases[case_id]["duration"])
+    print(f"slowest case: {slowest} ({cases[slowest]['duration'] / 1000:.1f}s)")
     assert len(cases) == 517, f"{len(cases)} cases ran, not 517"
     assert not failures, f"failing cases: {failures}"
 
