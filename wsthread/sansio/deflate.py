@@ -33,7 +33,6 @@ __all__ = [
     "EXTENSION_NAME",
     "COMPRESSION_THRESHOLD",
     "COMPRESSION_LEVEL",
-    "INCOMPRESSIBLE_RATIO",
     "DeflateParameters",
     "PerMessageDeflate",
     "parse_extensions",
@@ -56,14 +55,6 @@ COMPRESSION_THRESHOLD = 16
 # about 20% larger: the right trade for a server on small machines, where
 # CPU, not bandwidth, runs out first. Inflating is equally fast either way.
 COMPRESSION_LEVEL = 1
-
-# Data that is already compressed (images, archives, encrypted blobs) does
-# not shrink: compressing it only costs CPU. After a binary message that
-# compressed to more than this fraction of its size, the codec sends the next
-# binary messages uncompressed, 1, then 2, 4 ... up to 64 of them, before
-# trying again. Text messages are always compressed (from 16 bytes on).
-INCOMPRESSIBLE_RATIO = 0.9
-MAX_SKIPPED_MESSAGES = 64
 
 _SYNC_TAIL = b"\x00\x00\xff\xff"
 
@@ -309,49 +300,19 @@ class PerMessageDeflate:
             self._receive_reset = parameters.server_no_context_takeover
         self._send_bits = max(self._send_bits, 9)
         self._compressor = self._new_compressor()
-        self._message_in = 0  # bytes given to compress() for the current message
-        self._message_out = 0  # bytes it produced
-        self._skip_streak = 0  # how many messages to skip after the next failure
-        self._skips_left = 0  # messages still to send uncompressed
-        self._measuring = False  # whether the current message counts for skipping
         self._decompressor = zlib.decompressobj(wbits=-self._receive_bits)
 
     def _new_compressor(self) -> zlib._Compress:
         return zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, -self._send_bits)
 
-    def should_compress(self, binary: bool) -> bool:
-        """Whether to compress the next message; call it once per message.
-
-        Only binary messages are ever skipped, right after binary messages
-        that did not shrink: already-compressed data travels as binary,
-        while text (JSON, chat lines) nearly always compresses.
-        """
-        self._measuring = binary
-        if binary and self._skips_left:
-            self._skips_left -= 1
-            return False
-        return True
-
     def compress(self, data: bytes, *, fin: bool) -> bytes:
         """Compress one frame's worth of a message; ``fin`` marks its last frame."""
         output = self._compressor.compress(data) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
-        self._message_in += len(data)
         if fin:
             if output.endswith(_SYNC_TAIL):
                 output = output[:-4]
             if self._send_reset:
                 self._compressor = self._new_compressor()
-            self._message_out += len(output)
-            if not self._measuring:
-                pass
-            elif self._message_out > INCOMPRESSIBLE_RATIO * self._message_in:
-                self._skip_streak = min(MAX_SKIPPED_MESSAGES, max(1, 2 * self._skip_streak))
-                self._skips_left = self._skip_streak
-            else:
-                self._skip_streak = 0
-            self._message_in = self._message_out = 0
-        else:
-            self._message_out += len(output)
         return output
 
     def decompress(self, data: bytes, *, fin: bool, max_length: Optional[int]) -> bytes:

@@ -347,11 +347,7 @@ class Protocol:
 
     def _first_frame(self, opcode: Opcode, data: bytes, fin: bool) -> bytes:
         self._check_open()
-        compress = (
-            self.deflate is not None
-            and (not fin or len(data) >= COMPRESSION_THRESHOLD)
-            and self.deflate.should_compress(binary=opcode is Opcode.BINARY)
-        )
+        compress = self.deflate is not None and (not fin or len(data) >= COMPRESSION_THRESHOLD)
         self._sending_compressed = compress
         if compress:
             assert self.deflate is not None
