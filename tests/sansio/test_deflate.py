@@ -151,6 +151,7 @@ def test_client_accepts_valid_answers() -> None:
         "permessage-deflate; mystery",
         "permessage-deflate; client_no_context_takeover=yes",
         "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+        "permessage-deflate; client_max_window_bits=8",
     ],
 )
 def test_client_rejects_answers_that_break_the_offer(answer: str) -> None:

@@ -270,11 +270,15 @@ def accept_client(header_values: Sequence[str]) -> Optional[DeflateParameters]:
         )
     except ValueError as exc:
         raise InvalidResponse(f"invalid permessage-deflate parameters: {exc}") from None
+    if client_bits == 8:
+        # zlib cannot write raw DEFLATE with a 256-byte window: refuse rather
+        # than send data the server may not be able to inflate.
+        raise InvalidResponse("server asked for client_max_window_bits=8, which zlib cannot do")
     return DeflateParameters(
         "server_no_context_takeover" in values,
         "client_no_context_takeover" in values,
         server_bits,
-        max(client_bits, 9),  # zlib compresses with 9 bits at the least
+        client_bits,
     )
 
 
@@ -298,7 +302,6 @@ class PerMessageDeflate:
             self._send_reset = parameters.client_no_context_takeover
             self._receive_bits = parameters.server_max_window_bits
             self._receive_reset = parameters.server_no_context_takeover
-        self._send_bits = max(self._send_bits, 9)
         self._compressor = self._new_compressor()
         self._decompressor = zlib.decompressobj(wbits=-self._receive_bits)
 
