@@ -61,3 +61,25 @@ def raw_handshake(port: int, request: bytes, timeout: float = 5) -> bytes:
                 break
             chunks.append(data)
         return b"".join(chunks)
+
+
+UPGRADE_REQUEST = (
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+
+def raw_websocket(port: int, extra_headers: bytes = b"") -> tuple[socket.socket, bytes]:
+    """Open a WebSocket by hand over a raw socket; return it and the response head.
+
+    For tests that must send frames no well-behaved client would send.
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(UPGRADE_REQUEST + extra_headers + b"\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        byte = sock.recv(1)
+        assert byte, f"connection closed during the handshake: {head!r}"
+        head += byte
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock, head

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed as WsConnectionClosed
 from websockets.sync.client import connect
 
 import wsthread
-from conftest import ServerFactory, raw_handshake
+from conftest import ServerFactory, raw_handshake, raw_websocket
 from wsthread.server import ServerConnection
 
 
@@ -220,15 +220,8 @@ def test_message_too_big_closes_1009(make_server: ServerFactory) -> None:
 def test_invalid_utf8_closes_1007(make_server: ServerFactory) -> None:
     """Invalid UTF-8 in a text frame fails the connection with 1007."""
     server = make_server()
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1)
-        assert head.startswith(b"HTTP/1.1 101")
+    sock, _ = raw_websocket(server.port)
+    with sock:
         # A masked text frame (mask 00000000) holding the invalid byte 0xff.
         sock.sendall(b"\x81\x81\x00\x00\x00\x00\xff")
         frame = sock.recv(1024)
@@ -268,11 +261,8 @@ def test_keepalive_closes_unresponsive_peer_with_1011(make_server: ServerFactory
         closed.set()
 
     server = make_server(handler, ping_interval=0.2, ping_timeout=0.3)
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+    sock, _ = raw_websocket(server.port)
+    with sock:
         # Read but never answer: the server pings, then gives up.
         assert closed.wait(5)
     assert codes and codes[0] is not None and codes[0][0] == 1011
@@ -467,14 +457,8 @@ def test_close_is_answered_promptly_when_handler_never_reads(make_server: Server
 def test_messages_before_close_are_answered(make_server: ServerFactory) -> None:
     """Messages that arrive with the close frame are still echoed before the close reply."""
     server = make_server()
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1)
+    sock, _ = raw_websocket(server.port)
+    with sock:
         # Two masked text frames ("a", "b", mask 0) and a close frame, in one write.
         sock.sendall(
             b"\x81\x81\x00\x00\x00\x00a\x81\x81\x00\x00\x00\x00b\x88\x82\x00\x00\x00\x00\x03\xe8"
@@ -515,15 +499,8 @@ def test_deflate_bomb_over_a_real_socket_closes_1009(make_server: ServerFactory)
     import zlib
 
     server = make_server(max_size=2**20)
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1)
+    sock, head = raw_websocket(server.port, b"Sec-WebSocket-Extensions: permessage-deflate\r\n")
+    with sock:
         assert b"permessage-deflate" in head
         compressor = zlib.compressobj(wbits=-15)
         bomb = b"".join(compressor.compress(b"\0" * 2**20) for _ in range(64))
