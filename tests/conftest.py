@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import subprocess
+import sys
 import threading
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
 
@@ -83,3 +86,29 @@ def raw_websocket(port: int, extra_headers: bytes = b"") -> tuple[socket.socket,
         head += byte
     assert head.startswith(b"HTTP/1.1 101"), head
     return sock, head
+
+
+@contextlib.contextmanager
+def echo_process(*args: str) -> Iterator[Tuple[subprocess.Popen, str]]:  # type: ignore[type-arg]
+    """Run ``python -m wsthread.echo --port 0 ARGS``; yield it and the URL it prints.
+
+    The process is killed on the way out if the test did not stop it.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wsthread.echo", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("wsthread echo server on ws"), f"did not start: {line!r}"
+        yield process, line.split()[4]
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()

@@ -14,6 +14,8 @@ from typing import Dict, Iterator, List, Sequence
 
 import pytest
 
+from conftest import echo_process
+
 pytestmark = pytest.mark.slow
 
 ACCEPTED_BEHAVIOR = {"OK", "NON-STRICT", "INFORMATIONAL"}
@@ -23,26 +25,10 @@ ACCEPTED_CLOSE = {"OK", "INFORMATIONAL"}
 @pytest.fixture
 def echo_server() -> Iterator[int]:
     """Run ``python -m wsthread.echo`` on a free port, as the suite's subject."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "wsthread.echo", "--port", "0", "--max-size", "67108864", "--quiet"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert "ws://" in line, f"echo server did not start: {line!r}"
-        port = int(line.split("ws://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
-        yield port
-    finally:
+    with echo_process("--max-size", "67108864", "--quiet") as (process, url):
+        yield int(url.rstrip("/").rsplit(":", 1)[1])
         process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    assert process.returncode == 0, "the echo server did not exit cleanly on SIGTERM"
+        assert process.wait(timeout=15) == 0, "the echo server did not exit cleanly on SIGTERM"
 
 
 def run_kosoku(
