@@ -76,7 +76,7 @@ def test_autobahn_server_whole_suite(echo_server: int, tmp_path: Path) -> None:
     compression = sum(c["duration"] for k, c in cases.items() if k.startswith(("12.", "13.")))
     print(
         f"\nAutobahn server: {len(cases)} cases in {elapsed:.1f}s "
-        f"(cases 12.* and 13.* took {compression / 1000:.0f}s summed over both workers): "
+        f"(compression cases 12.*/13.*: {compression / 1000:.0f}s of case durations): "
         f"{dict(tally)}"
     )
     if os.environ.get("WSTHREAD_AUTOBAHN_REPORT"):
