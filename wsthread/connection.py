@@ -30,7 +30,6 @@ from typing import (
     Iterator,
     List,
     Optional,
-    Tuple,
     Union,
 )
 
@@ -195,7 +194,7 @@ class Connection:
         self.logger = logging.LoggerAdapter(base_logger, {"websocket": self})
         self._write_lock = threading.Lock()
         self._messages = MessageQueue(max_queue)
-        self._pings: Dict[bytes, Tuple[threading.Event, float]] = {}
+        self._pings: Dict[bytes, threading.Event] = {}
         self._transport_closed = False
         self._closed = threading.Event()
         self.remote_address: Any = self._peername(sock)
@@ -344,7 +343,7 @@ class Connection:
             if payload in self._pings:
                 raise ValueError("a ping with this payload is already waiting for its pong")
             frame = self.protocol.send_ping(payload)
-            self._pings[payload] = (waiter, time.monotonic())
+            self._pings[payload] = waiter
             self._write(frame)
         return waiter
 
@@ -357,12 +356,16 @@ class Connection:
         """
         self._messages.stop_waiting()
         with self._write_lock:
-            if self.protocol.close_sent is None and not self._transport_closed:
-                try:
-                    self._write(self.protocol.send_close(code, reason))
-                except ConnectionClosed:
-                    pass
+            self._send_close_frame(code, reason)
         self._wait_closed()
+
+    def _send_close_frame(self, code: int, reason: str) -> None:
+        """Send a close frame unless one went out already; the caller holds the lock."""
+        if self.protocol.close_sent is None and not self._transport_closed:
+            try:
+                self._write(self.protocol.send_close(code, reason))
+            except ConnectionClosed:
+                pass
 
     def _wait_closed(self) -> None:
         if threading.current_thread() is self._reader:
@@ -386,11 +389,7 @@ class Connection:
         self._messages.stop_waiting()
         if self._write_lock.acquire(timeout=1):
             try:
-                if self.protocol.close_sent is None and not self._transport_closed:
-                    try:
-                        self._write(self.protocol.send_close(code, reason))
-                    except ConnectionClosed:
-                        pass
+                self._send_close_frame(code, reason)
             finally:
                 self._write_lock.release()
         self._shutdown_transport()
@@ -425,7 +424,7 @@ class Connection:
         finally:
             self._shutdown_transport()
             self._messages.close()
-            for waiter, _ in list(self._pings.values()):
+            for waiter in list(self._pings.values()):
                 waiter.set()
             self._closed.set()
 
@@ -480,7 +479,7 @@ class Connection:
                 self._keepalive_payload = None
             # A pong acknowledges the ping it answers and every earlier one.
             acknowledged: List[bytes] = []
-            for key, (waiter, _) in self._pings.items():
+            for key, waiter in self._pings.items():
                 acknowledged.append(key)
                 waiter.set()
                 if key == payload:
@@ -536,7 +535,7 @@ class Connection:
         try:
             payload = os.urandom(4)
             frame = self.protocol.send_ping(payload)
-            self._pings[payload] = (threading.Event(), now)
+            self._pings[payload] = threading.Event()
             self._keepalive_payload = payload
             if timeout is not None:
                 self._pong_deadline = now + timeout

@@ -180,9 +180,16 @@ def parse_close(payload: bytes) -> Tuple[int, str]:
 
 
 def serialize_close(code: int, reason: str = "") -> bytes:
-    """Build a close frame's payload; code 1005 means an empty payload."""
+    """Build a close frame's payload; code 1005 means an empty payload.
+
+    Raises:
+        ValueError: ``code`` may not be sent (1006, 1015, 0-999, unassigned
+            codes, 5000 and over), or the reason does not fit in 123 bytes.
+    """
     if code == CloseCode.NO_STATUS_RCVD:
         return b""
+    if not is_valid_close_code(code):
+        raise ValueError(f"close code {code} may not be sent in a close frame")
     data = struct.pack("!H", code) + reason.encode("utf-8")
     if len(data) > 125:
         raise ValueError("close reason too long: code and reason must fit in 125 bytes")
