@@ -321,8 +321,6 @@ class Protocol:
             chunks.append(self._close_frame(code, _truncate_reason(str(self.failure))))
         elif self.close_rcvd is not None:
             chunks.append(self._close_frame(self.close_rcvd[0], ""))
-        elif self.eof:
-            pass
         return b"".join(chunks)
 
     def send_text(self, text: Union[str, bytes], fin: bool = True) -> bytes:
