@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import pytest
 
@@ -39,21 +39,42 @@ def run_kosoku(
     parallel: int = 2,
 ) -> Dict[str, dict]:
     """Run kosoku against 127.0.0.1:port and return its per-case index."""
-    kosoku = shutil.which("kosoku")
-    if kosoku is None:
-        candidate = Path(sys.executable).with_name("kosoku")
-        assert candidate.exists(), "kosoku is not installed (pip install -e '.[test]')"
-        kosoku = str(candidate)
-    command = [kosoku, "-p", str(parallel), "-o", str(outdir)]
+    command = [kosoku_executable(), "-p", str(parallel), "-o", str(outdir)]
     for pattern in includes:
         command += ["-i", pattern]
     for pattern in excludes:
         command += ["-x", pattern]
     command.append(f"127.0.0.1:{port}")
     subprocess.run(command, check=False, timeout=1200, stdout=subprocess.DEVNULL)
+    return read_report(outdir)
+
+
+def kosoku_executable() -> str:
+    """The kosoku command, from PATH or beside this Python."""
+    kosoku = shutil.which("kosoku")
+    if kosoku is None:
+        candidate = Path(sys.executable).with_name("kosoku")
+        assert candidate.exists(), "kosoku is not installed (pip install -e '.[test]')"
+        kosoku = str(candidate)
+    return kosoku
+
+
+def read_report(outdir: Path) -> Dict[str, dict]:
+    """The per-case results in kosoku's ``index.json`` (one agent expected)."""
     index = json.loads((outdir / "index.json").read_text())
     assert len(index) == 1, f"expected one agent in the report, got {list(index)}"
     return next(iter(index.values()))  # type: ignore[no-any-return]
+
+
+def judge(cases: Dict[str, dict]) -> Tuple[Dict[Tuple[str, str], int], Dict[str, Tuple[str, str]]]:
+    """Tally the outcomes and list the cases whose outcome is not accepted."""
+    tally = collections.Counter((c["behavior"], c["behaviorClose"]) for c in cases.values())
+    failures = {
+        case_id: (c["behavior"], c["behaviorClose"])
+        for case_id, c in cases.items()
+        if c["behavior"] not in ACCEPTED_BEHAVIOR or c["behaviorClose"] not in ACCEPTED_CLOSE
+    }
+    return dict(tally), failures
 
 
 @pytest.mark.timeout(1500)
@@ -67,17 +88,12 @@ def test_autobahn_server_whole_suite(echo_server: int, tmp_path: Path) -> None:
     cases = run_kosoku(echo_server, tmp_path / "parallel", ["12.*"])
     cases.update(run_kosoku(echo_server, tmp_path / "serial", [], ["12.*"], parallel=1))
     elapsed = time.monotonic() - started
-    tally = collections.Counter((c["behavior"], c["behaviorClose"]) for c in cases.values())
-    failures = {
-        case_id: (c["behavior"], c["behaviorClose"])
-        for case_id, c in cases.items()
-        if c["behavior"] not in ACCEPTED_BEHAVIOR or c["behaviorClose"] not in ACCEPTED_CLOSE
-    }
+    tally, failures = judge(cases)
     compression = sum(c["duration"] for k, c in cases.items() if k.startswith(("12.", "13.")))
     print(
         f"\nAutobahn server: {len(cases)} cases in {elapsed:.1f}s "
         f"(compression cases 12.*/13.*: {compression / 1000:.0f}s of case durations): "
-        f"{dict(tally)}"
+        f"{tally}"
     )
     if os.environ.get("WSTHREAD_AUTOBAHN_REPORT"):
         shutil.copytree(tmp_path, os.environ["WSTHREAD_AUTOBAHN_REPORT"], dirs_exist_ok=True)
@@ -96,7 +112,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def drive_client_cases(port: int, agent: str, excludes: List[str]) -> None:
+def drive_client_cases(port: int, agent: str) -> None:
     """Run every case of a fuzzingserver with wsthread's client, echoing messages."""
     import wsthread
 
@@ -127,10 +143,9 @@ def drive_client_cases(port: int, agent: str, excludes: List[str]) -> None:
 def test_autobahn_client_cases_1_to_10(tmp_path: Path) -> None:
     """Every Autobahn case 1.* to 10.* passes with wsthread's client."""
     port = free_port()
-    kosoku = shutil.which("kosoku") or str(Path(sys.executable).with_name("kosoku"))
     process = subprocess.Popen(
         [
-            kosoku,
+            kosoku_executable(),
             "-m",
             "fuzzingserver",
             "-x",
@@ -150,20 +165,15 @@ def test_autobahn_client_cases_1_to_10(tmp_path: Path) -> None:
         line = process.stderr.readline()
         assert "listening" in line, line
         started = time.monotonic()
-        drive_client_cases(port, "wsthread", [])
+        drive_client_cases(port, "wsthread")
         process.wait(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
     elapsed = time.monotonic() - started
-    cases = next(iter(json.loads((tmp_path / "index.json").read_text()).values()))
-    tally = collections.Counter((c["behavior"], c["behaviorClose"]) for c in cases.values())
-    failures = {
-        case_id: (c["behavior"], c["behaviorClose"])
-        for case_id, c in cases.items()
-        if c["behavior"] not in ACCEPTED_BEHAVIOR or c["behaviorClose"] not in ACCEPTED_CLOSE
-    }
-    print(f"\nAutobahn client 1-10: {len(cases)} cases in {elapsed:.1f}s: {dict(tally)}")
+    cases = read_report(tmp_path)
+    tally, failures = judge(cases)
+    print(f"\nAutobahn client 1-10: {len(cases)} cases in {elapsed:.1f}s: {tally}")
     assert len(cases) >= 300, f"only {len(cases)} cases ran"
     assert not failures, f"failing cases: {failures}"
