@@ -341,6 +341,8 @@ class PerMessageDeflate:
                     )
         except zlib.error as exc:
             raise ProtocolError(f"invalid compressed data: {exc}") from exc
-        if fin and self._receive_reset:
+        if (fin and self._receive_reset) or decompressor.eof:
+            # A peer may end a message with a BFINAL block (RFC 7692 §7.2.3.4);
+            # what follows it starts a new DEFLATE stream.
             self._decompressor = zlib.decompressobj(wbits=-self._receive_bits)
         return output

@@ -213,6 +213,7 @@ class Response:
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _VERSION = re.compile(r"^HTTP/[0-9]\.[0-9]$")
+_STATUS = re.compile(r"[0-9]{3}")  # ASCII digits only: "²".isdigit() is true
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
@@ -255,7 +256,9 @@ class _HeadParser:
                 return result
 
     def _check_partial_line(self) -> None:
-        if len(self._buffer) > self.max_line:
+        # The CR of a line of exactly max_line bytes may arrive before its LF.
+        limit = self.max_line + (1 if self._buffer.endswith(b"\r") else 0)
+        if len(self._buffer) > limit:
             if self._start_line is None:
                 raise RequestTooLarge(
                     "request line too long", status=HTTPStatus.REQUEST_URI_TOO_LONG
@@ -383,7 +386,7 @@ class ResponseParser:
         start_line, headers = result
         version, _, rest = start_line.partition(" ")
         status_text, _, reason = rest.partition(" ")
-        if not _VERSION.match(version) or not status_text.isdigit() or len(status_text) != 3:
+        if not _VERSION.match(version) or not _STATUS.fullmatch(status_text):
             raise InvalidResponse(f"malformed status line: {start_line[:60]!r}")
         return Response(int(status_text), reason, headers, b"", version)
 
