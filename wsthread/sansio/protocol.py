@@ -33,7 +33,7 @@ from __future__ import annotations
 import enum
 import os
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
 
 from ..exceptions import (
     ConnectionClosed,
@@ -52,6 +52,9 @@ from .frames import (
     serialize_frame,
 )
 from .utf8 import Utf8Decoder
+
+if TYPE_CHECKING:  # only for the type of the optional trace hook
+    from ..trace import TraceHook
 
 __all__ = [
     "Side",
@@ -137,6 +140,10 @@ class Protocol:
         deflate: the permessage-deflate codec, if the handshake agreed on it.
             Messages shorter than ``COMPRESSION_THRESHOLD`` bytes are sent
             uncompressed.
+        trace: an optional :class:`~wsthread.trace.TraceHook`; its ``frame()``
+            is called for every frame parsed and every frame serialised, with
+            the wire payload (unmasked, not decompressed) and the masking key.
+            ``None`` (the default) costs one ``is not None`` check per frame.
 
     Attributes:
         close_rcvd: the ``(code, reason)`` of the peer's close frame, if any.
@@ -152,8 +159,13 @@ class Protocol:
         max_size: Optional[int] = 2**20,
         mask_key: Optional[Callable[[], bytes]] = None,
         deflate: Optional[PerMessageDeflate] = None,
+        trace: Optional[TraceHook] = None,
     ) -> None:
         self.side = side
+        self._trace = trace
+        peer = Side.CLIENT if side is Side.SERVER else Side.SERVER
+        self._trace_in = f"{peer.value} -> {side.value}"
+        self._trace_out = f"{side.value} -> {peer.value}"
         self.max_size = max_size
         self.deflate = deflate
         self._mask_key = mask_key if mask_key is not None else (lambda: os.urandom(4))
@@ -243,6 +255,8 @@ class Protocol:
                 frame = parser.next_frame(limit)
                 if frame is None:
                     break
+                if self._trace is not None:
+                    self._trace_received(frame)
                 event = self._receive_frame(frame)
                 if event is not None:
                     events.append(event)
@@ -250,6 +264,16 @@ class Protocol:
             self.failure = exc
             self._message_parts = []
         return events
+
+    def _trace_received(self, frame: Frame) -> None:
+        assert self._trace is not None
+        mask = None
+        if self._parser.expect_masked:
+            # The parser has just consumed the frame: its masking key is the
+            # 4 bytes before the payload, which ends at the parser's offset.
+            end = self._parser._offset - len(frame.payload)
+            mask = bytes(self._parser._buffer[end - 4 : end])
+        self._trace.frame(self._trace_in, frame, mask)
 
     def receive_eof(self) -> None:
         """Note that the peer closed the TCP connection."""
@@ -387,4 +411,7 @@ class Protocol:
 
     def _frame(self, opcode: Opcode, payload: bytes, fin: bool = True, rsv1: bool = False) -> bytes:
         mask = self._mask_key() if self.side is Side.CLIENT else None
-        return serialize_frame(Frame(opcode, payload, fin, rsv1), mask)
+        frame = Frame(opcode, payload, fin, rsv1)
+        if self._trace is not None:
+            self._trace.frame(self._trace_out, frame, mask)
+        return serialize_frame(frame, mask)

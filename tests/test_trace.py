@@ -1,0 +1,313 @@
+"""Tracing: the annotated format, the protocol hook, the frame decoder, and --trace on real runs."""
+
+from __future__ import annotations
+
+import io
+import logging
+import subprocess
+import sys
+from typing import List, Optional, Tuple
+
+import pytest
+
+from wsthread.frames import decode, explain, main, parse_hex
+from wsthread.sansio.frames import Frame, Opcode, serialize_frame
+from wsthread.sansio.protocol import Protocol, Side
+from wsthread.trace import (
+    CLIENT_TO_SERVER,
+    SERVER_TO_CLIENT,
+    Tracer,
+    close_code_name,
+    format_frame,
+    format_handshake,
+)
+
+# The examples of RFC 6455 section 5.7.
+RFC_UNMASKED_HELLO = "81 05 48 65 6c 6c 6f"
+RFC_MASKED_HELLO = "81 85 37 fa 21 3d 7f 9f 4d 51 58"
+RFC_FRAGMENTED_HELLO = "01 03 48 65 6c 80 02 6c 6f"
+RFC_PING_HELLO = "89 05 48 65 6c 6c 6f"
+RFC_MASKED_PONG_HELLO = "8a 85 37 fa 21 3d 7f 9f 4d 51 58"
+
+
+class Recorder:
+    """A trace hook that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.frames: List[Tuple[str, Frame, Optional[bytes]]] = []
+        self.handshakes: List[Tuple[str, bytes]] = []
+
+    def handshake(self, direction: str, data: bytes) -> None:
+        """Record a handshake message."""
+        self.handshakes.append((direction, data))
+
+    def frame(self, direction: str, frame: Frame, mask: Optional[bytes]) -> None:
+        """Record a frame."""
+        self.frames.append((direction, frame, mask))
+
+
+def fixed_mask() -> bytes:
+    """The masking key of the RFC examples."""
+    return bytes.fromhex("37fa213d")
+
+
+# -- the format ----------------------------------------------------------------
+
+
+def test_format_masked_text_frame() -> None:
+    """Direction, opcode, FIN, RSV bits, mask and key, length and the text."""
+    line = format_frame(CLIENT_TO_SERVER, Frame(Opcode.TEXT, b"Hello"), fixed_mask())
+    assert line == "client -> server  TEXT FIN=1 RSV=000 MASK=1 key=37fa213d len=5  text 'Hello'"
+
+
+def test_format_binary_frame_in_hex_with_a_long_length() -> None:
+    """Binary payloads show as hex, cut short; lengths over 125 name their encoding."""
+    line = format_frame(SERVER_TO_CLIENT, Frame(Opcode.BINARY, bytes(range(256)) * 2))
+    assert "BINARY FIN=1 RSV=000 MASK=0 len=512 (16-bit length)" in line
+    assert "hex 00 01 02 03" in line
+    assert line.endswith("... (+488 bytes)")
+    line = format_frame(SERVER_TO_CLIENT, Frame(Opcode.BINARY, bytes(70000)))
+    assert "len=70000 (64-bit length)" in line
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b"\x03\xe8", "code 1000 NORMAL_CLOSURE reason ''"),
+        (b"\x03\xe9bye", "code 1001 GOING_AWAY reason 'bye'"),
+        (b"\x03\xf1", "code 1009 MESSAGE_TOO_BIG reason ''"),
+        (b"\x0f\xa0", "code 4000 PRIVATE reason ''"),
+        (b"", "no status code (1005 NO_STATUS_RCVD for the receiver)"),
+        (b"\x03", "invalid close payload (close frame with a one-byte payload) hex 03"),
+    ],
+)
+def test_format_close_frames(payload: bytes, expected: str) -> None:
+    """Close frames show their code with its name, and the reason; bad payloads in hex."""
+    line = format_frame(SERVER_TO_CLIENT, Frame(Opcode.CLOSE, payload))
+    assert line.endswith("  " + expected), line
+
+
+def test_close_code_names() -> None:
+    """Registered codes by name, then the ranges."""
+    assert close_code_name(1011) == "INTERNAL_ERROR"
+    assert close_code_name(3001) == "REGISTERED"
+    assert close_code_name(4999) == "PRIVATE"
+    assert close_code_name(1004) == "UNKNOWN"
+
+
+def test_format_compressed_frame_and_continuations() -> None:
+    """RSV1 marks a compressed message; continuations say what they continue."""
+    tracer_output = io.StringIO()
+    tracer = Tracer(tracer_output)
+    tracer.frame(SERVER_TO_CLIENT, Frame(Opcode.TEXT, b"\xf2\x48", fin=False, rsv1=True), None)
+    tracer.frame(SERVER_TO_CLIENT, Frame(Opcode.CONTINUATION, b"\x00\x00"), None)
+    tracer.frame(CLIENT_TO_SERVER, Frame(Opcode.BINARY, b"\x01", fin=False), b"abcd")
+    tracer.frame(CLIENT_TO_SERVER, Frame(Opcode.PING, b"\xff"), b"abcd")
+    tracer.frame(CLIENT_TO_SERVER, Frame(Opcode.CONTINUATION, b"\x02"), b"abcd")
+    lines = tracer_output.getvalue().splitlines()
+    assert lines[0].endswith("RSV=100 MASK=0 len=2  compressed (permessage-deflate) hex f2 48")
+    assert lines[1].endswith("compressed (permessage-deflate) hex 00 00 (continues TEXT)")
+    assert lines[2].endswith("MASK=1 key=61626364 len=1  hex 01")
+    assert lines[3].endswith("PING FIN=1 RSV=000 MASK=1 key=61626364 len=1  hex ff")
+    assert lines[4].endswith("len=1  hex 02 (continues BINARY)")
+
+
+def test_format_handshake_lines() -> None:
+    """A handshake message: a title with its size, then each header line indented."""
+    request = (
+        b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n\r\n"
+    )
+    lines = format_handshake(CLIENT_TO_SERVER, request)
+    assert lines == [
+        f"client -> server  HTTP request, {len(request)} bytes",
+        "  GET /chat HTTP/1.1",
+        "  Host: example.com",
+        "  Upgrade: websocket",
+        "  Connection: Upgrade",
+    ]
+
+
+def test_tracer_labels_each_connection_and_logs_by_default(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """connection(label) prefixes lines; without a stream, events go to wsthread.trace."""
+    tracer = Tracer()
+    child = tracer.connection("127.0.0.1:5000")
+    with caplog.at_level(logging.DEBUG, logger="wsthread.trace"):
+        child.frame(SERVER_TO_CLIENT, Frame(Opcode.PONG, b""), None)
+    assert [record.name for record in caplog.records] == ["wsthread.trace"]
+    assert caplog.records[0].levelno == logging.DEBUG
+    assert caplog.records[0].getMessage() == (
+        "[127.0.0.1:5000] server -> client  PONG FIN=1 RSV=000 MASK=0 len=0  (empty)"
+    )
+
+
+# -- the protocol hook -----------------------------------------------------
+
+
+def test_protocol_traces_frames_both_ways_with_the_real_masking_key() -> None:
+    """Every frame serialised or parsed reaches the hook, with the key that is on the wire."""
+    client_trace, server_trace = Recorder(), Recorder()
+    client = Protocol(Side.CLIENT, mask_key=fixed_mask, trace=client_trace)
+    server = Protocol(Side.SERVER, trace=server_trace)
+    wire = client.send_text("Hello")
+    assert wire == bytes.fromhex(RFC_MASKED_HELLO.replace(" ", ""))
+    server.receive_data(wire[:3])  # a frame split across two reads
+    assert server_trace.frames == []
+    server.receive_data(wire[3:] + client.send_ping(b"p"))
+    reply = server.send_binary(b"\x00\x01") + server.data_to_send()
+    client.receive_data(reply)
+
+    hello = (Frame(Opcode.TEXT, b"Hello"), fixed_mask())
+    ping = (Frame(Opcode.PING, b"p"), fixed_mask())
+    binary = (Frame(Opcode.BINARY, b"\x00\x01"), None)
+    pong = (Frame(Opcode.PONG, b"p"), None)
+    assert client_trace.frames == [
+        (CLIENT_TO_SERVER, *hello),
+        (CLIENT_TO_SERVER, *ping),
+        (SERVER_TO_CLIENT, *binary),
+        (SERVER_TO_CLIENT, *pong),
+    ]
+    assert server_trace.frames == client_trace.frames
+    assert client_trace.handshakes == server_trace.handshakes == []
+
+
+def test_protocol_traces_the_close_frame_it_sends_on_a_protocol_error() -> None:
+    """A frame the parser refuses is not traced, but the 1002 close it causes is."""
+    trace = Recorder()
+    server = Protocol(Side.SERVER, trace=trace)
+    server.receive_data(b"\x83\x80abcd")  # reserved opcode 3
+    server.data_to_send()
+    assert len(trace.frames) == 1
+    direction, frame, mask = trace.frames[0]
+    assert (direction, frame.opcode, mask) == (SERVER_TO_CLIENT, Opcode.CLOSE, None)
+    assert frame.payload[:2] == b"\x03\xea"  # 1002
+
+
+def test_hook_is_never_called_when_tracing_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With trace=None the protocol never reaches any tracing code."""
+
+    def forbidden(*args: object) -> None:
+        raise AssertionError("tracing code ran while tracing was off")
+
+    monkeypatch.setattr(Protocol, "_trace_received", forbidden)
+    monkeypatch.setattr(Tracer, "frame", forbidden)
+    monkeypatch.setattr(Tracer, "handshake", forbidden)
+    client = Protocol(Side.CLIENT)
+    server = Protocol(Side.SERVER)
+    assert client._trace is None and server._trace is None
+    data = client.send_text("x" * 300) + client.send_ping(b"") + client.send_close(1000)
+    events = server.receive_data(data)
+    assert len(events) == 3
+    client.receive_data(server.send_text("y") + server.data_to_send())
+    assert client.state.name == "CLOSED"
+
+
+# -- the decoder ---------------------------------------------------------------
+
+
+def run_decoder(*args: str, stdin: str = "") -> Tuple[int, str]:
+    """Run ``python -m wsthread.frames`` in-process; return its status and output."""
+    out = io.StringIO()
+    old_stdout, old_stdin = sys.stdout, sys.stdin
+    sys.stdout, sys.stdin = out, io.StringIO(stdin)
+    try:
+        status = main(list(args))
+    finally:
+        sys.stdout, sys.stdin = old_stdout, old_stdin
+    return status, out.getvalue()
+
+
+def test_decoder_rfc_masked_frame() -> None:
+    """RFC 6455 5.7: the masked "Hello" is read as a client frame with its key."""
+    status, output = run_decoder(*RFC_MASKED_HELLO.split())
+    assert status == 0
+    assert output.splitlines() == [
+        "parsing as frames sent by the client (masked), as a server reads them",
+        "frame 1: bytes 0-10 (11 bytes)",
+        "  client -> server  TEXT FIN=1 RSV=000 MASK=1 key=37fa213d len=5  text 'Hello'",
+    ]
+
+
+def test_decoder_rfc_unmasked_and_fragmented_frames_from_stdin() -> None:
+    """RFC 6455 5.7: server frames, a fragmented message and a ping, read from stdin."""
+    status, output = run_decoder(
+        stdin=" ".join([RFC_UNMASKED_HELLO, RFC_FRAGMENTED_HELLO, RFC_PING_HELLO]) + "\n"
+    )
+    assert status == 0
+    lines = output.splitlines()
+    assert lines[0] == "parsing as frames sent by the server (unmasked), as a client reads them"
+    assert lines[2].endswith("TEXT FIN=1 RSV=000 MASK=0 len=5  text 'Hello'")
+    assert lines[4].endswith("TEXT FIN=0 RSV=000 MASK=0 len=3  text 'Hel'")
+    assert lines[6].endswith("CONTINUATION FIN=1 RSV=000 MASK=0 len=2  text 'lo' (continues TEXT)")
+    assert lines[8].endswith("PING FIN=1 RSV=000 MASK=0 len=5  data 'Hello'")
+    assert lines[7] == "frame 4: bytes 16-22 (7 bytes)"
+
+
+def test_decoder_explains_a_header_field_by_field() -> None:
+    """--explain shows the bits of the first two bytes, the key and the XOR."""
+    status, output = run_decoder("--explain", *RFC_MASKED_PONG_HELLO.split())
+    assert status == 0
+    assert "    byte 0 = 0x8a = 1000 1010: FIN=1 RSV1=0 RSV2=0 RSV3=0 opcode=0xa (PONG)" in output
+    assert "    byte 1 = 0x85 = 1000 0101: MASK=1 length code=5 (the length itself)" in output
+    assert "    bytes 2-5 = 37 fa 21 3d: masking key" in output
+    assert "      unmasked:    48 65 6c 6c 6f" in output
+
+
+def test_decoder_long_lengths() -> None:
+    """RFC 6455 5.7: 256 bytes take a 16-bit length, 64 KiB a 64-bit one."""
+    for length, code, bits, width in ((256, "7e", 16, 2), (65536, "7f", 64, 8)):
+        data = bytes.fromhex(f"82{code}") + length.to_bytes(width, "big") + bytes(length)
+        frames, problem = decode(data, masked=False)
+        assert problem is None
+        (decoded,) = frames
+        assert decoded.frame == Frame(Opcode.BINARY, bytes(length))
+        assert decoded.header == data[: 2 + width]
+        assert f"{bits}-bit length = {length}" in explain(decoded)[2]
+
+
+def test_decoder_side_option_and_errors() -> None:
+    """--from decides the side; a wrong side or a cut frame is reported, status 1."""
+    status, output = run_decoder("--from", "server", *RFC_MASKED_HELLO.split())
+    assert status == 1
+    assert output.splitlines()[-1] == "byte 0: invalid frame: a server must not mask its frames"
+    status, output = run_decoder(*RFC_MASKED_HELLO.split()[:-1])
+    assert status == 1
+    assert output.splitlines()[-1] == "byte 0: incomplete frame, 10 bytes left over"
+    status, output = run_decoder("--from", "client", *RFC_UNMASKED_HELLO.split())
+    assert status == 1
+    assert "a client must mask its frames" in output
+
+
+def test_decoder_matches_the_serializer() -> None:
+    """What serialize_frame writes, decode reads back, key included."""
+    frame = Frame(Opcode.BINARY, bytes(range(200)), fin=False, rsv1=True)
+    wire = serialize_frame(frame, b"\x01\x02\x03\x04") + serialize_frame(
+        Frame(Opcode.CLOSE, b"\x03\xe8"), b"\x05\x06\x07\x08"
+    )
+    frames, problem = decode(wire, masked=True)
+    assert problem is None
+    assert [(d.frame, d.mask) for d in frames] == [
+        (frame, b"\x01\x02\x03\x04"),
+        (Frame(Opcode.CLOSE, b"\x03\xe8"), b"\x05\x06\x07\x08"),
+    ]
+    assert b"".join(d.raw for d in frames) == wire
+
+
+def test_parse_hex_accepts_common_notations() -> None:
+    """Spaces, colons, commas and 0x prefixes are all fine."""
+    assert parse_hex("0x81,0x05 48:65 6c6c6f") == bytes.fromhex("8105 48656c6c6f")
+
+
+def test_decoder_as_a_module() -> None:
+    """``python -m wsthread.frames`` runs as a program."""
+    result = subprocess.run(
+        [sys.executable, "-m", "wsthread.frames", "--from", "auto", RFC_PING_HELLO],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "PING FIN=1 RSV=000 MASK=0 len=5  data 'Hello'" in result.stdout
