@@ -27,6 +27,7 @@ from .exceptions import (
     ProtocolError,
     WebSocketError,
 )
+from .sansio.handshake import Headers, Request, Response, http_response
 from .server import ServerConnection, WebSocketServer, serve
 
 __all__ = [
@@ -37,6 +38,10 @@ __all__ = [
     "WebSocketServer",
     "ServerConnection",
     "Connection",
+    "Request",
+    "Response",
+    "Headers",
+    "http_response",
     "WebSocketError",
     "ConnectionClosed",
     "ConnectionClosedOK",

@@ -31,6 +31,7 @@ from .sansio.handshake import (
     validate_response,
 )
 from .sansio.protocol import Protocol, Side
+from .transport import TLSTransport, Transport
 
 __all__ = ["ClientConnection", "connect", "reconnect", "parse_uri", "WebSocketURI"]
 
@@ -89,7 +90,7 @@ class ClientConnection(Connection):
 
     def __init__(
         self,
-        sock: socket.socket,
+        transport: Transport,
         protocol: Protocol,
         *,
         request: Request,
@@ -98,7 +99,7 @@ class ClientConnection(Connection):
         keepalive: Optional[Keepalive] = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(sock, protocol, **kwargs)
+        super().__init__(transport, protocol, **kwargs)
         self.request = request
         self.response = response
         self.subprotocol = subprotocol
@@ -112,7 +113,7 @@ class ClientConnection(Connection):
             if self._keepalive is not None:
                 self._keepalive.remove(self)
             if threading.current_thread() is not self._reader:
-                self.socket.close()
+                self.transport.close()
 
     def __enter__(self) -> ClientConnection:
         return self
@@ -149,6 +150,7 @@ def connect(
     close_timeout: Optional[float] = 10,
     max_size: Optional[int] = 2**20,
     max_queue: Optional[int] = 16,
+    write_timeout: Optional[float] = 10,
     logger: Optional[logging.Logger] = None,
 ) -> ClientConnection:
     """Open a WebSocket connection to ``uri`` and return it once the handshake is done.
@@ -170,6 +172,8 @@ def connect(
         close_timeout: seconds to wait for the closing handshake.
         max_size: the largest message accepted (1009 beyond); ``None``: no limit.
         max_queue: received messages buffered before reading pauses.
+        write_timeout: seconds a write may make no progress (the server
+            takes no data) before the connection is given up; ``None``: never.
         logger: the logger to use instead of ``logging.getLogger("wsthread")``.
 
     Raises:
@@ -194,10 +198,18 @@ def connect(
         raise TimeoutError(f"could not connect to {uri} within {open_timeout}s") from None
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport: Transport
         if target.secure:
             context = ssl if ssl is not None else ssl_module.create_default_context()
-            sock.settimeout(deadline.remaining())
-            sock = context.wrap_socket(sock, server_hostname=server_hostname or target.host)
+            transport = TLSTransport.handshake(
+                sock,
+                context,
+                server_side=False,
+                server_hostname=server_hostname or target.host,
+                deadline=deadline,
+            )
+        else:
+            transport = Transport(sock)
         key = generate_key()
         request = build_request(
             target.host,
@@ -210,13 +222,12 @@ def connect(
             extensions=client_offer() if compression == "deflate" else None,
             extra_headers=headers,
         )
-        sock.settimeout(deadline.remaining())
-        sock.sendall(request.serialize())
+        transport.write(request.serialize())
+        transport.flush(deadline.remaining())
         parser = ResponseParser()
         response = None
         while response is None:
-            sock.settimeout(deadline.remaining())
-            data = sock.recv(65536)
+            data = transport.recv(65536, deadline.remaining())
             if not data:
                 raise InvalidResponse("the server closed the connection during the handshake")
             response = parser.feed(data)
@@ -225,7 +236,6 @@ def connect(
         if extensions and compression is None:
             raise InvalidResponse("the server accepted an extension that was not offered")
         deflate = accept_client(extensions)
-        sock.settimeout(None)
     except socket.timeout:
         sock.close()
         raise TimeoutError(f"the opening handshake with {uri} took over {open_timeout}s") from None
@@ -237,7 +247,7 @@ def connect(
         _shared_keepalive(ping_interval, ping_timeout) if ping_interval is not None else None
     )
     connection = ClientConnection(
-        sock,
+        transport,
         Protocol(
             Side.CLIENT,
             max_size=max_size,
@@ -249,6 +259,7 @@ def connect(
         keepalive=keepalive,
         close_timeout=close_timeout,
         max_queue=max_queue,
+        write_timeout=write_timeout,
         initial_data=parser.trailing_data,
         logger=logger,
     )

@@ -1,17 +1,34 @@
-"""A WebSocket connection over a blocking socket: a reader thread and a locked writer.
+"""A WebSocket connection over a socket: a reader thread and a locked writer.
 
 Threads around one :class:`Connection`::
 
     socket ──recv──> reader thread ──Protocol.receive_data──> events
                           │  pongs and the close reply: under the writer lock
                           └──messages──> MessageQueue ──recv()──> application
-    any thread ──send()/ping()/close()──> [writer lock] ──sendall──> socket
+    any thread ──send()/ping()/close()──> [writer lock] ──write+flush──> socket
+    broadcast ──_send_nowait()──> outbox ──[writer lock, if free]──write──> socket
+                                                  └─ what did not fit: WritePump
 
 The reader thread is the only one that reads from the socket and the only
 one that feeds the protocol. Every write, whoever makes it, happens under one
-lock that covers building the frames *and* ``sendall``, so frames from two
-threads never interleave. The message queue is bounded: when the application
-falls behind, the reader stops reading and TCP pushes back on the peer.
+lock that covers building the frames *and* handing them to the transport, so
+frames from two threads never interleave. The message queue is bounded: when
+the application falls behind, the reader stops reading and TCP pushes back on
+the peer.
+
+Two ways to write:
+
+* :meth:`Connection.send` (and ``ping``, ``close``) waits until the peer's
+  socket has taken the frame, at most ``write_timeout`` seconds without
+  progress; past that the connection is failed (the stream holds half a
+  frame, so nothing else is possible) and ``ConnectionClosed`` is raised.
+* :meth:`Connection._send_nowait`, used by the server's ``broadcast()``,
+  never waits. It puts the message in the connection's outbox; whoever holds
+  the writer lock frames it, and what the socket does not take at once stays
+  in the transport's buffer for the process-wide :class:`WritePump` thread to
+  finish. A peer that lets ``write_limit`` bytes pile up is closed with 1013,
+  one that takes nothing for ``write_timeout`` seconds with 1011: memory per
+  connection stays bounded and no other connection waits for it.
 """
 
 from __future__ import annotations
@@ -29,7 +46,9 @@ from typing import (
     Iterable,
     Iterator,
     List,
+    MutableMapping,
     Optional,
+    Tuple,
     Union,
 )
 
@@ -37,8 +56,9 @@ from .deadline import Deadline
 from .exceptions import ConnectionClosed, ConnectionClosedOK
 from .sansio.frames import CloseCode
 from .sansio.protocol import CloseReceived, Message, Ping, Pong, Protocol, Side, State
+from .transport import Transport, wait_any_writable
 
-__all__ = ["Connection", "MessageQueue", "Data"]
+__all__ = ["Connection", "MessageQueue", "Data", "WritePump"]
 
 Data = Union[str, bytes]
 
@@ -157,6 +177,16 @@ class MessageQueue:
             self._condition.notify_all()
 
 
+class _PeerLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Put the peer's address at the start of every line a connection logs."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> Tuple[Any, MutableMapping[str, Any]]:
+        extra = self.extra or {}
+        return f"[{extra.get('peer')}] {msg}", kwargs
+
+
 class Connection:
     """The part of a WebSocket connection shared by servers and clients.
 
@@ -165,39 +195,58 @@ class Connection:
     message to exactly one caller.
 
     Args:
-        sock: the connected socket, after the opening handshake.
+        transport: the byte transport (plain or TLS), after the opening handshake.
         protocol: the sans-I/O protocol for this side.
         close_timeout: how long :meth:`close` waits for the peer's close
             frame (and a client for the server's TCP close); ``None`` waits
             forever.
         max_queue: how many received messages may wait for :meth:`recv`
             before the reader stops reading; ``None`` for no limit.
+        write_timeout: how long a write may make no progress at all (the
+            peer takes no bytes) before the connection is failed; ``None``
+            waits for ever.
+        write_limit: how many bytes a non-blocking send (``broadcast``) may
+            leave waiting for this peer before the connection is closed with
+            1013; ``None`` for no limit.
         initial_data: bytes that arrived right behind the handshake.
         logger: where this connection logs; defaults to ``wsthread``.
     """
 
     def __init__(
         self,
-        sock: socket.socket,
+        transport: Transport,
         protocol: Protocol,
         *,
         close_timeout: Optional[float] = 10,
         max_queue: Optional[int] = 16,
+        write_timeout: Optional[float] = 10,
+        write_limit: Optional[int] = 2**20,
         initial_data: bytes = b"",
         logger: Optional[logging.Logger] = None,
     ) -> None:
-        self.socket = sock
+        self.transport = transport
+        self.socket = transport.socket
         self.protocol = protocol
         self.close_timeout = close_timeout
+        self.write_timeout = write_timeout
+        self.write_limit = write_limit
         self._initial_data = initial_data
+        self.remote_address: Any = self._peername(transport.socket)
         base_logger = logger if logger is not None else globals()["logger"]
-        self.logger = logging.LoggerAdapter(base_logger, {"websocket": self})
+        self.logger: logging.LoggerAdapter = _PeerLogger(  # type: ignore[type-arg]
+            base_logger, {"websocket": self, "peer": self._format_address(self.remote_address)}
+        )
         self._write_lock = threading.Lock()
         self._messages = MessageQueue(max_queue)
         self._pings: Dict[bytes, threading.Event] = {}
         self._transport_closed = False
         self._closed = threading.Event()
-        self.remote_address: Any = self._peername(sock)
+        # Messages waiting for the writer lock (see _send_nowait).
+        self._outbox: Deque[Tuple[bool, bytes]] = deque()
+        self._outbox_bytes = 0
+        self._outbox_lock = threading.Lock()
+        # When the transport last made progress on a non-blocking write.
+        self._write_progress = 0.0
         self._reader = threading.Thread(
             target=self._read_loop, name=f"wsthread-reader-{self.remote_address}", daemon=True
         )
@@ -212,6 +261,13 @@ class Connection:
             return sock.getpeername()
         except OSError:
             return None
+
+    @staticmethod
+    def _format_address(address: Any) -> str:
+        if isinstance(address, tuple) and len(address) >= 2:
+            host = str(address[0])
+            return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+        return str(address)
 
     def start(self) -> None:
         """Start the reader thread. Call it once, right after the handshake."""
@@ -276,10 +332,13 @@ class Connection:
 
         An iterable of ``str`` or of bytes-like pieces is sent as one
         fragmented message, one frame per piece; no other message can slip
-        between its frames. Safe to call from any thread.
+        between its frames. Safe to call from any thread. Returns once the
+        socket has taken the whole message; if the peer takes nothing for
+        ``write_timeout`` seconds, the connection is failed.
 
         Raises:
-            ConnectionClosed: the connection is closed or closing.
+            ConnectionClosed: the connection is closed or closing (or was
+                just failed by the write timeout).
             TypeError: ``message`` is of an unsupported type.
         """
         protocol = self.protocol
@@ -294,6 +353,8 @@ class Connection:
             self._send_fragments(message)
         else:
             raise TypeError(f"cannot send {type(message).__name__}: expected str or bytes")
+        if self._outbox:
+            self._drain_outbox()
 
     def _send_fragments(self, fragments: Iterable[Data]) -> None:
         protocol = self.protocol
@@ -384,15 +445,117 @@ class Connection:
         """Close with ``code`` without waiting for the peer: send a close frame, drop TCP.
 
         Used when this side gives up on the connection (a keepalive timeout,
-        a stalled peer). Never blocks on the writer lock for long.
+        a stalled peer). Never blocks: the close frame goes out only if the
+        writer lock is free and the socket takes it at once.
         """
         self._messages.stop_waiting()
-        if self._write_lock.acquire(timeout=1):
+        if self._write_lock.acquire(blocking=False):
             try:
-                self._send_close_frame(code, reason)
+                if self.protocol.close_sent is None and not self._transport_closed:
+                    self.transport.write(self.protocol.send_close(code, reason))
+            except (ConnectionClosed, OSError):
+                pass
             finally:
                 self._write_lock.release()
         self._shutdown_transport()
+
+    # -- non-blocking sends (broadcast) ---------------------------------------
+
+    def _send_nowait(self, is_text: bool, payload: bytes) -> bool:
+        """Queue a message for this peer without ever blocking the caller.
+
+        Returns ``False`` when the connection is closing, or when the peer has
+        let ``write_limit`` bytes pile up: then it is closed with 1013.
+        """
+        if self._transport_closed or self.protocol.state is not State.OPEN:
+            return False
+        limit = self.write_limit
+        with self._outbox_lock:
+            backlog = self._outbox_bytes + self.transport.unsent
+            if limit is not None and backlog > limit:
+                overflow = True
+            else:
+                overflow = False
+                self._outbox.append((is_text, payload))
+                self._outbox_bytes += len(payload)
+        if overflow:
+            self.logger.warning(
+                "client too slow: %d bytes waiting (write_limit %d): closing with 1013",
+                backlog,
+                limit,
+            )
+            self.fail(CloseCode.TRY_AGAIN_LATER, "client too slow")
+            return False
+        self._drain_outbox()
+        return True
+
+    def _drain_outbox(self) -> None:
+        """Frame and write queued messages if the writer lock is free; never blocks.
+
+        Whoever holds the lock calls this after releasing it, so a message
+        queued while the lock was busy is never left behind.
+        """
+        while self._outbox:
+            if not self._write_lock.acquire(blocking=False):
+                return
+            try:
+                self._write_outbox_locked()
+            finally:
+                self._write_lock.release()
+
+    def _write_outbox_locked(self) -> None:
+        protocol = self.protocol
+        frames = []
+        with self._outbox_lock:
+            items = list(self._outbox)
+            self._outbox.clear()
+            self._outbox_bytes = 0
+        try:
+            for is_text, payload in items:
+                frames.append(
+                    protocol.send_text(payload) if is_text else protocol.send_binary(payload)
+                )
+        except ConnectionClosed:
+            pass  # closing: what is left is dropped, as after a close frame
+        if not frames or self._transport_closed:
+            return
+        try:
+            self.transport.write(b"".join(frames))
+        except OSError as exc:
+            self.logger.debug("write failed: %s", exc)
+            self._shutdown_transport()
+            return
+        if self.transport.unsent:
+            WritePump.instance().watch(self)
+
+    def _pump_step(self, now: float) -> bool:
+        """Called by :class:`WritePump` when the socket may take more; True when done."""
+        if self._transport_closed:
+            return True
+        if not self._write_lock.acquire(blocking=False):
+            return False  # a writer is busy with this connection; look again later
+        try:
+            before = self.transport.unsent
+            try:
+                left = self.transport.send_some()
+            except OSError as exc:
+                self.logger.debug("write failed: %s", exc)
+                self._shutdown_transport()
+                return True
+            if left < before:
+                self._write_progress = now
+        finally:
+            self._write_lock.release()
+        if self._outbox:
+            self._drain_outbox()
+        if self.transport.unsent == 0:
+            return True
+        timeout = self.write_timeout
+        if timeout is not None and now - self._write_progress > timeout:
+            self.logger.warning("client took no data for %s seconds: closing with 1011", timeout)
+            self.fail(CloseCode.INTERNAL_ERROR, "write timeout")
+            return True
+        return False
 
     # -- the reader thread ------------------------------------------------
 
@@ -401,10 +564,10 @@ class Connection:
         try:
             if self._initial_data:
                 self._receive(self._initial_data)
-            sock = self.socket
+            transport = self.transport
             while not protocol.receiving_done:
                 try:
-                    data = sock.recv(_RECV_SIZE)
+                    data = transport.recv(_RECV_SIZE)
                 except OSError as exc:
                     if not self._transport_closed:
                         self.logger.debug("connection lost: %s", exc)
@@ -460,12 +623,14 @@ class Connection:
                     self._write(output)
                 except ConnectionClosed:
                     pass
+        if self._outbox:
+            self._drain_outbox()
 
     def _wait_for_server_eof(self) -> None:
         """A client waits, at most ``close_timeout``, for the server to close TCP."""
+        deadline = Deadline(self.close_timeout)
         try:
-            self.socket.settimeout(self.close_timeout)
-            while self.socket.recv(_RECV_SIZE):
+            while self.transport.recv(_RECV_SIZE, deadline.remaining()):
                 pass
         except OSError:
             pass
@@ -490,11 +655,18 @@ class Connection:
     # -- writing ------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        """Write ``data``; the caller holds the writer lock."""
+        """Write ``data`` and wait until the socket took it; the caller holds the lock."""
         if self._transport_closed:
             raise self.protocol.close_exception()
         try:
-            self.socket.sendall(data)
+            self.transport.write(data)
+            self.transport.flush(self.write_timeout)
+        except socket.timeout:
+            self.logger.warning(
+                "client took no data for %s seconds: closing the connection", self.write_timeout
+            )
+            self._shutdown_transport()
+            raise self.protocol.close_exception() from None
         except OSError as exc:
             self.logger.debug("write failed: %s", exc)
             self._shutdown_transport()
@@ -505,17 +677,14 @@ class Connection:
         if self._transport_closed:
             return
         self._transport_closed = True
-        try:
-            self.socket.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        self.transport.shutdown()
 
     # -- keepalive -----------------------------------------------------------
 
     def keepalive_tick(self, now: float, interval: float, timeout: Optional[float]) -> None:
         """Send a keepalive ping when due; fail with 1011 if the last one went unanswered.
 
-        Called by :class:`Keepalive`, never by the application.
+        Called by :class:`Keepalive`, never by the application; never blocks.
         """
         if self._transport_closed or self.protocol.state is not State.OPEN:
             return
@@ -539,14 +708,89 @@ class Connection:
             self._keepalive_payload = payload
             if timeout is not None:
                 self._pong_deadline = now + timeout
-            self._write(frame)
+            self.transport.write(frame)
+            if self.transport.unsent:
+                WritePump.instance().watch(self)
         except ConnectionClosed:
             pass
+        except OSError as exc:
+            self.logger.debug("write failed: %s", exc)
+            self._shutdown_transport()
         finally:
             self._write_lock.release()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.remote_address} {self.protocol.state.name}>"
+
+
+class WritePump:
+    """One thread that finishes the non-blocking writes sockets could not take at once.
+
+    A connection whose transport still holds bytes after a broadcast asks
+    the pump to :meth:`watch` it; the pump waits until the socket can take
+    more, writes, and lets go of the connection once its buffer is empty or
+    fails it after ``write_timeout`` seconds without progress. One pump
+    serves the whole process; its thread ends when nothing is left to watch.
+    """
+
+    _instance: Optional[WritePump] = None
+    _instance_lock = threading.Lock()
+
+    @classmethod
+    def instance(cls) -> WritePump:
+        """The process-wide pump."""
+        with cls._instance_lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def __init__(self, tick: float = 0.05) -> None:
+        self._tick = tick
+        self._watched: Dict[Connection, None] = {}
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+
+    def watch(self, connection: Connection) -> None:
+        """Finish ``connection``'s pending bytes in the background."""
+        with self._lock:
+            if connection not in self._watched:
+                connection._write_progress = time.monotonic()
+                self._watched[connection] = None
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="wsthread-write-pump", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                connections = list(self._watched)
+                if not connections:
+                    self._thread = None
+                    return
+            self._wait_any_writable(connections)
+            now = time.monotonic()
+            finished = []
+            for connection in connections:
+                try:
+                    if connection._pump_step(now):
+                        finished.append(connection)
+                except Exception:
+                    logger.exception("write pump failed for %r", connection)
+                    finished.append(connection)
+            if finished:
+                with self._lock:
+                    for connection in finished:
+                        self._watched.pop(connection, None)
+
+    def _wait_any_writable(self, connections: List[Connection]) -> None:
+        """Sleep until one of the sockets can take data, at most one tick."""
+        sockets = [c.socket for c in connections if not c._transport_closed]
+        try:
+            wait_any_writable(sockets, self._tick)
+        except (OSError, ValueError):  # a socket closed meanwhile: look again
+            time.sleep(self._tick)
 
 
 class Keepalive:

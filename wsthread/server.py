@@ -4,50 +4,82 @@ The life of a connection::
 
     accept thread ── get_request() ── process_request() starts a thread ──┐
                                                                           v
-    connection thread: read the HTTP request (bounded by open_timeout)
-                       validate it (sans-I/O) ── reject: 4xx answer, close
+    connection thread: TLS handshake, if serving wss:// (within open_timeout)
+                       read the HTTP request (within open_timeout)
+                       process_request hook ── a Response: send it, close
+                       validate it (sans-I/O) ── reject: 4xx/503 answer, close
                        write 101 Switching Protocols
                        start the reader thread
                        handler(connection)          <- your code, blocking
                        close(1000), or close(1011) if the handler raised
                        close the socket, forget the connection
 
-Nothing slow runs on the accept thread: the handshake, like the handler, runs
+Nothing slow runs on the accept thread: the handshakes, like the handler, run
 on the connection's own thread, so a client that sends nothing delays nobody.
+:meth:`WebSocketServer.broadcast` sends one message to many connections
+without waiting for any of them (see :mod:`wsthread.connection`).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import selectors
 import socket
 import socketserver
 import ssl as ssl_module
 import threading
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
-from .connection import Connection, Keepalive
+from .connection import Connection, Data, Keepalive
 from .deadline import Deadline
 from .exceptions import (
     ConnectionClosed,
     InvalidHandshake,
     InvalidOrigin,
     InvalidRequest,
+    ServiceUnavailable,
 )
 from .sansio.deflate import DeflateParameters, PerMessageDeflate, negotiate_server
 from .sansio.frames import CloseCode
 from .sansio.handshake import (
     Request,
     RequestParser,
+    Response,
     accept_response,
     error_response,
+    http_response,
     parse_tokens,
     validate_request,
 )
 from .sansio.protocol import Protocol, Side
+from .transport import TLSTransport, Transport
 
-__all__ = ["ServerConnection", "WebSocketServer", "serve", "Handler"]
+__all__ = [
+    "ServerConnection",
+    "WebSocketServer",
+    "serve",
+    "Handler",
+    "ProcessRequest",
+    "SelectSubprotocol",
+    "HeadersLike",
+]
 
 logger = logging.getLogger("wsthread")
+
+HeadersLike = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
+"""HTTP headers given as a mapping or as ``(name, value)`` pairs."""
 
 
 class ServerConnection(Connection):
@@ -55,28 +87,52 @@ class ServerConnection(Connection):
 
     Attributes:
         request: the HTTP request that opened the connection (``path``,
-            ``query``, ``headers``, ``cookies``).
+            ``query``, ``headers``, ``cookies``); ``None`` until it is read.
         subprotocol: the subprotocol agreed in the handshake, or ``None``.
         server: the server that accepted the connection.
     """
 
     def __init__(
         self,
-        sock: socket.socket,
+        transport: Transport,
         protocol: Protocol,
         *,
-        request: Request,
-        subprotocol: Optional[str],
         server: WebSocketServer,
         **kwargs: Any,
     ) -> None:
-        super().__init__(sock, protocol, **kwargs)
-        self.request = request
-        self.subprotocol = subprotocol
+        super().__init__(transport, protocol, **kwargs)
+        self.request: Optional[Request] = None
+        self.subprotocol: Optional[str] = None
         self.server = server
+
+    @property
+    def client_host(self) -> str:
+        """The client's address as a string.
+
+        The TCP peer's host; or, when that peer is one of the server's
+        ``trusted_proxies``, the nearest address in ``X-Forwarded-For`` that
+        is not itself a trusted proxy.
+        """
+        address = self.remote_address
+        peer = str(address[0]) if isinstance(address, tuple) else str(address)
+        trusted = self.server.trusted_proxies
+        if not trusted or peer not in trusted or self.request is None:
+            return peer
+        chain = [
+            host.strip()
+            for value in self.request.headers.get_all("X-Forwarded-For")
+            for host in value.split(",")
+            if host.strip()
+        ]
+        for host in reversed(chain):
+            if host not in trusted:
+                return host
+        return chain[0] if chain else peer
 
 
 Handler = Callable[[ServerConnection], None]
+ProcessRequest = Callable[[ServerConnection, Request], Optional[Response]]
+SelectSubprotocol = Callable[[ServerConnection, List[str]], Optional[str]]
 
 
 class _RequestHandler(socketserver.BaseRequestHandler):
@@ -110,12 +166,23 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         *,
         origins: Optional[Sequence[Optional[str]]] = None,
         subprotocols: Optional[Sequence[str]] = None,
+        select_subprotocol: Optional[SelectSubprotocol] = None,
+        process_request: Optional[ProcessRequest] = None,
+        extra_headers: Union[
+            HeadersLike, Callable[[ServerConnection, Request], HeadersLike], None
+        ] = None,
         open_timeout: Optional[float] = 10,
         ping_interval: Optional[float] = 20,
         ping_timeout: Optional[float] = 20,
         close_timeout: Optional[float] = 10,
+        write_timeout: Optional[float] = 10,
         max_size: Optional[int] = 2**20,
         max_queue: Optional[int] = 16,
+        write_limit: Optional[int] = 2**20,
+        max_connections: Optional[int] = 1024,
+        trusted_proxies: Optional[Sequence[str]] = None,
+        hub: Any = None,
+        reuse_port: bool = False,
         logger: Optional[logging.Logger] = None,
         ssl: Optional[ssl_module.SSLContext] = None,
         compression: Optional[str] = "deflate",
@@ -127,23 +194,47 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         self.compression = compression
         self.origins = None if origins is None else list(origins)
         self.subprotocols = list(subprotocols) if subprotocols else []
+        self.select_subprotocol_hook = select_subprotocol
+        self.process_request_hook = process_request
+        self.extra_headers = extra_headers
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
+        self.write_timeout = write_timeout
         self.max_size = max_size
         self.max_queue = max_queue
+        self.write_limit = write_limit
+        self.max_connections = max_connections
+        self.trusted_proxies = frozenset(trusted_proxies or ())
+        self.reuse_port = reuse_port
         self.logger = logger if logger is not None else globals()["logger"]
         self._keepalive = (
             Keepalive(ping_interval, ping_timeout) if ping_interval is not None else None
         )
         self._connections: Dict[ServerConnection, None] = {}
+        self._opening = 0  # handshakes past the max_connections check, not yet registered
         self._connection_threads: Dict[threading.Thread, None] = {}
         self._state_lock = threading.Lock()
-        self._serving = False
+        self._stop_serving = threading.Event()
+        self._serving_thread: Optional[threading.Thread] = None
+        self._loop_done = threading.Event()
+        self._loop_done.set()
         self._closed = False
         self._serve_thread: Optional[threading.Thread] = None
         if ":" in host and self.address_family == socket.AF_INET:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _RequestHandler)
+        self.hub = hub
+        if hub is not None:
+            hub.attach(self._deliver)
+
+    def server_bind(self) -> None:
+        """Bind the listening socket, sharing the port if ``reuse_port`` asks for it."""
+        if self.reuse_port:
+            option = getattr(socket, "SO_REUSEPORT", None)
+            if option is None:
+                raise OSError("reuse_port: this platform has no SO_REUSEPORT")
+            self.socket.setsockopt(socket.SOL_SOCKET, option, 1)
+        super().server_bind()
 
     # -- information --------------------------------------------------------
 
@@ -154,54 +245,122 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
 
     @property
     def connections(self) -> List[ServerConnection]:
-        """A snapshot of the open connections."""
+        """A snapshot of the open connections (safe to use from any thread)."""
         with self._state_lock:
             return list(self._connections)
+
+    # -- broadcast ------------------------------------------------------------
+
+    def broadcast(
+        self, message: Data, connections: Optional[Iterable[ServerConnection]] = None
+    ) -> int:
+        """Send ``message`` to every open connection, or to ``connections``; never block.
+
+        Safe to call from any thread, a handler included. ``str`` goes out as
+        a text message, bytes-like as binary. Each connection keeps its own
+        order: two broadcasts reach every client in the order they were made.
+
+        A broadcast never waits for a client. What a client's socket does
+        not take at once waits in that connection's own buffer and is sent
+        in the background as the client reads. A client that falls behind by
+        more than ``write_limit`` bytes is closed with 1013 (Try Again
+        Later), one that takes no data for ``write_timeout`` seconds with
+        1011; both are logged at WARNING. Clients that keep up are not
+        affected and lose nothing.
+
+        With a ``hub`` and no ``connections``, the message goes to the hub,
+        which hands it back to every server attached to it, this one
+        included.
+
+        Returns:
+            How many connections of this process the message was queued for
+            (0 when it went through a hub: delivery happens when the hub
+            hands it back).
+
+        Raises:
+            TypeError: ``message`` is neither ``str`` nor bytes-like.
+        """
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"cannot broadcast {type(message).__name__}: expected str or bytes")
+        if connections is None and self.hub is not None:
+            self.hub.publish(message if isinstance(message, str) else bytes(message))
+            return 0
+        return self._deliver(message, connections)
+
+    def _deliver(
+        self, message: Data, connections: Optional[Iterable[ServerConnection]] = None
+    ) -> int:
+        """Queue ``message`` for local connections; the hub's way back in."""
+        if isinstance(message, str):
+            is_text, payload = True, message.encode("utf-8")
+        else:
+            is_text, payload = False, bytes(message)
+        targets = self.connections if connections is None else list(connections)
+        return sum(1 for connection in targets if connection._send_nowait(is_text, payload))
 
     # -- running ------------------------------------------------------------
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
-        """Accept connections until :meth:`shutdown` is called."""
+        """Accept connections until :meth:`shutdown` is called.
+
+        :meth:`shutdown` may be called from any thread, this one included
+        (a signal handler, for example): the loop then ends on its own.
+        """
         with self._state_lock:
             if self._closed:
                 return
-            self._serving = True
+            if self._serving_thread is not None:
+                raise RuntimeError("the server is already serving")
+            self._serving_thread = threading.current_thread()
+            self._loop_done.clear()
         try:
-            super().serve_forever(poll_interval)
+            with selectors.DefaultSelector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                while not self._stop_serving.is_set():
+                    if selector.select(poll_interval) and not self._stop_serving.is_set():
+                        # socketserver's accept step: get, verify, process one request.
+                        self._handle_request_noblock()  # type: ignore[attr-defined]
+                    self.service_actions()
         finally:
             with self._state_lock:
-                self._serving = False
+                self._serving_thread = None
+            self._loop_done.set()
 
     def start(self) -> WebSocketServer:
-        """Serve from a background thread and return at once."""
+        """Serve from a background thread and return at once.
+
+        The server is also shut down at interpreter exit (``atexit``) if it
+        is still running then.
+        """
         with self._state_lock:
             if self._serve_thread is not None:
                 raise RuntimeError("the server is already started")
             self._serve_thread = threading.Thread(
                 target=self.serve_forever, name="wsthread-accept", daemon=True
             )
+        atexit.register(self.shutdown)
         self._serve_thread.start()
         return self
 
     def shutdown(self) -> None:
         """Stop accepting, close every connection with 1001, wait for their threads.
 
-        Idempotent, and callable from any thread except the one running
-        :meth:`serve_forever`. Returns within about ``close_timeout`` (plus
-        the time handlers take to notice their connection closed).
+        Idempotent, and callable from any thread: the one running
+        :meth:`serve_forever` (a signal handler), another one, or ``atexit``.
+        Returns within about ``close_timeout`` (plus the time handlers take to
+        notice their connection closed).
         """
         with self._state_lock:
             already_closed = self._closed
             self._closed = True
-            serving = self._serving
-        if serving:
-            super().shutdown()
+            serving_thread = self._serving_thread
+        self._stop_serving.set()
         if already_closed:
             return
+        atexit.unregister(self.shutdown)
+        if serving_thread is not None and serving_thread is not threading.current_thread():
+            self._loop_done.wait()
         self.server_close()
-        serve_thread = self._serve_thread
-        if serve_thread is not None and serve_thread is not threading.current_thread():
-            serve_thread.join()
         connections = self.connections
         closers = [
             threading.Thread(
@@ -225,6 +384,11 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                     self.logger.warning("%s is still running after shutdown", thread.name)
         if self._keepalive is not None:
             self._keepalive.stop()
+        if self.hub is not None:
+            try:
+                self.hub.close()
+            except Exception:
+                self.logger.exception("closing the hub failed")
 
     @staticmethod
     def _close_quietly(connection: Connection, code: int, reason: str) -> None:
@@ -276,126 +440,181 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
     def _serve_connection(self, sock: socket.socket, address: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         deadline = Deadline(self.open_timeout)
+        peer = Connection._format_address(address)
+        transport: Transport
         if self.ssl_context is None:
-            self._serve_websocket(sock, address, deadline)
-            return
-        tls = self._tls_handshake(sock, address, deadline)
-        if tls is None:
-            return
-        try:
-            self._serve_websocket(tls, address, deadline)
-        finally:
-            tls.close()
-
-    def _tls_handshake(
-        self, sock: socket.socket, address: Any, deadline: Deadline
-    ) -> Optional[ssl_module.SSLSocket]:
-        """Run the TLS handshake on this connection's thread, within ``open_timeout``."""
-        assert self.ssl_context is not None
-        try:
-            tls = self.ssl_context.wrap_socket(
-                sock, server_side=True, do_handshake_on_connect=False
-            )
-        except OSError as exc:
-            self.logger.debug("TLS setup for %s failed: %s", address, exc)
-            return None
-        try:
-            tls.settimeout(deadline.remaining())
-            tls.do_handshake()
-        except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
-            self.logger.debug("TLS handshake with %s failed: %s", address, exc)
-            tls.close()
-            return None
-        return tls
-
-    def _serve_websocket(self, sock: socket.socket, address: Any, deadline: Deadline) -> None:
-        handshake = self._handshake(sock, address, deadline)
-        if handshake is None:
-            return
-        request, subprotocol, deflate, initial_data = handshake
-        codec = None if deflate is None else PerMessageDeflate(deflate, is_server=True)
+            transport = Transport(sock)
+        else:
+            try:
+                transport = TLSTransport.handshake(
+                    sock, self.ssl_context, server_side=True, deadline=deadline
+                )
+            except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
+                self.logger.debug("[%s] TLS handshake failed: %s", peer, exc)
+                return
         connection = ServerConnection(
-            sock,
-            Protocol(Side.SERVER, max_size=self.max_size, deflate=codec),
-            request=request,
-            subprotocol=subprotocol,
+            transport,
+            Protocol(Side.SERVER, max_size=self.max_size),
             server=self,
             close_timeout=self.close_timeout,
             max_queue=self.max_queue,
-            initial_data=initial_data,
+            write_timeout=self.write_timeout,
+            write_limit=self.write_limit,
             logger=self.logger,
         )
-        with self._state_lock:
-            closing = self._closed
-            if not closing:
-                self._connections[connection] = None
-        if closing:
-            connection.start()
+        if not self._handshake(connection, deadline):
+            return
+        try:
+            self._run_handler(connection)
+        finally:
+            with self._state_lock:
+                self._connections.pop(connection, None)
+
+    def _run_handler(self, connection: ServerConnection) -> None:
+        connection.start()
+        if self._closed:
             connection.close(CloseCode.GOING_AWAY, "server shutting down")
             return
-        connection.start()
         if self._keepalive is not None:
             self._keepalive.add(connection)
-        self.logger.info("connection open: %s %s", address, request.target)
+        assert connection.request is not None
+        connection.logger.info(
+            "connection open: %s from %s", connection.request.target, connection.client_host
+        )
         code, reason = CloseCode.NORMAL_CLOSURE, ""
         try:
             self.handler(connection)
         except ConnectionClosed:
             pass
         except Exception:
-            self.logger.exception("handler failed for %s", address)
+            connection.logger.exception("handler failed")
             code, reason = CloseCode.INTERNAL_ERROR, "internal server error"
         finally:
             connection.close(code, reason)
             if self._keepalive is not None:
                 self._keepalive.remove(connection)
-            with self._state_lock:
-                self._connections.pop(connection, None)
-            self.logger.info("connection closed: %s code %s", address, connection.close_code)
+            connection.logger.info(
+                "connection closed: code %s %s",
+                connection.close_code,
+                connection.close_reason or "",
+            )
 
-    def _handshake(
-        self, sock: socket.socket, address: Any, deadline: Deadline
-    ) -> Optional[Tuple[Request, Optional[str], Optional[DeflateParameters], bytes]]:
-        """Read and answer the opening handshake; ``None`` if it failed."""
+    def _handshake(self, connection: ServerConnection, deadline: Deadline) -> bool:
+        """Read and answer the opening handshake; register the connection if it opened."""
+        transport = connection.transport
+        log = connection.logger
         parser = RequestParser()
+        reserved = False
         try:
             request = None
             while request is None:
-                sock.settimeout(deadline.remaining())
-                data = sock.recv(65536)
+                data = transport.recv(65536, deadline.remaining())
                 if not data:
-                    self.logger.debug("%s closed the connection during the handshake", address)
-                    return None
+                    log.debug("closed during the handshake")
+                    return False
                 request = parser.feed(data)
+            connection.request = request
+            if self.process_request_hook is not None:
+                response = self._call_process_request(connection, request)
+                if response is not None:
+                    log.info("HTTP %s %s -> %d", request.method, request.target, response.status)
+                    self._send_and_close(transport, response)
+                    return False
             key = validate_request(request)
             self._check_origin(request)
-            subprotocol = self._select_subprotocol(request)
+            connection.subprotocol = self._select_subprotocol(connection, request)
             extensions: Optional[str] = None
             deflate: Optional[DeflateParameters] = None
             if self.compression == "deflate":
                 agreed = negotiate_server(request.headers.get_all("Sec-WebSocket-Extensions"))
                 if agreed is not None:
                     extensions, deflate = agreed
-            response = accept_response(key, subprotocol=subprotocol, extensions=extensions)
-            sock.sendall(response.serialize())
-            sock.settimeout(None)
+            reserved = self._reserve_slot()
+            response = accept_response(
+                key,
+                subprotocol=connection.subprotocol,
+                extensions=extensions,
+                extra_headers=self._extra_headers(connection, request),
+            )
+            transport.write(response.serialize())
+            transport.flush(deadline.remaining())
         except InvalidHandshake as exc:
-            self.logger.info("rejected handshake from %s: %d %s", address, int(exc.status), exc)
-            self._send_quietly(sock, error_response(exc).serialize())
-            return None
+            level = logging.WARNING if isinstance(exc, ServiceUnavailable) else logging.DEBUG
+            log.log(level, "rejected handshake: %d %s", int(exc.status), exc)
+            self._send_and_close(transport, error_response(exc))
+            return False
         except socket.timeout:
-            self.logger.info("handshake from %s timed out after %ss", address, self.open_timeout)
-            return None
+            log.debug("handshake timed out after %ss", self.open_timeout)
+            return False
         except OSError as exc:
-            self.logger.debug("handshake from %s failed: %s", address, exc)
-            return None
-        return request, subprotocol, deflate, parser.trailing_data
+            log.debug("handshake failed: %s", exc)
+            return False
+        finally:
+            if reserved:
+                with self._state_lock:
+                    self._opening -= 1
+        if deflate is not None:
+            connection.protocol = Protocol(
+                Side.SERVER,
+                max_size=self.max_size,
+                deflate=PerMessageDeflate(deflate, is_server=True),
+            )
+        connection._initial_data = parser.trailing_data
+        with self._state_lock:
+            self._connections[connection] = None
+        return True
+
+    def _reserve_slot(self) -> bool:
+        """Count a handshake against ``max_connections``, or refuse it with 503."""
+        with self._state_lock:
+            if self._closed:
+                raise ServiceUnavailable("the server is shutting down")
+            limit = self.max_connections
+            if limit is not None and len(self._connections) + self._opening >= limit:
+                raise ServiceUnavailable(
+                    f"the server is full ({limit} connections): try again later"
+                )
+            self._opening += 1
+        return True
+
+    def _call_process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Optional[Response]:
+        assert self.process_request_hook is not None
+        try:
+            response = self.process_request_hook(connection, request)
+        except Exception:
+            connection.logger.exception("process_request failed")
+            return http_response(500, b"internal server error\n")
+        if response is not None and not isinstance(response, Response):
+            connection.logger.error(
+                "process_request returned %r, not a wsthread.Response or None", response
+            )
+            return http_response(500, b"internal server error\n")
+        return response
+
+    def _extra_headers(
+        self, connection: ServerConnection, request: Request
+    ) -> List[Tuple[str, str]]:
+        headers = self.extra_headers
+        if headers is None:
+            return []
+        if callable(headers):
+            headers = headers(connection, request)
+        items = getattr(headers, "items", None)
+        return list(items()) if callable(items) else list(headers)  # type: ignore[arg-type]
 
     @staticmethod
-    def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    def _send_and_close(transport: Transport, response: Response) -> None:
+        """Send an HTTP answer that ends the connection, ignoring a peer that left."""
+        if response.headers.get("Connection") is None:
+            response.headers.add("Connection", "close")
         try:
-            sock.settimeout(1)
-            sock.sendall(data)
+            transport.write(response.serialize())
+            transport.flush(1)
+            # Let the client read the answer before the socket closes: closing
+            # with unread request bytes would reset the connection.
+            transport.socket.shutdown(socket.SHUT_WR)
         except OSError:
             pass
 
@@ -408,10 +627,15 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                 "origin not allowed" if origin is not None else "missing Origin header"
             )
 
-    def _select_subprotocol(self, request: Request) -> Optional[str]:
+    def _select_subprotocol(self, connection: ServerConnection, request: Request) -> Optional[str]:
         offered: List[str] = []
         for value in request.headers.get_all("Sec-WebSocket-Protocol"):
             offered.extend(parse_tokens(value))
+        if self.select_subprotocol_hook is not None:
+            chosen = self.select_subprotocol_hook(connection, offered)
+            if chosen is not None and chosen not in offered:
+                raise InvalidRequest(f"subprotocol {chosen!r} was not offered by the client")
+            return chosen
         if not self.subprotocols or not offered:
             return None
         for subprotocol in self.subprotocols:
@@ -436,13 +660,39 @@ def serve(
             :attr:`WebSocketServer.port`).
         origins: the acceptable ``Origin`` values (``None`` in the list means
             "no Origin header"); others get 403. ``None`` accepts all.
-        subprotocols: the subprotocols supported, in order of preference.
-        open_timeout: seconds a client has to complete the handshake.
+        subprotocols: the subprotocols supported, in order of preference; the
+            first one the client also offers is chosen.
+        select_subprotocol: ``fn(connection, offered)`` returning the
+            subprotocol to use (one of ``offered``) or ``None``; replaces the
+            choice by ``subprotocols``.
+        process_request: ``fn(connection, request)`` called before the
+            upgrade, with the parsed HTTP request; return ``None`` to go on
+            with the WebSocket handshake, or a :class:`~wsthread.Response`
+            (see :func:`~wsthread.http_response`) to answer with plain HTTP
+            instead: a health check, a page, a 401 or 403. Without it, a plain
+            HTTP request gets 426 Upgrade Required with a short explanation.
+        extra_headers: headers added to the 101 response: ``(name, value)``
+            pairs, a mapping, or ``fn(connection, request)`` returning one.
+        open_timeout: seconds a client has for the TLS and HTTP handshakes.
         ping_interval: seconds between keepalive pings; ``None`` disables them.
         ping_timeout: seconds to wait for a pong before closing with 1011.
         close_timeout: seconds to wait for the closing handshake.
+        write_timeout: seconds a write may make no progress (the client
+            takes no data) before the connection is given up; ``None``: never.
         max_size: the largest message accepted (1009 beyond); ``None``: no limit.
         max_queue: received messages buffered before reading pauses.
+        write_limit: bytes a :meth:`~WebSocketServer.broadcast` may leave
+            waiting for one client before closing it with 1013; ``None``: no limit.
+        max_connections: open connections allowed at once; beyond, the
+            handshake is answered with 503. ``None``: no limit.
+        trusted_proxies: addresses of reverse proxies whose
+            ``X-Forwarded-For`` header is believed, for
+            :attr:`ServerConnection.client_host`.
+        hub: an object that carries broadcasts between processes
+            (``attach(deliver)``, ``publish(message)``, ``close()``), such
+            as :class:`wsthread.hubs.RedisHub`; ``None``: this process only.
+        reuse_port: set ``SO_REUSEPORT`` so several processes can listen on
+            the same port.
         logger: the logger to use instead of ``logging.getLogger("wsthread")``.
         ssl: an :class:`ssl.SSLContext` to serve ``wss://``; the TLS handshake
             runs on the connection's thread within ``open_timeout``.

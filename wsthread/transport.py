@@ -1,0 +1,298 @@
+"""Byte transports under a connection: plain TCP, or TLS encrypted in memory.
+
+A transport moves bytes and nothing else. Its one rule is that **writing
+never blocks**: :meth:`Transport.write` appends to an outgoing buffer and
+hands the socket whatever it takes right now; :meth:`Transport.flush` is the
+separate, explicit step that waits (with a timeout on progress) for the rest.
+That is what lets one thread broadcast to many connections without a slow
+client holding it up: it writes, and leaves what did not fit in that
+client's own buffer.
+
+Reading blocks as usual: the connection's reader thread sits in
+:meth:`Transport.recv`, while any other thread writes.
+
+For TLS, ``ssl.SSLSocket`` cannot offer a non-blocking write next to a
+blocking read on the same socket, so :class:`TLSTransport` runs the TLS
+state machine on memory buffers (``ssl.MemoryBIO``) under a lock and moves
+the encrypted bytes over the plain socket itself. The lock also means reads
+and writes never touch the TLS object at the same time.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import threading
+from typing import List, Optional
+
+from .deadline import Deadline
+
+__all__ = [
+    "Transport",
+    "TLSTransport",
+    "wait_writable",
+    "wait_readable",
+    "wait_any_writable",
+]
+
+# A flag that makes one send() call non-blocking on a blocking socket.
+# Platforms without it (Windows) fall back to blocking sends.
+_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
+
+_HANDSHAKE_READ = 65536
+
+
+def _wait(sock: socket.socket, write: bool, timeout: Optional[float]) -> bool:
+    """Wait until ``sock`` is writable (or readable); ``False`` on timeout."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT if write else select.POLLIN)
+        milliseconds = None if timeout is None else max(0, int(timeout * 1000))
+        while True:
+            try:
+                return bool(poller.poll(milliseconds))
+            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                continue
+    if write:
+        _, ready, _ = select.select([], [sock], [], timeout)
+    else:
+        ready, _, _ = select.select([sock], [], [], timeout)
+    return bool(ready)
+
+
+def wait_writable(sock: socket.socket, timeout: Optional[float]) -> bool:
+    """Wait at most ``timeout`` seconds for ``sock`` to accept data."""
+    return _wait(sock, True, timeout)
+
+
+def wait_any_writable(sockets: List[socket.socket], timeout: float) -> None:
+    """Wait at most ``timeout`` seconds for any of ``sockets`` to accept data."""
+    if not sockets:
+        return
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        for sock in sockets:
+            poller.register(sock, select.POLLOUT)
+        poller.poll(max(0, int(timeout * 1000)))
+    else:
+        select.select([], sockets, [], timeout)
+
+
+def wait_readable(sock: socket.socket, timeout: Optional[float]) -> bool:
+    """Wait at most ``timeout`` seconds for data (or EOF) on ``sock``."""
+    return _wait(sock, False, timeout)
+
+
+class Transport:
+    """A plain TCP transport over a connected socket in blocking mode.
+
+    Args:
+        sock: the connected socket; the transport keeps it in blocking mode
+            and never changes its timeout.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.settimeout(None)
+        self.socket = sock
+        self._out = bytearray()
+        self._lock = threading.Lock()
+
+    # -- reading -----------------------------------------------------------
+
+    def recv(self, size: int, timeout: Optional[float] = None) -> bytes:
+        """Return up to ``size`` bytes, ``b""`` at the end of the stream.
+
+        Raises:
+            socket.timeout: nothing arrived within ``timeout`` seconds.
+            OSError: the connection failed.
+        """
+        if timeout is not None and not wait_readable(self.socket, timeout):
+            raise socket.timeout("timed out")
+        return self.socket.recv(size)
+
+    # -- writing -------------------------------------------------------------
+
+    @property
+    def unsent(self) -> int:
+        """How many bytes are waiting in the outgoing buffer."""
+        return len(self._out)
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` and send what the socket accepts now; never blocks.
+
+        Raises:
+            OSError: the connection failed.
+        """
+        with self._lock:
+            self._out += data
+            self._send_locked()
+
+    def send_some(self) -> int:
+        """Send what the socket accepts now from the buffer; return what is left.
+
+        Raises:
+            OSError: the connection failed.
+        """
+        with self._lock:
+            return self._send_locked()
+
+    def _send_locked(self) -> int:
+        out = self._out
+        while out:
+            try:
+                sent = self.socket.send(out, _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            del out[:sent]
+        return len(out)
+
+    def flush(self, timeout: Optional[float]) -> None:
+        """Wait until the outgoing buffer is empty.
+
+        Args:
+            timeout: how long the socket may accept nothing at all before
+                giving up; every byte that goes out starts it again, so a
+                large message over a slow but live link is not cut off.
+
+        Raises:
+            socket.timeout: no progress for ``timeout`` seconds.
+            OSError: the connection failed.
+        """
+        left = self.send_some()
+        while left:
+            if not wait_writable(self.socket, timeout):
+                raise socket.timeout(f"no write progress for {timeout} seconds")
+            left = self.send_some()
+
+    # -- ending --------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Shut both directions down; wakes a reader blocked in :meth:`recv`."""
+        try:
+            self.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Release the socket."""
+        self.socket.close()
+
+
+class TLSTransport(Transport):
+    """A TLS transport: the TLS state machine on memory buffers, the socket below.
+
+    Build it with :meth:`handshake`, which runs the TLS handshake.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        tls: ssl.SSLObject,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+    ) -> None:
+        super().__init__(sock)
+        self.tls = tls
+        self._incoming = incoming
+        self._outgoing = outgoing
+
+    @classmethod
+    def handshake(
+        cls,
+        sock: socket.socket,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: Optional[str] = None,
+        deadline: Optional[Deadline] = None,
+    ) -> TLSTransport:
+        """Run the TLS handshake over ``sock`` within ``deadline``.
+
+        Raises:
+            ssl.SSLError: the handshake failed (bad certificate, not TLS...).
+            socket.timeout: the deadline passed.
+            OSError: the connection failed or closed during the handshake.
+        """
+        deadline = deadline if deadline is not None else Deadline(None)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(
+            incoming, outgoing, server_side=server_side, server_hostname=server_hostname
+        )
+        try:
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    pass
+                cls._send_blocking(sock, outgoing.read(), deadline)
+                sock.settimeout(deadline.remaining())
+                data = sock.recv(_HANDSHAKE_READ)
+                if not data:
+                    raise ConnectionResetError("the peer closed the connection during TLS setup")
+                incoming.write(data)
+            cls._send_blocking(sock, outgoing.read(), deadline)
+        finally:
+            sock.settimeout(None)
+        return cls(sock, tls, incoming, outgoing)
+
+    @staticmethod
+    def _send_blocking(sock: socket.socket, data: bytes, deadline: Deadline) -> None:
+        if data:
+            sock.settimeout(deadline.remaining())
+            sock.sendall(data)
+
+    def recv(self, size: int, timeout: Optional[float] = None) -> bytes:
+        """Return up to ``size`` decrypted bytes, ``b""`` at the end of the stream.
+
+        Raises:
+            socket.timeout: nothing arrived within ``timeout`` seconds.
+            OSError: the connection failed (``ssl.SSLError`` included).
+        """
+        deadline = Deadline(timeout)
+        while True:
+            with self._lock:
+                data = self._read_decrypted(size)
+                if self._outgoing.pending:
+                    # Reading can make TLS owe the peer bytes (a key update).
+                    self._out += self._outgoing.read()
+                    self._send_locked()
+            if data is not None:
+                return data
+            if timeout is not None and not wait_readable(self.socket, deadline.remaining()):
+                raise socket.timeout("timed out")
+            raw = self.socket.recv(size)
+            with self._lock:
+                if raw:
+                    self._incoming.write(raw)
+                else:
+                    self._incoming.write_eof()
+
+    def _read_decrypted(self, size: int) -> Optional[bytes]:
+        """What TLS can decrypt now; ``None`` if it needs more bytes."""
+        chunks: List[bytes] = []
+        total = 0
+        while total < size:
+            try:
+                chunk = self.tls.read(size - total)
+            except ssl.SSLWantReadError:
+                break
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                chunk = b""
+            if not chunk:
+                if not chunks:
+                    return b""  # the end of the stream
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if not chunks:
+            return None
+        return b"".join(chunks)
+
+    def write(self, data: bytes) -> None:
+        """Encrypt ``data``, queue it and send what the socket accepts now."""
+        with self._lock:
+            self.tls.write(data)
+            self._out += self._outgoing.read()
+            self._send_locked()
