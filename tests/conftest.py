@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
@@ -33,7 +36,8 @@ def make_server() -> Iterator[ServerFactory]:
         handler: Callable[[ServerConnection], None] = echo_handler, **options: Any
     ) -> WebSocketServer:
         options.setdefault("close_timeout", 2)
-        server = wsthread.serve(handler, "127.0.0.1", 0, **options)
+        port = options.pop("port", 0)
+        server = wsthread.serve(handler, "127.0.0.1", port, **options)
         servers.append(server)
         server.start()
         return server
@@ -112,3 +116,63 @@ def echo_process(*args: str) -> Iterator[Tuple[subprocess.Popen, str]]:  # type:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+class RedisServer:
+    """Debian's ``redis-server`` on a free loopback port, nothing saved, in a temp dir.
+
+    ``stop()`` and ``start()`` again keep the port: a restarted Redis is the
+    same URL (for outage tests).
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: Any = None
+
+    def start(self, timeout: float = 10) -> None:
+        """Start it and wait until it answers PING."""
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.directory, "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.process.poll() is None, "redis-server exited at start"
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "redis-server did not answer PING"
+            time.sleep(0.02)  # polling a process we do not control
+
+    def stop(self) -> None:
+        """Kill it (SIGKILL: an outage, not a polite shutdown) and wait for it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Any) -> Iterator[RedisServer]:
+    """A running ``redis-server`` for the test (skipped where it is not installed)."""
+    if shutil.which("redis-server") is None and not Path("/usr/bin/redis-server").exists():
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    pytest.importorskip("redis")
+    server = RedisServer(str(tmp_path))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
