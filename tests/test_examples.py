@@ -1,0 +1,298 @@
+"""Smoke tests for examples/: each one started as its users start it, talked to, stopped.
+
+Every example runs as a subprocess with ``--port 0``, prints its URL on the
+first line of its output, and must stop on one SIGINT (Ctrl-C) with exit
+status 0 and no traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import select
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO, Iterator, List
+
+import pytest
+
+import wsthread
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+URL = re.compile(r"\b(?:wss?|https?)://[^\s/]+/")
+
+
+class Example:
+    """A running example: its process, the URLs of its first line, its stderr file."""
+
+    def __init__(self, process: subprocess.Popen[str], urls: List[str], stderr: IO[str]) -> None:
+        self.process = process
+        self.urls = urls
+        self.stderr = stderr
+
+    @property
+    def port(self) -> int:
+        """The port of the first URL."""
+        return int(self.urls[0].rstrip("/").rsplit(":", 1)[1])
+
+    def errors(self) -> str:
+        """Everything the process wrote to stderr so far."""
+        self.stderr.seek(0)
+        return self.stderr.read()
+
+    def interrupt(self) -> str:
+        """Send one SIGINT, as Ctrl-C does; check it exits 0 without a traceback."""
+        self.process.send_signal(signal.SIGINT)
+        try:
+            out, _ = self.process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 20 s after one SIGINT; stderr:\n{self.errors()}")
+        errors = self.errors()
+        assert self.process.returncode == 0, errors
+        assert "Traceback" not in errors, errors
+        return out
+
+
+@contextlib.contextmanager
+def example(script: str, *args: str, stdin: int = subprocess.DEVNULL) -> Iterator[Example]:
+    """Start ``python examples/SCRIPT --port 0 ARGS``; yield once it printed its URL."""
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, str(EXAMPLES / script), "--port", "0", *args],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            encoding="utf-8",
+        )
+        try:
+            assert process.stdout is not None
+            ready, _, _ = select.select([process.stdout], [], [], 20)
+            line = process.stdout.readline() if ready else ""
+            urls = URL.findall(line)
+            if not urls:
+                process.kill()
+                process.wait()
+                stderr.seek(0)
+                pytest.fail(f"{script} printed no URL: {line!r}; stderr:\n{stderr.read()}")
+            yield Example(process, urls, stderr)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+
+
+def ws_url(http_url: str, path: str) -> str:
+    """The WebSocket URL for ``path`` on the server at ``http_url``."""
+    return http_url.replace("http", "ws", 1).rstrip("/") + path
+
+
+# -- echo_server.py and echo_client.py ----------------------------------------
+
+
+def test_echo_pair() -> None:
+    """echo_client.py sends its arguments to echo_server.py and prints the echoes."""
+    with example("echo_server.py") as server:
+        assert server.urls == [f"ws://127.0.0.1:{server.port}/"]
+        client = subprocess.run(
+            [sys.executable, str(EXAMPLES / "echo_client.py"), "--port", str(server.port),
+             "hello", "wörld"],
+            capture_output=True, text=True, encoding="utf-8", timeout=30,
+        )
+        assert client.returncode == 0, client.stderr
+        assert client.stdout.splitlines() == [
+            f"connected to ws://127.0.0.1:{server.port}/", "< hello", "< wörld"
+        ]
+        server.interrupt()
+
+
+def test_echo_client_stops_on_ctrl_c() -> None:
+    """The interactive client echoes stdin lines and exits 0 on one Ctrl-C."""
+    with example("echo_server.py") as server, example(
+        "echo_client.py", "--url", f"ws://127.0.0.1:{server.port}/", stdin=subprocess.PIPE
+    ) as client:
+        assert client.process.stdin is not None and client.process.stdout is not None
+        client.process.stdin.write("ping\n")
+        client.process.stdin.flush()
+        assert client.process.stdout.readline() == "< ping\n"
+        client.interrupt()
+        server.interrupt()
+
+
+def test_echo_server_ctrl_c_closes_clients_with_1001() -> None:
+    """One Ctrl-C closes the server's open connections with 1001 (going away)."""
+    with example("echo_server.py") as server, wsthread.connect(server.urls[0]) as ws:
+        ws.send("still there?")
+        assert ws.recv(timeout=5) == "still there?"
+        server.interrupt()
+        with pytest.raises(wsthread.ConnectionClosed):
+            ws.recv(timeout=10)
+        assert ws.close_code == 1001
+
+
+# -- chat/ ----------------------------------------------------------------------
+
+
+def events(ws: wsthread.ClientConnection, count: int) -> List[dict]:  # type: ignore[type-arg]
+    """The next ``count`` chat events received on ``ws``."""
+    return [json.loads(ws.recv(timeout=5)) for _ in range(count)]
+
+
+def test_chat_serves_its_page_and_a_404() -> None:
+    """The chat server answers plain HTTP itself: the page at /, 404 elsewhere."""
+    with example("chat/server.py") as chat:
+        assert chat.urls == [f"http://127.0.0.1:{chat.port}/"]
+        with urllib.request.urlopen(chat.urls[0], timeout=5) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/html")
+            page = response.read().decode()
+        for element in ('id="name"', 'id="join"', 'id="message"', 'id="log"', "new WebSocket"):
+            assert element in page
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(chat.urls[0] + "nothing-here", timeout=5)
+        assert error.value.code == 404
+        chat.interrupt()
+
+
+def test_chat_broadcasts_messages_joins_and_leaves() -> None:
+    """Every participant sees every message, who joined and who left."""
+    with example("chat/server.py") as chat:
+        with wsthread.connect(ws_url(chat.urls[0], "/ws?name=alice")) as alice:
+            assert events(alice, 2) == [
+                {"type": "welcome", "you": "alice", "people": ["alice"]},
+                {"type": "join", "name": "alice", "people": ["alice"]},
+            ]
+            with wsthread.connect(ws_url(chat.urls[0], "/ws?name=alice")) as alice2:
+                assert events(alice2, 2) == [
+                    {"type": "welcome", "you": "alice-2", "people": ["alice", "alice-2"]},
+                    {"type": "join", "name": "alice-2", "people": ["alice", "alice-2"]},
+                ]
+                assert events(alice, 1) == [
+                    {"type": "join", "name": "alice-2", "people": ["alice", "alice-2"]}
+                ]
+                alice2.send("hi <b>all</b>")
+                said = {"type": "message", "name": "alice-2", "text": "hi <b>all</b>"}
+                assert events(alice, 1) == [said]
+                assert events(alice2, 1) == [said]
+            assert events(alice, 1) == [{"type": "leave", "name": "alice-2", "people": ["alice"]}]
+        chat.interrupt()
+
+
+# -- clock.py ---------------------------------------------------------------------
+
+
+def test_clock_pushes_the_time_to_every_client() -> None:
+    """Clients that never send anything still get a tick every interval."""
+    with example("clock.py", "--interval", "0.2") as clock:
+        with wsthread.connect(clock.urls[0]) as first, wsthread.connect(clock.urls[0]) as second:
+            for ws in (first, second):
+                ticks = [ws.recv(timeout=5) for _ in range(2)]
+                for tick in ticks:
+                    assert isinstance(tick, str)
+                    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", tick), tick
+                assert ticks[0] <= ticks[1]
+        clock.interrupt()
+
+
+# -- legacy_app.py ----------------------------------------------------------------
+
+
+def test_legacy_app_request_handlers_push_to_websocket_clients() -> None:
+    """A POST handled by http.server reaches every WebSocket client through broadcast."""
+    with example("legacy_app.py", "--ws-port", "0") as app:
+        http_url, ws_events = app.urls
+        assert http_url.startswith("http://127.0.0.1:") and ws_events.startswith("ws://")
+        with urllib.request.urlopen(http_url, timeout=5) as response:
+            assert f":{ws_events.rsplit(':', 1)[1].rstrip('/')}/" in response.read().decode()
+        with wsthread.connect(ws_events) as screen1, wsthread.connect(ws_events) as screen2:
+            for item in ("coffee", "tea"):
+                request = urllib.request.Request(
+                    http_url + "orders", data=f"item={item}".encode(), method="POST"
+                )
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    assert response.status == 201
+            expected = [{"id": 1, "item": "coffee"}, {"id": 2, "item": "tea"}]
+            for screen in (screen1, screen2):
+                assert [json.loads(screen.recv(timeout=5)) for _ in range(2)] == expected
+        with urllib.request.urlopen(http_url + "orders", timeout=5) as response:
+            assert json.loads(response.read()) == expected
+        app.interrupt()
+
+
+# -- tls_echo.py --------------------------------------------------------------------
+
+
+def test_tls_echo(tmp_path: Path) -> None:
+    """tls_echo.py serves wss:// with the certificate it is given."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    certfile = tmp_path / "server.pem"
+    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(certfile)
+    )
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with example("tls_echo.py", "--certfile", str(certfile)) as server:
+        assert server.urls == [f"wss://localhost:{server.port}/"]
+        with wsthread.connect(server.urls[0], ssl=context) as ws:
+            ws.send("secret")
+            assert ws.recv(timeout=5) == "secret"
+        server.interrupt()
+
+
+# -- polling_vs_websocket.py --------------------------------------------------------
+
+
+def test_polling_vs_websocket_prints_its_table() -> None:
+    """A short run delivers every event by all four methods and prints one row each."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "polling_vs_websocket.py"),
+         "--events", "5", "--every", "0.05", "--fast-poll", "0.02", "--slow-poll", "0.1"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    rows = {
+        line.split("  ")[0].strip(): line.split()
+        for line in result.stdout.splitlines()
+        if line.startswith(("short polling every", "long polling ", "WebSocket push "))
+    }
+    assert list(rows) == [
+        "short polling every 20 ms", "short polling every 100 ms", "long polling", "WebSocket push"
+    ], result.stdout
+    assert "events!" not in result.stdout  # every method delivered every event
+    long_polling, websocket = rows["long polling"], rows["WebSocket push"]
+    assert long_polling[2] == "5"  # one answered request per event (events 50 ms apart)
+    assert websocket[2] == "1"  # the handshake
+    # bytes per event: the WebSocket frames cost less than any HTTP exchange.
+    assert int(websocket[5]) < int(long_polling[5])
+
+
+def test_polling_vs_websocket_stops_on_ctrl_c() -> None:
+    """Interrupted mid-run, the comparison stops at once, with status 0."""
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, str(EXAMPLES / "polling_vs_websocket.py"), "--events", "1000"],
+            stdout=subprocess.PIPE, stderr=stderr, text=True,
+        )
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().startswith("comparing")
+            process.send_signal(signal.SIGINT)
+            out, _ = process.communicate(timeout=20)
+            stderr.seek(0)
+            errors = stderr.read()
+            assert process.returncode == 0, errors
+            assert "Traceback" not in errors
+            assert out.strip().endswith("interrupted")
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
