@@ -1,0 +1,477 @@
+"""The embedding toolkit over real sockets: broadcast, write timeouts, HTTP hooks, limits."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import pytest
+import trustme
+from websockets.exceptions import ConnectionClosed as WsConnectionClosed
+from websockets.exceptions import InvalidStatus as WsInvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+import wsthread
+from conftest import UPGRADE_REQUEST, ServerFactory, raw_handshake, raw_websocket
+from wsthread.server import ServerConnection
+
+
+def uri(server: wsthread.WebSocketServer) -> str:
+    return f"ws://127.0.0.1:{server.port}/"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def open_client(url: str, **options: Any) -> ClientConnection:
+    """A `websockets` client opened outside a with block (the test closes it)."""
+    client = connect(url, **options)
+    client.__enter__()
+    return client
+
+
+def idle_handler(ws: ServerConnection) -> None:
+    """Keep the connection open until the client closes it; ignore what it sends."""
+    for _ in ws:
+        pass
+
+
+def stalled_client(port: int) -> socket.socket:
+    """A client that completes the handshake, then never reads again.
+
+    Its receive buffer is made small before connecting (which also turns
+    off the kernel's autotuning), so the server's writes back up quickly.
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(UPGRADE_REQUEST + b"\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        byte = sock.recv(1)
+        assert byte, f"connection closed during the handshake: {head!r}"
+        head += byte
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+# -- broadcast ------------------------------------------------------------------
+
+
+def test_broadcast_reaches_every_client_in_order(make_server: ServerFactory) -> None:
+    """Text and binary broadcasts reach every client, each in the order they were made."""
+    server = make_server(idle_handler, compression=None)
+    clients = [open_client(uri(server)) for _ in range(5)]
+    try:
+        assert wait_until(lambda: len(server.connections) == 5)
+        for index in range(50):
+            count = server.broadcast(f"message {index}" if index % 2 else bytes([index]) * 100)
+            assert count == 5
+        for client in clients:
+            received = [client.recv(timeout=5) for _ in range(50)]
+            expected = [f"message {i}" if i % 2 else bytes([i]) * 100 for i in range(50)]
+            assert received == expected
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_broadcast_from_many_threads_and_to_chosen_connections(
+    make_server: ServerFactory,
+) -> None:
+    """Broadcasts from 4 threads at once all arrive whole; `connections=` limits the targets."""
+    server = make_server(idle_handler)  # with permessage-deflate on every client
+    clients = [open_client(uri(server)) for _ in range(3)]
+    try:
+        assert wait_until(lambda: len(server.connections) == 3)
+
+        def sender(name: str) -> None:
+            for index in range(100):
+                server.broadcast(f"{name}:{index}:" + "x" * 500)
+
+        threads = [threading.Thread(target=sender, args=(f"t{n}",)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        for client in clients:
+            seen: Dict[str, List[int]] = {}
+            for _ in range(400):
+                message = client.recv(timeout=5)
+                assert isinstance(message, str)
+                name, index, padding = message.split(":")
+                assert padding == "x" * 500
+                seen.setdefault(name, []).append(int(index))
+            # Every message once, and each thread's messages in its order.
+            assert seen == {f"t{n}": list(range(100)) for n in range(4)}
+        first = server.connections[0]
+        assert server.broadcast("only one", connections=[first]) == 1
+        received = []
+        for client in clients:
+            try:
+                received.append(client.recv(timeout=0.5))
+            except TimeoutError:
+                pass
+        assert received == ["only one"]
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_broadcast_rejects_other_types(make_server: ServerFactory) -> None:
+    """Only str and bytes-like can be broadcast."""
+    server = make_server(idle_handler)
+    with pytest.raises(TypeError):
+        server.broadcast(42)  # type: ignore[arg-type]
+
+
+def test_stalled_client_is_closed_and_never_holds_up_the_others(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One client that stops reading is closed with 1013; 20 others get every message."""
+    server = make_server(idle_handler, compression=None, write_limit=256 * 1024, write_timeout=5)
+    healthy = [open_client(uri(server)) for _ in range(20)]
+    stalled = stalled_client(server.port)
+    try:
+        assert wait_until(lambda: len(server.connections) == 21)
+        received: Dict[int, List[bytes]] = {i: [] for i in range(len(healthy))}
+
+        def read_all(index: int) -> None:
+            for _ in range(400):
+                message = healthy[index].recv(timeout=20)
+                assert isinstance(message, bytes)
+                received[index].append(message)
+
+        readers = [threading.Thread(target=read_all, args=(i,)) for i in range(len(healthy))]
+        for reader in readers:
+            reader.start()
+        caplog.set_level(logging.WARNING, logger="wsthread")
+        started = time.monotonic()
+        for index in range(400):  # 400 x 8 KiB = 3.2 MiB, far past what the stalled one holds
+            server.broadcast(index.to_bytes(4, "big") + bytes(8188))
+        broadcasting = time.monotonic() - started
+        for reader in readers:
+            reader.join(30)
+        for index in range(len(healthy)):
+            numbers = [int.from_bytes(m[:4], "big") for m in received[index]]
+            assert numbers == list(range(400)), f"client {index} lost or reordered messages"
+        # Broadcasting never waited for the stalled client (it would have waited
+        # write_timeout = 5 s at least): it was closed once its backlog passed the limit.
+        assert broadcasting < 5
+        assert wait_until(lambda: len(server.connections) == 20)
+        assert any(
+            "too slow" in r.getMessage() and "1013" in r.getMessage() for r in caplog.records
+        )
+    finally:
+        stalled.close()
+        for client in healthy:
+            client.close()
+
+
+def test_stalled_client_with_small_backlog_is_closed_after_write_timeout(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under write_limit but taking nothing for write_timeout seconds: closed (1011 logged)."""
+    server = make_server(idle_handler, compression=None, write_limit=None, write_timeout=1)
+    stalled = stalled_client(server.port)
+    try:
+        assert wait_until(lambda: len(server.connections) == 1)
+        caplog.set_level(logging.WARNING, logger="wsthread")
+        for _ in range(200):
+            server.broadcast(bytes(16384))
+        assert wait_until(lambda: len(server.connections) == 0, timeout=10)
+        assert any("1011" in r.getMessage() for r in caplog.records)
+    finally:
+        stalled.close()
+
+
+def test_send_to_a_client_that_never_reads_times_out(make_server: ServerFactory) -> None:
+    """A handler's send() to a peer that takes nothing fails after write_timeout, not never."""
+    outcome: Dict[str, object] = {}
+
+    def pusher(ws: ServerConnection) -> None:
+        started = time.monotonic()
+        try:
+            while True:
+                ws.send(bytes(65536))
+        except wsthread.ConnectionClosed as exc:
+            outcome["error"] = exc
+            outcome["after"] = time.monotonic() - started
+
+    server = make_server(pusher, compression=None, write_timeout=1)
+    stalled = stalled_client(server.port)
+    try:
+        assert wait_until(lambda: "error" in outcome, timeout=15)
+        assert isinstance(outcome["error"], wsthread.ConnectionClosedError)
+        assert wait_until(lambda: not server.connections)
+    finally:
+        stalled.close()
+
+
+def test_broadcast_over_tls(make_server: ServerFactory) -> None:
+    """Broadcast works over wss:// (TLS runs on memory buffers under the same write path)."""
+    ca = trustme.CA()
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    server = make_server(idle_handler, ssl=server_context)
+    clients = [open_client(f"wss://localhost:{server.port}/", ssl=client_context) for _ in range(3)]
+    try:
+        assert wait_until(lambda: len(server.connections) == 3)
+        for index in range(20):
+            server.broadcast(f"{index}" * 1000)
+        for client in clients:
+            assert [client.recv(timeout=5) for _ in range(20)] == [f"{i}" * 1000 for i in range(20)]
+    finally:
+        for client in clients:
+            client.close()
+
+
+# -- HTTP on the same port --------------------------------------------------------
+
+
+def health_and_auth(
+    connection: ServerConnection, request: wsthread.Request
+) -> Optional[wsthread.Response]:
+    """Answer /health, refuse a missing token, let the rest upgrade."""
+    if request.path == "/health":
+        return wsthread.http_response(200, b"OK\n")
+    if "token=secret" not in request.query:
+        return wsthread.http_response(401, b"missing or wrong token\n")
+    return None
+
+
+def test_process_request_serves_http_and_rejects_before_upgrade(
+    make_server: ServerFactory,
+) -> None:
+    """process_request answers a health check, refuses with 401, or lets the upgrade go on."""
+    server = make_server(process_request=health_and_auth)
+    health = raw_handshake(server.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert health.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert health.endswith(b"\r\n\r\nOK\n")
+    with pytest.raises(WsInvalidStatus) as info:
+        connect(uri(server) + "chat")
+    assert info.value.response.status_code == 401
+    with connect(uri(server) + "chat?token=secret") as ws:
+        ws.send("in")
+        assert ws.recv(timeout=5) == "in"
+
+
+def test_process_request_that_raises_gives_500_and_a_log_line(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failing hook is the application's bug: 500, logged with its traceback."""
+
+    def broken(connection: ServerConnection, request: wsthread.Request) -> None:
+        raise RuntimeError("hook bug")
+
+    server = make_server(process_request=broken)
+    answer = raw_handshake(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 500 ")
+    assert wait_until(
+        lambda: any(r.exc_info and "hook bug" in str(r.exc_info[1]) for r in caplog.records)
+    )
+
+
+def test_plain_http_without_hook_gets_a_polite_426(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A browser or curl hitting the WebSocket port gets 426 and a sentence, no traceback."""
+    server = make_server()
+    answer = raw_handshake(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 426 ")
+    assert b"Upgrade: websocket" in head
+    assert b"WebSocket" in body
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# -- handshake hooks ----------------------------------------------------------------
+
+
+def test_select_subprotocol_and_extra_headers(make_server: ServerFactory) -> None:
+    """The hook picks among the offered subprotocols; extra headers reach the 101."""
+    seen: List[List[str]] = []
+
+    def pick(connection: ServerConnection, offered: List[str]) -> Optional[str]:
+        seen.append(offered)
+        return offered[-1] if offered else None
+
+    def headers(connection: ServerConnection, request: wsthread.Request) -> Dict[str, str]:
+        return {"X-Path": request.path}
+
+    server = make_server(select_subprotocol=pick, extra_headers=headers)
+    with connect(uri(server) + "room", subprotocols=["chat.v1", "chat.v2"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "chat.v2"
+        assert ws.response.headers["X-Path"] == "/room"
+    assert seen == [["chat.v1", "chat.v2"]]
+    static = make_server(extra_headers=[("X-Server", "wsthread")])
+    with connect(uri(static)) as ws:
+        assert ws.response.headers["X-Server"] == "wsthread"
+
+
+def test_request_details_and_forwarded_client(make_server: ServerFactory) -> None:
+    """The handler sees path, query, cookies; X-Forwarded-For only from a trusted proxy."""
+    seen: List[Dict[str, object]] = []
+
+    def record(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        seen.append(
+            {
+                "path": ws.request.path,
+                "query": ws.request.query,
+                "cookies": ws.request.cookies,
+                "client": ws.client_host,
+            }
+        )
+
+    forwarded = b"X-Forwarded-For: 203.0.113.7, 127.0.0.1\r\nCookie: session=abc\r\n"
+    trusting = make_server(record, trusted_proxies=["127.0.0.1"])
+    sock, _ = raw_websocket(trusting.port, forwarded)
+    sock.close()
+    distrusting = make_server(record)
+    sock, _ = raw_websocket(distrusting.port, forwarded)
+    sock.close()
+    assert wait_until(lambda: len(seen) == 2)
+    assert seen[0] == {
+        "path": "/",
+        "query": "",
+        "cookies": {"session": "abc"},
+        "client": "203.0.113.7",
+    }
+    assert seen[1]["client"] == "127.0.0.1"
+
+
+# -- limits --------------------------------------------------------------------------
+
+
+def test_max_connections_answers_503_then_recovers(make_server: ServerFactory) -> None:
+    """Past max_connections the handshake gets 503 with a reason; a slot freed is reused."""
+    server = make_server(idle_handler, max_connections=2)
+    first, second = open_client(uri(server)), open_client(uri(server))
+    try:
+        with pytest.raises(WsInvalidStatus) as info:
+            connect(uri(server))
+        assert info.value.response.status_code == 503
+        assert b"full" in info.value.response.body
+        first.close()
+        assert wait_until(lambda: len(server.connections) == 1)
+        with connect(uri(server)) as third:
+            third.send("hello")
+    finally:
+        first.close()
+        second.close()
+
+
+# -- running and stopping --------------------------------------------------------------
+
+
+def test_shutdown_from_the_serving_thread_does_not_deadlock(
+    thread_baseline: Callable[[], int],
+) -> None:
+    """shutdown() called on the thread running serve_forever (as a signal handler is) returns."""
+    server = wsthread.serve(idle_handler, "127.0.0.1", 0, close_timeout=2)
+    client_closed: Dict[str, int] = {}
+    ready = threading.Event()
+
+    def stop_from_loop() -> None:
+        if ready.is_set():
+            server.shutdown()
+
+    server.service_actions = stop_from_loop  # type: ignore[method-assign]
+    loop = threading.Thread(target=server.serve_forever)
+    loop.start()
+    with connect(uri(server)) as ws:
+        assert wait_until(lambda: len(server.connections) == 1)
+        ready.set()
+        with pytest.raises(WsConnectionClosed) as info:
+            ws.recv(timeout=10)
+        assert info.value.rcvd is not None
+        client_closed["code"] = info.value.rcvd.code
+    loop.join(10)
+    assert not loop.is_alive()
+    assert client_closed == {"code": 1001}
+    server.shutdown()  # idempotent, from another thread too
+
+
+def test_started_server_is_shut_down_at_exit() -> None:
+    """A script that start()s a server and simply ends still closes its clients with 1001."""
+    script = (
+        "import sys, time, wsthread\n"
+        "server = wsthread.serve(lambda ws: [m for m in ws], '127.0.0.1', 0).start()\n"
+        "print(server.port, flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stdin is not None
+        port = int(process.stdout.readline())
+        with connect(f"ws://127.0.0.1:{port}/") as ws:
+            process.stdin.write("\n")
+            process.stdin.flush()
+            with pytest.raises(WsConnectionClosed) as info:
+                ws.recv(timeout=10)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+def test_log_lines_name_the_peer(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Connection open and close are logged at INFO, with the peer's address on the line."""
+    caplog.set_level(logging.INFO, logger="wsthread")
+    server = make_server()
+    with connect(uri(server) + "where") as ws:
+        ws.send("x")
+        ws.recv(timeout=5)
+        port = ws.socket.getsockname()[1]
+    assert wait_until(lambda: any("connection closed" in r.getMessage() for r in caplog.records))
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    opened = [line for line in lines if "connection open" in line]
+    closed = [line for line in lines if "connection closed" in line]
+    assert opened and f"127.0.0.1:{port}" in opened[0] and "/where" in opened[0]
+    assert closed and f"127.0.0.1:{port}" in closed[0]
+
+
+def test_reuse_port_lets_two_servers_share_a_port(make_server: ServerFactory) -> None:
+    """With reuse_port, a second server binds the same port and the kernel spreads clients."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        pytest.skip("no SO_REUSEPORT on this platform")
+    served: List[object] = []
+
+    def record(ws: ServerConnection) -> None:
+        served.append(ws.server)
+
+    first = make_server(record, reuse_port=True)
+    second = make_server(record, port=first.port, reuse_port=True)
+    assert second.port == first.port
+    for _ in range(40):
+        with connect(uri(first)):
+            pass
+    assert wait_until(lambda: len(served) == 40)
+    assert {id(server) for server in served} == {id(first), id(second)}
