@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import ssl
@@ -475,3 +476,25 @@ def test_reuse_port_lets_two_servers_share_a_port(make_server: ServerFactory) ->
             pass
     assert wait_until(lambda: len(served) == 40)
     assert {id(server) for server in served} == {id(first), id(second)}
+
+
+def test_trace_option_of_serve_and_connect_shows_both_sides() -> None:
+    """serve(trace=...) and connect(trace=...) write the handshake and every frame."""
+    from wsthread.trace import Tracer
+
+    server_log, client_log = io.StringIO(), io.StringIO()
+    server = wsthread.serve(
+        lambda ws: [ws.send(m) for m in ws], "127.0.0.1", 0, trace=Tracer(server_log)
+    ).start()
+    try:
+        with wsthread.connect(uri(server), trace=Tracer(client_log)) as ws:
+            ws.send("traced")
+            assert ws.recv(timeout=5) == "traced"
+    finally:
+        server.shutdown()
+    for log in (server_log.getvalue(), client_log.getvalue()):
+        assert "GET / HTTP/1.1" in log
+        assert "HTTP/1.1 101 Switching Protocols" in log
+        assert "client -> server  TEXT FIN=1" in log and "'traced'" in log
+        assert "server -> client  TEXT FIN=1 RSV=000 MASK=0" in log
+        assert "code 1000 NORMAL_CLOSURE" in log

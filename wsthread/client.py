@@ -31,6 +31,7 @@ from .sansio.handshake import (
     validate_response,
 )
 from .sansio.protocol import Protocol, Side
+from .trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Tracer
 from .transport import TLSTransport, Transport
 
 __all__ = ["ClientConnection", "connect", "reconnect", "parse_uri", "WebSocketURI"]
@@ -151,6 +152,7 @@ def connect(
     max_size: Optional[int] = 2**20,
     max_queue: Optional[int] = 16,
     write_timeout: Optional[float] = 10,
+    trace: Optional[Tracer] = None,
     logger: Optional[logging.Logger] = None,
 ) -> ClientConnection:
     """Open a WebSocket connection to ``uri`` and return it once the handshake is done.
@@ -174,6 +176,8 @@ def connect(
         max_queue: received messages buffered before reading pauses.
         write_timeout: seconds a write may make no progress (the server
             takes no data) before the connection is given up; ``None``: never.
+        trace: a :class:`wsthread.trace.Tracer` that writes the opening
+            handshake and every frame, annotated (lines prefixed with the URI).
         logger: the logger to use instead of ``logging.getLogger("wsthread")``.
 
     Raises:
@@ -222,6 +226,9 @@ def connect(
             extensions=client_offer() if compression == "deflate" else None,
             extra_headers=headers,
         )
+        tracer = None if trace is None else trace.connection(uri)
+        if tracer is not None:
+            tracer.handshake(CLIENT_TO_SERVER, request.serialize())
         transport.write(request.serialize())
         transport.flush(deadline.remaining())
         parser = ResponseParser()
@@ -231,6 +238,8 @@ def connect(
             if not data:
                 raise InvalidResponse("the server closed the connection during the handshake")
             response = parser.feed(data)
+        if tracer is not None:
+            tracer.handshake(SERVER_TO_CLIENT, response.serialize())
         subprotocol = validate_response(response, key, subprotocols=list(subprotocols or ()))
         extensions = response.headers.get_all("Sec-WebSocket-Extensions")
         if extensions and compression is None:
@@ -252,6 +261,7 @@ def connect(
             Side.CLIENT,
             max_size=max_size,
             deflate=None if deflate is None else PerMessageDeflate(deflate, is_server=False),
+            trace=tracer,
         ),
         request=request,
         response=response,

@@ -64,6 +64,7 @@ from .sansio.handshake import (
     validate_request,
 )
 from .sansio.protocol import Protocol, Side
+from .trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Tracer
 from .transport import TLSTransport, Transport
 
 __all__ = [
@@ -183,6 +184,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         trusted_proxies: Optional[Sequence[str]] = None,
         hub: Any = None,
         reuse_port: bool = False,
+        trace: Optional[Tracer] = None,
         logger: Optional[logging.Logger] = None,
         ssl: Optional[ssl_module.SSLContext] = None,
         compression: Optional[str] = "deflate",
@@ -206,6 +208,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         self.max_connections = max_connections
         self.trusted_proxies = frozenset(trusted_proxies or ())
         self.reuse_port = reuse_port
+        self.trace = trace
         self.logger = logger if logger is not None else globals()["logger"]
         self._keepalive = (
             Keepalive(ping_interval, ping_timeout) if ping_interval is not None else None
@@ -452,9 +455,10 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
                 self.logger.debug("[%s] TLS handshake failed: %s", peer, exc)
                 return
+        tracer = None if self.trace is None else self.trace.connection(peer)
         connection = ServerConnection(
             transport,
-            Protocol(Side.SERVER, max_size=self.max_size),
+            Protocol(Side.SERVER, max_size=self.max_size, trace=tracer),
             server=self,
             close_timeout=self.close_timeout,
             max_queue=self.max_queue,
@@ -462,7 +466,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             write_limit=self.write_limit,
             logger=self.logger,
         )
-        if not self._handshake(connection, deadline):
+        if not self._handshake(connection, deadline, tracer):
             return
         try:
             self._run_handler(connection)
@@ -499,7 +503,9 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                 connection.close_reason or "",
             )
 
-    def _handshake(self, connection: ServerConnection, deadline: Deadline) -> bool:
+    def _handshake(
+        self, connection: ServerConnection, deadline: Deadline, tracer: Optional[Tracer]
+    ) -> bool:
         """Read and answer the opening handshake; register the connection if it opened."""
         transport = connection.transport
         log = connection.logger
@@ -514,11 +520,13 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                     return False
                 request = parser.feed(data)
             connection.request = request
+            if tracer is not None:
+                tracer.handshake(CLIENT_TO_SERVER, request.serialize())
             if self.process_request_hook is not None:
                 response = self._call_process_request(connection, request)
                 if response is not None:
                     log.info("HTTP %s %s -> %d", request.method, request.target, response.status)
-                    self._send_and_close(transport, response)
+                    self._send_and_close(transport, response, tracer)
                     return False
             key = validate_request(request)
             self._check_origin(request)
@@ -536,12 +544,14 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                 extensions=extensions,
                 extra_headers=self._extra_headers(connection, request),
             )
+            if tracer is not None:
+                tracer.handshake(SERVER_TO_CLIENT, response.serialize())
             transport.write(response.serialize())
             transport.flush(deadline.remaining())
         except InvalidHandshake as exc:
             level = logging.WARNING if isinstance(exc, ServiceUnavailable) else logging.DEBUG
             log.log(level, "rejected handshake: %d %s", int(exc.status), exc)
-            self._send_and_close(transport, error_response(exc))
+            self._send_and_close(transport, error_response(exc), tracer)
             return False
         except socket.timeout:
             log.debug("handshake timed out after %ss", self.open_timeout)
@@ -558,6 +568,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                 Side.SERVER,
                 max_size=self.max_size,
                 deflate=PerMessageDeflate(deflate, is_server=True),
+                trace=tracer,
             )
         connection._initial_data = parser.trailing_data
         with self._state_lock:
@@ -605,10 +616,12 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         return list(items()) if callable(items) else list(headers)  # type: ignore[arg-type]
 
     @staticmethod
-    def _send_and_close(transport: Transport, response: Response) -> None:
+    def _send_and_close(transport: Transport, response: Response, tracer: Optional[Tracer]) -> None:
         """Send an HTTP answer that ends the connection, ignoring a peer that left."""
         if response.headers.get("Connection") is None:
             response.headers.add("Connection", "close")
+        if tracer is not None:
+            tracer.handshake(SERVER_TO_CLIENT, response.serialize())
         try:
             transport.write(response.serialize())
             transport.flush(1)
@@ -693,6 +706,10 @@ def serve(
             as :class:`wsthread.hubs.RedisHub`; ``None``: this process only.
         reuse_port: set ``SO_REUSEPORT`` so several processes can listen on
             the same port.
+        trace: a :class:`wsthread.trace.Tracer` that writes the opening
+            handshake and every frame of every connection, annotated (each
+            line prefixed with the peer's address); ``None``: no tracing, at
+            no cost.
         logger: the logger to use instead of ``logging.getLogger("wsthread")``.
         ssl: an :class:`ssl.SSLContext` to serve ``wss://``; the TLS handshake
             runs on the connection's thread within ``open_timeout``.
