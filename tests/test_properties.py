@@ -15,8 +15,12 @@ to run more of them locally.
 from __future__ import annotations
 
 import os
+import re
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import pytest
@@ -722,3 +726,51 @@ def test_status_of_non_ascii_digits_is_an_invalid_response() -> None:
     """'²²²' passes str.isdigit() but is no HTTP status: InvalidResponse, not ValueError."""
     with pytest.raises(InvalidResponse):
         ResponseParser().feed(b"HTTP/1.1 \xb2\xb2\xb2 OK\r\n\r\n")
+
+
+def test_overlong_line_gets_the_same_answer_however_it_is_cut() -> None:
+    """An over-long line ending in a bare LF is a 414 in one chunk as well as in two."""
+    raw = b"GET /" + b"a" * 40 + b" HTTP/1.1\nHost: x\r\n\r\n"
+    whole = parse_http(RequestParser, [raw], max_line=20)
+    assert whole == parse_http(RequestParser, [raw[:30], raw[30:]], max_line=20)
+    assert whole[0] == "error" and whole[1][1] == "request line too long"
+
+
+# -- the coverage-guided fuzzer, a short bounded pass ------------------------------------------
+
+FUZZ_SECONDS = 20
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(FUZZ_SECONDS + 100)
+def test_fuzz_harness_short_pass(tmp_path: Path) -> None:
+    """fuzzing/fuzz_parsers.py runs for 20 s from the seed corpus without a crash."""
+    pytest.importorskip("atheris", reason="atheris has no wheel for this Python")
+    root = Path(__file__).resolve().parent.parent
+    seeds = root / "fuzzing" / "corpus"
+    assert len(list(seeds.iterdir())) >= 8
+    scratch = tmp_path / "corpus"
+    scratch.mkdir()
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(root / "fuzzing" / "fuzz_parsers.py"),
+            f"-max_total_time={FUZZ_SECONDS}",
+            "-timeout=10",
+            "-rss_limit_mb=1024",
+            "-print_final_stats=1",
+            str(scratch),
+            str(seeds),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=FUZZ_SECONDS + 90,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not list(tmp_path.glob("crash-*")) and not list(tmp_path.glob("timeout-*"))
+    match = re.search(r"stat::number_of_executed_units:\s*(\d+)", result.stderr)
+    assert match is not None, result.stderr[-2000:]
+    executions = int(match.group(1))
+    print(f"fuzzing: {executions} executions in {FUZZ_SECONDS} s, no crash")
+    assert executions > 1000

@@ -241,9 +241,11 @@ class _HeadParser:
             end = self._buffer.find(b"\n", self._scanned)
             if end < 0:
                 self._scanned = len(self._buffer)
-                self._check_partial_line()
+                self._check_partial_line(self._buffer)
                 return None
             line = bytes(self._buffer[: end + 1])
+            # The limit a line still arriving would get: the same answer however it was cut.
+            self._check_partial_line(line[:-1])
             del self._buffer[: end + 1]
             self._scanned = 0
             if not line.endswith(b"\r\n"):
@@ -255,10 +257,10 @@ class _HeadParser:
                 self._buffer = bytearray()
                 return result
 
-    def _check_partial_line(self) -> None:
+    def _check_partial_line(self, pending: Union[bytes, bytearray]) -> None:
         # The CR of a line of exactly max_line bytes may arrive before its LF.
-        limit = self.max_line + (1 if self._buffer.endswith(b"\r") else 0)
-        if len(self._buffer) > limit:
+        limit = self.max_line + (1 if pending.endswith(b"\r") else 0)
+        if len(pending) > limit:
             if self._start_line is None:
                 raise RequestTooLarge(
                     "request line too long", status=HTTPStatus.REQUEST_URI_TOO_LONG
