@@ -226,15 +226,24 @@ class Result:
     down: int = 0
 
 
-def poll(port: int, log: EventLog, count: int, result: Result, wait: float, pause: float,
-         started: Callable[[], None], deadline: float) -> None:
+def poll(
+    port: int,
+    log: EventLog,
+    count: int,
+    result: Result,
+    wait: float,
+    pause: float,
+    started: Callable[[], None],
+    deadline: float,
+) -> None:
     """Ask for new events until all ``count`` arrived: short polling if ``wait`` is 0."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=wait + 10)
     seen = 0
     try:
         while seen < count and time.monotonic() < deadline:
-            connection.request("GET", f"/events?after={seen}&wait={wait}",
-                               headers=dict(BROWSER_HEADERS))
+            connection.request(
+                "GET", f"/events?after={seen}&wait={wait}", headers=dict(BROWSER_HEADERS)
+            )
             if result.requests == 0:
                 started()  # the first request is on its way: let the events begin
             events = json.loads(connection.getresponse().read())
@@ -249,11 +258,18 @@ def poll(port: int, log: EventLog, count: int, result: Result, wait: float, paus
         connection.close()
 
 
-def listen(port: int, log: EventLog, count: int, result: Result,
-           started: Callable[[], None], deadline: float) -> None:
+def listen(
+    port: int,
+    log: EventLog,
+    count: int,
+    result: Result,
+    started: Callable[[], None],
+    deadline: float,
+) -> None:
     """Open one WebSocket and take what the server pushes."""
-    with wsthread.connect(f"ws://127.0.0.1:{port}/", additional_headers=BROWSER_HEADERS,
-                          compression=None) as ws:
+    with wsthread.connect(
+        f"ws://127.0.0.1:{port}/", additional_headers=BROWSER_HEADERS, compression=None
+    ) as ws:
         result.requests = 1  # the handshake is the only request
         started()
         for _ in range(count):
@@ -316,30 +332,43 @@ def run(method: str, count: int, every: float, pause: float = 0.0) -> Result:
 
 def report(results: List[Result], count: int, every: float) -> None:
     """Print the comparison table."""
-    print(f"\n{count} events, one every {every * 1000:.0f} ms, delivered 4 ways. Bytes are"
-          " TCP payload both ways, headers included.\n")
-    head = ("method", "requests", "bytes up", "bytes down", "bytes/event",
-            "latency median", "latency max")
+    print(
+        f"\n{count} events, one every {every * 1000:.0f} ms, delivered 4 ways. Bytes are"
+        " TCP payload both ways, headers included.\n"
+    )
+    head = (
+        "method",
+        "requests",
+        "bytes up",
+        "bytes down",
+        "bytes/event",
+        "latency median",
+        "latency max",
+    )
     rows = []
     for r in results:
         got = len(r.latencies)
-        rows.append((
-            r.method if got == count else f"{r.method} ({got}/{count} events!)",
-            str(r.requests),
-            str(r.up),
-            str(r.down),
-            f"{(r.up + r.down) / max(got, 1):.0f}",
-            f"{statistics.median(r.latencies) * 1000:.1f} ms" if got else "-",
-            f"{max(r.latencies) * 1000:.1f} ms" if got else "-",
-        ))
+        rows.append(
+            (
+                r.method if got == count else f"{r.method} ({got}/{count} events!)",
+                str(r.requests),
+                str(r.up),
+                str(r.down),
+                f"{(r.up + r.down) / max(got, 1):.0f}",
+                f"{statistics.median(r.latencies) * 1000:.1f} ms" if got else "-",
+                f"{max(r.latencies) * 1000:.1f} ms" if got else "-",
+            )
+        )
     widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
     for row in [head, *rows]:
         cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
         print("  ".join(cells))
-    print("\nShort polling trades bytes for latency: poll often and most answers are empty,"
-          "\npoll rarely and events wait (and get batched). Long polling answers at once but"
-          "\nstill costs a request and a response with headers per event. WebSocket pays for"
-          "\none handshake, then a few bytes of framing per event, and the server speaks first.")
+    print(
+        "\nShort polling trades bytes for latency: poll often and most answers are empty,"
+        "\npoll rarely and events wait (and get batched). Long polling answers at once but"
+        "\nstill costs a request and a response with headers per event. WebSocket pays for"
+        "\none handshake, then a few bytes of framing per event, and the server speaks first."
+    )
 
 
 def main() -> int:
@@ -358,8 +387,11 @@ def main() -> int:
     ]
     results = []
     try:
-        print("comparing short polling, long polling and WebSocket push on 127.0.0.1 "
-              "(Ctrl-C to stop)", flush=True)
+        print(
+            "comparing short polling, long polling and WebSocket push on 127.0.0.1 "
+            "(Ctrl-C to stop)",
+            flush=True,
+        )
         for method, pause in methods:
             results.append(run(method, args.events, args.every, pause))
             print(f"  {results[-1].method}: done", flush=True)

@@ -102,22 +102,36 @@ def test_echo_pair() -> None:
     with example("echo_server.py") as server:
         assert server.urls == [f"ws://127.0.0.1:{server.port}/"]
         client = subprocess.run(
-            [sys.executable, str(EXAMPLES / "echo_client.py"), "--port", str(server.port),
-             "hello", "wörld"],
-            capture_output=True, text=True, encoding="utf-8", timeout=30,
+            [
+                sys.executable,
+                str(EXAMPLES / "echo_client.py"),
+                "--port",
+                str(server.port),
+                "hello",
+                "wörld",
+            ],
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=30,
         )
         assert client.returncode == 0, client.stderr
         assert client.stdout.splitlines() == [
-            f"connected to ws://127.0.0.1:{server.port}/", "< hello", "< wörld"
+            f"connected to ws://127.0.0.1:{server.port}/",
+            "< hello",
+            "< wörld",
         ]
         server.interrupt()
 
 
 def test_echo_client_stops_on_ctrl_c() -> None:
     """The interactive client echoes stdin lines and exits 0 on one Ctrl-C."""
-    with example("echo_server.py") as server, example(
-        "echo_client.py", "--url", f"ws://127.0.0.1:{server.port}/", stdin=subprocess.PIPE
-    ) as client:
+    with (
+        example("echo_server.py") as server,
+        example(
+            "echo_client.py", "--url", f"ws://127.0.0.1:{server.port}/", stdin=subprocess.PIPE
+        ) as client,
+    ):
         assert client.process.stdin is not None and client.process.stdout is not None
         client.process.stdin.write("ping\n")
         client.process.stdin.flush()
@@ -253,9 +267,21 @@ def test_tls_echo(tmp_path: Path) -> None:
 def test_polling_vs_websocket_prints_its_table() -> None:
     """A short run delivers every event by all four methods and prints one row each."""
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "polling_vs_websocket.py"),
-         "--events", "5", "--every", "0.05", "--fast-poll", "0.02", "--slow-poll", "0.1"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            str(EXAMPLES / "polling_vs_websocket.py"),
+            "--events",
+            "5",
+            "--every",
+            "0.05",
+            "--fast-poll",
+            "0.02",
+            "--slow-poll",
+            "0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -265,7 +291,10 @@ def test_polling_vs_websocket_prints_its_table() -> None:
         if line.startswith(("short polling every", "long polling ", "WebSocket push "))
     }
     assert list(rows) == [
-        "short polling every 20 ms", "short polling every 100 ms", "long polling", "WebSocket push"
+        "short polling every 20 ms",
+        "short polling every 100 ms",
+        "long polling",
+        "WebSocket push",
     ], result.stdout
     assert "events!" not in result.stdout  # every method delivered every event
     long_polling, websocket = rows["long polling"], rows["WebSocket push"]
@@ -280,7 +309,9 @@ def test_polling_vs_websocket_stops_on_ctrl_c() -> None:
     with tempfile.TemporaryFile("w+") as stderr:
         process = subprocess.Popen(
             [sys.executable, str(EXAMPLES / "polling_vs_websocket.py"), "--events", "1000"],
-            stdout=subprocess.PIPE, stderr=stderr, text=True,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
         )
         try:
             assert process.stdout is not None

@@ -1,0 +1,110 @@
+"""A real browser drives the chat example: headless Chromium through Playwright.
+
+Two pages join the room, a message typed in one appears in the other, and
+closing one shows a "left" notice in the other, over ``ws://`` and over
+``wss://``. For ``wss://`` the server gets a certificate from a fresh
+``trustme`` CA, and Chromium is told to accept exactly that certificate's
+key (``--ignore-certificate-errors-spki-list`` with its SPKI hash), which
+is as close as Chromium gets to trusting a CA without an NSS database.
+
+Debian's Chromium is used (``/usr/bin/chromium``, installed by ``.ci/run``);
+Playwright's own browser downloads are never needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+from test_examples import example
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed"),
+]
+
+
+def spki_hash(cert_pem: bytes) -> str:
+    """base64(SHA-256(SubjectPublicKeyInfo)) of a certificate, as Chromium's flag wants it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    key = x509.load_pem_x509_certificate(cert_pem).public_key()
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(der).digest()).decode("ascii")
+
+
+@pytest.fixture(params=["ws", "wss"])
+def chat_and_flags(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple]:  # type: ignore[type-arg]
+    """The chat example (plain or TLS) and the Chromium flags to reach it."""
+    args: List[str] = []
+    flags = list(FLAGS)
+    if request.param == "wss":
+        trustme = pytest.importorskip("trustme")
+        leaf = trustme.CA().issue_cert("localhost", "127.0.0.1")
+        certfile = tmp_path / "chat.pem"
+        leaf.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+        args = ["--certfile", str(certfile)]
+        flags.append(
+            f"--ignore-certificate-errors-spki-list={spki_hash(leaf.cert_chain_pems[0].bytes())}"
+        )
+    with example("chat/server.py", *args) as chat:
+        yield chat, flags, request.param
+
+
+def test_two_pages_chat(chat_and_flags: tuple) -> None:  # type: ignore[type-arg]
+    """Join from two pages, talk, leave: each page sees the other's doings."""
+    chat, flags, scheme = chat_and_flags
+    expect = playwright.expect
+    with playwright.sync_playwright() as driver, tempfile.TemporaryDirectory() as profile:
+        browser = driver.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=flags
+        )
+        try:
+            browser.set_default_timeout(15_000)
+            alice, bob = browser.new_page(), browser.new_page()
+            for page, name in ((alice, "alice"), (bob, "bob")):
+                page.goto(chat.urls[0])
+                page.fill("#name", name)
+                page.click("#join")
+                expect(page.locator("#status")).to_have_text(f"connected as {name}")
+            assert alice.evaluate("location.protocol") == ("https:" if scheme == "wss" else "http:")
+            expect(alice.locator("#log")).to_contain_text("bob joined")
+            expect(alice.locator("#people")).to_have_text("alice, bob")
+
+            bob.fill("#message", "hello from bob")
+            bob.press("#message", "Enter")
+            expect(alice.locator("#log li.message")).to_have_text(["bob: hello from bob"])
+            expect(bob.locator("#log li.message")).to_have_text(["bob: hello from bob"])
+            alice.fill("#message", "hi bob")
+            alice.click("#send")
+            expect(bob.locator("#log li.message").last).to_have_text("alice: hi bob")
+
+            bob.close()
+            expect(alice.locator("#log li.leave")).to_have_text(["bob left"])
+            expect(alice.locator("#people")).to_have_text("alice")
+
+            chat.interrupt()  # one Ctrl-C: the page learns the server went away
+            expect(alice.locator("#status")).to_have_text("disconnected (code 1001)")
+        finally:
+            browser.close()
