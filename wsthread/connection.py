@@ -660,7 +660,8 @@ class Connection:
             raise self.protocol.close_exception()
         try:
             self.transport.write(data)
-            self.transport.flush(self.write_timeout)
+            if self.transport.unsent:
+                self.transport.flush(self.write_timeout)
         except socket.timeout:
             self.logger.warning(
                 "client took no data for %s seconds: closing the connection", self.write_timeout

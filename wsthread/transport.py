@@ -125,8 +125,16 @@ class Transport:
             OSError: the connection failed.
         """
         with self._lock:
-            self._out += data
-            self._send_locked()
+            if self._out:  # behind earlier bytes: keep the order
+                self._out += data
+                self._send_locked()
+                return
+            try:
+                sent = self.socket.send(data, _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent < len(data):
+                self._out += memoryview(data)[sent:]
 
     def send_some(self) -> int:
         """Send what the socket accepts now from the buffer; return what is left.
