@@ -30,7 +30,8 @@ Mask = Callable[[Union[bytes, bytearray, memoryview], Union[bytes, bytearray, me
 
 def can_build_extensions() -> bool:
     """Whether this Python has a C compiler and its headers (so the build should have worked)."""
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    # The build uses $CC when it is set, as setuptools does, else Python's own compiler.
+    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
     include = sysconfig.get_paths().get("include", "")
     return shutil.which(compiler) is not None and os.path.exists(
         os.path.join(include, "Python.h")
