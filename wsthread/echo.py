@@ -8,12 +8,13 @@ with 1001, and exits with status 0.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from .server import ServerConnection, serve
 from .tls import server_context
@@ -61,12 +62,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="certificate chain (and key) in PEM, for --tls (default certs/localhost.pem)",
     )
     parser.add_argument("--keyfile", default=None, help="private key in PEM, for --tls")
-    args = parser.parse_args(argv)
-
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve from N processes sharing the port (SO_REUSEPORT; default 1)",
     )
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+
+    log_options: Dict[str, Any] = {
+        "level": logging.WARNING if args.quiet else logging.INFO,
+        # With several workers, say which process logs.
+        "format": "%(asctime)s [%(process)d] %(levelname)s %(message)s"
+        if args.workers > 1
+        else "%(asctime)s %(levelname)s %(message)s",
+    }
+    logging.basicConfig(**log_options)
 
     def on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
         raise KeyboardInterrupt
@@ -81,6 +95,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.error(f"cannot load the TLS certificate {args.certfile}: {exc}")
 
     compression = None if args.no_compression else "deflate"
+    if args.workers > 1:
+        return _run_workers(args, context is not None, compression, log_options)
     with serve(
         echo, args.host, args.port, max_size=args.max_size, ssl=context, compression=compression
     ) as server:
@@ -102,6 +118,39 @@ def main(argv: Optional[List[str]] = None) -> int:
         except KeyboardInterrupt:
             print("shutting down", flush=True)
     return 0
+
+
+def _run_workers(
+    args: argparse.Namespace, tls: bool, compression: Optional[str], log_options: Dict[str, Any]
+) -> int:
+    """``--workers N``: the echo server in N processes on one port."""
+    from .workers import run_workers
+
+    def on_ready(port: int, pids: List[int]) -> None:
+        scheme, host = ("wss" if tls else "ws"), args.host
+        if tls and host in ("127.0.0.1", "::1"):
+            host = "localhost"
+        elif ":" in host:
+            host = f"[{host}]"
+        print(
+            f"wsthread echo server on {scheme}://{host}:{port}/ (Ctrl-C to stop), "
+            f"{len(pids)} workers: pids {' '.join(map(str, pids))}",
+            flush=True,
+        )
+
+    status = run_workers(
+        echo,
+        args.host,
+        args.port,
+        workers=args.workers,
+        ssl_factory=functools.partial(server_context, args.certfile, args.keyfile) if tls else None,
+        initializer=functools.partial(logging.basicConfig, **log_options),
+        on_ready=on_ready,
+        max_size=args.max_size,
+        compression=compression,
+    )
+    print("shutting down" if status == 0 else "stopped after a worker failed", flush=True)
+    return status
 
 
 if __name__ == "__main__":
