@@ -498,3 +498,19 @@ def test_trace_option_of_serve_and_connect_shows_both_sides() -> None:
         assert "client -> server  TEXT FIN=1" in log and "'traced'" in log
         assert "server -> client  TEXT FIN=1 RSV=000 MASK=0" in log
         assert "code 1000 NORMAL_CLOSURE" in log
+
+
+def test_shutdown_does_not_wait_for_clients_still_silent_in_the_handshake() -> None:
+    """A socket that never sends its request (a browser preconnect) does not delay shutdown."""
+    server = wsthread.serve(idle_handler, "127.0.0.1", 0, open_timeout=30, close_timeout=2)
+    server.start()
+    silent = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        assert wait_until(lambda: len(server._connection_threads) == 1)
+        started = time.monotonic()
+        server.shutdown()
+        # open_timeout is 30 s: returning well before it means the thread was woken.
+        assert time.monotonic() - started < 10
+        assert not server._connection_threads
+    finally:
+        silent.close()

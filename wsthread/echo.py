@@ -86,6 +86,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    # Ctrl-C must work even when started from a shell or supervisor that
+    # ignores SIGINT (a background job inherits that, and Python then
+    # installs no KeyboardInterrupt handler).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     context = None
     if args.tls:

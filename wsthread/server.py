@@ -215,8 +215,11 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         )
         self._connections: Dict[ServerConnection, None] = {}
         self._opening = 0  # handshakes past the max_connections check, not yet registered
-        self._connection_threads: Dict[threading.Thread, None] = {}
-        self._state_lock = threading.Lock()
+        # Every connection thread with its socket, from accept to close.
+        self._connection_threads: Dict[threading.Thread, socket.socket] = {}
+        # Reentrant: a KeyboardInterrupt that lands while the main thread holds
+        # it must not stop shutdown(), run next on that same thread, from taking it.
+        self._state_lock = threading.RLock()
         self._stop_serving = threading.Event()
         self._serving_thread: Optional[threading.Thread] = None
         self._loop_done = threading.Event()
@@ -379,8 +382,17 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             closer.join()
         deadline = Deadline(self.close_timeout)
         with self._state_lock:
-            threads = list(self._connection_threads)
-        for thread in threads:
+            threads = list(self._connection_threads.items())
+        for thread, sock in threads:
+            # Wake threads still in the opening handshake (a client that sent
+            # nothing yet, a browser's idle preconnect) instead of waiting for
+            # their open_timeout.
+            if thread is not threading.current_thread() and thread.is_alive():
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        for thread, _ in threads:
             if thread is not threading.current_thread():
                 thread.join(deadline.remaining())
                 if thread.is_alive():
@@ -421,7 +433,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             daemon=True,
         )
         with self._state_lock:
-            self._connection_threads[thread] = None
+            self._connection_threads[thread] = request
         thread.start()
 
     def _connection_thread(self, request: Any, client_address: Any) -> None:
