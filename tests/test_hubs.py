@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import queue
+import signal
+import subprocess
+import sys
 import threading
-from typing import Any, Iterator, List, Union
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Dict, Iterator, List, Tuple, Union
 
 import pytest
+from websockets.sync.client import connect
 
 from conftest import RedisServer
 from wsthread.hubs import LocalHub, RedisHub, decode_payload, encode_payload
@@ -34,6 +43,14 @@ class Inbox:
             arrived = self._condition.wait_for(lambda: len(self.messages) >= count, timeout)
             assert arrived, f"{len(self.messages)} of {count} messages arrived: {self.messages}"
             return list(self.messages)
+
+
+def from_publisher(messages: List[Message], tag: str) -> List[Message]:
+    """The messages (text or binary) that start with ``tag``, in order."""
+    return [
+        m for m in messages
+        if (m.startswith(tag) if isinstance(m, str) else m.startswith(tag.encode()))
+    ]
 
 
 @pytest.fixture
@@ -96,12 +113,8 @@ def test_every_hub_gets_every_message_once_in_order(hubs: List[Any]) -> None:
     for hub, inbox in hubs:
         got = inbox.wait_for(3 * per_publisher)
         for index, sent in expected.items():
-            prefix = f"{index}:"
-            mine = [
-                m for m in got
-                if (m.startswith(prefix) if isinstance(m, str) else m.startswith(prefix.encode()))
-            ]
-            assert mine == sent  # exactly once each, in order, with the right type
+            # Exactly once each, in order, with the right type.
+            assert from_publisher(got, f"{index}:") == sent
         assert len(got) == 3 * per_publisher
         assert hub.published == per_publisher and hub.dropped == 0
         assert hub.received == 2 * per_publisher
@@ -222,3 +235,131 @@ def test_delivery_errors_do_not_stop_the_subscriber(hubs: List[Any]) -> None:
         assert failures.get(timeout=10) == "fine"
     finally:
         broken.close()
+
+
+# -- three server processes sharing one Redis ---------------------------------
+
+SERVER_PROGRAM = """
+import json, signal, sys
+import wsthread
+from wsthread.hubs import RedisHub
+
+hub = RedisHub(sys.argv[1], channel="scaleout-test", min_delay=0.05, max_delay=0.5)
+
+def handler(ws):
+    for message in ws:
+        ws.server.broadcast(message)
+
+def health(connection, request):
+    if request.path != "/health":
+        return None
+    body = json.dumps(hub.stats()).encode()
+    status = 200 if hub.healthy else 503
+    return wsthread.http_response(status, body, content_type="application/json")
+
+def on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+signal.signal(signal.SIGTERM, on_sigterm)
+with wsthread.serve(handler, "127.0.0.1", 0, hub=hub, process_request=health,
+                    close_timeout=2) as server:
+    hub.wait_healthy(10)
+    print(server.port, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+"""
+
+
+def health(port: int) -> Tuple[int, Dict[str, Any]]:
+    """GET /health from a server process: the status and the hub's stats."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def wait_health(ports: List[int], status: int, timeout: float = 20) -> None:
+    """Poll every server's /health until each answers ``status`` (bounded)."""
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        while health(port)[0] != status:
+            assert time.monotonic() < deadline, f"port {port} never answered {status}"
+            time.sleep(0.05)  # polling another process's state
+
+
+@pytest.mark.slow
+def test_three_processes_thirty_clients_and_a_redis_outage(redis_server: RedisServer) -> None:
+    """Every broadcast reaches all 30 clients on 3 processes once, in order per publisher;
+    with Redis killed each process still broadcasts locally; with it back, across again."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", SERVER_PROGRAM, redis_server.url],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    try:
+        ports = []
+        for process in processes:
+            assert process.stdout is not None
+            ports.append(int(process.stdout.readline()))
+        wait_health(ports, 200)
+        with contextlib.ExitStack() as stack:
+            # clients[k]: the 10 clients of server k; clients[k][0] also publishes.
+            clients = [
+                [stack.enter_context(connect(f"ws://127.0.0.1:{port}/")) for _ in range(10)]
+                for port in ports
+            ]
+            # Phase 1: 3 publishers x 20 messages, text and binary, interleaved.
+            sent: Dict[int, List[Message]] = {k: [] for k in range(3)}
+            for i in range(20):
+                for k in range(3):
+                    message: Message = f"{k}/{i} ✓" if i % 2 else f"{k}/{i}".encode() + b"\x80"
+                    clients[k][0].send(message)
+                    sent[k].append(message)
+            for group in clients:
+                for ws in group:
+                    got = [ws.recv(timeout=20) for _ in range(60)]
+                    for k in range(3):
+                        assert from_publisher(got, f"{k}/") == sent[k]
+
+            # Phase 2: Redis gone. Local broadcast still works in every process.
+            redis_server.stop()
+            wait_health(ports, 503)
+            for k in range(3):
+                clients[k][0].send(f"during {k}")
+            for k, group in enumerate(clients):
+                for ws in group:
+                    assert ws.recv(timeout=20) == f"during {k}"
+
+            # Phase 3: Redis back on the same port: across processes again.
+            redis_server.start()
+            wait_health(ports, 200)
+            for k in range(3):
+                clients[k][0].send(f"after {k}")
+            for group in clients:
+                for ws in group:
+                    # Nothing from the outage crossed over, nothing twice.
+                    assert sorted(ws.recv(timeout=20) for _ in range(3)) == [
+                        "after 0", "after 1", "after 2"
+                    ]
+            for port in ports:
+                status, stats = health(port)
+                assert status == 200 and stats["dropped"] == 1 and stats["outages"] == 1
+                assert stats["received"] == 2 * 20 + 2
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in processes:
+            try:
+                assert process.wait(timeout=20) == 0
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                if process.stdout is not None:
+                    process.stdout.close()
