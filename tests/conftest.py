@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +17,12 @@ import pytest
 
 import wsthread
 from wsthread.server import ServerConnection, WebSocketServer
+
+# A suite started as a background job (or under nohup) inherits SIGINT
+# ignored, and so would every process it starts: Python then installs no
+# KeyboardInterrupt handler, and the tests' Ctrl-C never reaches the servers.
+# Handling it here restores the default in children (exec resets it).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def echo_handler(ws: ServerConnection) -> None:
