@@ -9,21 +9,27 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import select
 import signal
+import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, Iterator, List
+from typing import IO, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
 import wsthread
+from conftest import UPGRADE_REQUEST, ServerFactory
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 URL = re.compile(r"\b(?:wss?|https?)://[^\s/]+/")
@@ -327,3 +333,176 @@ def test_polling_vs_websocket_stops_on_ctrl_c() -> None:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+# -- broadcast with one stalled client among a hundred healthy ones --------------------
+
+
+class WarningLog(logging.Handler):
+    """Keep the wsthread warnings (with the time they were logged)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: List[Tuple[float, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Remember one record."""
+        self.records.append((time.monotonic(), record.getMessage()))
+
+
+def stalled_client(port: int) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads again.
+
+    Its receive buffer is made small before connecting, so the TCP window it
+    advertises stays small.
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(UPGRADE_REQUEST + b"\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        byte = sock.recv(1)
+        assert byte, head
+        head += byte
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def read_what_arrived(sock: socket.socket) -> Tuple[List[int], Optional[int], str]:
+    """Read a stalled client's socket to the end: message numbers, close code, how it ended."""
+    data = bytearray()
+    try:
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                ending = "EOF"
+                break
+            data += chunk
+    except ConnectionResetError:
+        ending = "RST"
+    except socket.timeout:
+        ending = "still open"
+    numbers: List[int] = []
+    close_code = None
+    i = 0
+    while i + 2 <= len(data):  # server frames: FIN + opcode, unmasked length, payload
+        opcode, length, start = data[i] & 0x0F, data[i + 1] & 0x7F, i + 2
+        if length == 126:
+            length, start = int.from_bytes(data[start : start + 2], "big"), start + 2
+        elif length == 127:
+            length, start = int.from_bytes(data[start : start + 8], "big"), start + 8
+        if start + length > len(data):
+            break
+        if opcode == 0x2:
+            numbers.append(int.from_bytes(data[start : start + 8], "big"))
+        elif opcode == 0x8:
+            close_code = int.from_bytes(data[start : start + 2], "big")
+        i = start + length
+    return numbers, close_code, ending
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_stalled", [False, True], ids=["100 healthy", "100 + 1 stalled"])
+def test_broadcast_with_one_stalled_client(make_server: ServerFactory, with_stalled: bool) -> None:
+    """100 healthy clients get all 300 broadcasts of 16 KiB in order; a stalled one is cut off.
+
+    Run with ``-s`` to see the figures. Server defaults: write_limit 1 MiB,
+    write_timeout 10 s. Clients, server and broadcaster share this process.
+    """
+    clients, messages, size = 100, 300, 16384
+    warnings = WarningLog()
+    logging.getLogger("wsthread").addHandler(warnings)
+    ended: Dict[wsthread.ServerConnection, float] = {}
+    handler_done = threading.Condition()
+
+    def listen_only(ws: wsthread.ServerConnection) -> None:
+        try:
+            for _ in ws:
+                pass
+        finally:
+            with handler_done:
+                ended[ws] = time.monotonic()
+                handler_done.notify_all()
+
+    server = make_server(listen_only, compression=None)
+    url = f"ws://127.0.0.1:{server.port}/"
+    healthy = []
+    stalled = None
+    try:
+        healthy = [
+            wsthread.connect(url, compression=None, ping_interval=None) for _ in range(clients)
+        ]
+        if with_stalled:
+            stalled = stalled_client(server.port)
+        deadline = time.monotonic() + 10
+        while len(server.connections) < clients + with_stalled:  # the last handler starting
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        received: List[List[int]] = [[] for _ in healthy]
+        finished: List[Optional[float]] = [None] * clients
+
+        def consume(index: int, ws: wsthread.ClientConnection) -> None:
+            for _ in range(messages):
+                received[index].append(int.from_bytes(ws.recv(timeout=60)[:8], "big"))
+            finished[index] = time.monotonic()
+
+        consumers = [
+            threading.Thread(target=consume, args=(i, ws), daemon=True)
+            for i, ws in enumerate(healthy)
+        ]
+        for consumer in consumers:
+            consumer.start()
+        filler = bytes(size - 8)
+        calls, counts = [], []
+        start = time.monotonic()
+        for number in range(messages):
+            before = time.monotonic()
+            counts.append(server.broadcast(number.to_bytes(8, "big") + filler))
+            calls.append(time.monotonic() - before)
+        sent = time.monotonic()
+        for consumer in consumers:
+            consumer.join(120)
+
+        assert all(numbers == list(range(messages)) for numbers in received)
+        assert not any(ws.closed for ws in healthy)
+        done = [t - start for t in finished if t is not None]
+        figures = [
+            f"{clients} healthy{' + 1 stalled' if with_stalled else ''}, {messages} broadcasts"
+            f" of {size // 1024} KiB: all healthy clients got all in order",
+            f"broadcast loop {sent - start:.2f} s; one broadcast() median"
+            f" {statistics.median(calls) * 1000:.1f} ms, max {max(calls) * 1000:.1f} ms",
+            f"healthy clients had everything after median {statistics.median(done):.2f} s,"
+            f" last {max(done):.2f} s",
+        ]
+        if stalled is not None:
+            address = stalled.getsockname()
+
+            def stalled_ended() -> List[wsthread.ServerConnection]:
+                return [c for c in ended if c.remote_address[:2] == address]
+
+            with handler_done:
+                assert handler_done.wait_for(stalled_ended, timeout=30), (
+                    "the stalled client is open"
+                )
+                [connection] = stalled_ended()
+            cut = [(t - start, m) for t, m in warnings.records if "closing with" in m]
+            assert len(cut) == 1, warnings.records
+            assert "1013" in cut[0][1] or "1011" in cut[0][1]
+            assert counts[0] == clients + 1 and counts[-1] == clients
+            numbers, close_code, ending = read_what_arrived(stalled)
+            assert numbers == list(range(len(numbers)))  # a prefix, in order
+            figures.append(
+                f"stalled client: cut at {cut[0][0]:.2f} s ({cut[0][1].split('] ')[-1]});"
+                f" its handler ended at {ended[connection] - start:.2f} s; it had received"
+                f" {len(numbers)} messages ({len(numbers) * size / 2**20:.1f} MiB, kernel"
+                f" buffers), then {ending}, close frame {close_code}"
+            )
+        print("\n" + "\n".join(figures))
+    finally:
+        logging.getLogger("wsthread").removeHandler(warnings)
+        for ws in healthy:
+            ws.close()
+        if stalled is not None:
+            stalled.close()
