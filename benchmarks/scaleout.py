@@ -142,7 +142,7 @@ def redis_server() -> Iterator[str]:
 def servers(count: int, redis_url: Optional[str]) -> Iterator[List[str]]:
     """Start ``count`` server processes; yield their URLs; stop them."""
     command = [sys.executable, str(Path(__file__).resolve()), "--serve", redis_url or ""]
-    processes: List["subprocess.Popen[str]"] = []
+    processes: List[subprocess.Popen[str]] = []
     try:
         urls = []
         for _ in range(count):
