@@ -1,0 +1,764 @@
+"""Side-by-side benchmark: wsthread, websockets (sync) and a raw-socket floor.
+
+One command (see benchmarks/README.md)::
+
+    python benchmarks/run.py            # the full run, about 4 minutes here
+    python benchmarks/run.py --quick    # a smoke run, a few seconds
+
+It starts three echo servers as subprocesses on free loopback ports:
+
+- ``python -m wsthread.echo --no-compression --quiet``;
+- ``benchmarks/servers/websockets_echo.py``: websockets' sync server,
+  compression off (the reference: every ratio is to it);
+- ``benchmarks/servers/raw_echo.py``: a thread-per-connection echo that only
+  reads a header, unmasks and writes back (the floor);
+
+drives each with the same client, picows (a Cython asyncio WebSocket client,
+on uvloop when it is installed), and prints one table. The workloads:
+
+1. round trips/s, 1 connection, 16-byte text, strict ping-pong;
+2. messages/s, 1 connection, 16-byte text, 256 in flight;
+3. MB/s echoed (payload bytes received back, 10**6 bytes per MB),
+   1 connection, 1 MiB binary, ping-pong;
+4. round trips/s summed over 100 connections, each in strict ping-pong, and
+   the 50th and 99th percentile latency of those round trips;
+5. idle connections: the server's RSS and thread count per connection after
+   opening 1,000 and then 5,000 connections (measured on a fresh server
+   process, against its own baseline), and the most connections held (by
+   default up to 10,000, limited by the file descriptor limit, which this
+   script raises to the hard limit, and by the machine's thread limit).
+
+The throughput workloads run the servers in turn, workload by workload,
+so that a change in the machine's load during the run touches all three.
+Client and servers share the machine's cores: the client's own CPU time is
+part of every figure, the same for every server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+# ---------------------------------------------------------------------------
+# Servers
+
+
+def server_commands() -> Dict[str, List[str]]:
+    """The command of each server, by the name the table uses."""
+    python = sys.executable
+    return {
+        "wsthread": [
+            python, "-m", "wsthread.echo", "--no-compression", "--quiet", "--port", "0",
+        ],
+        "websockets": [python, str(HERE / "servers" / "websockets_echo.py"), "0"],
+        "raw floor": [python, str(HERE / "servers" / "raw_echo.py"), "0"],
+    }
+
+
+REFERENCE = "websockets"
+
+
+class Server:
+    """A server subprocess: started, asked for its URL, measured, stopped.
+
+    Its stderr goes to a temporary file (a pipe nobody reads would fill up
+    and block it) and is shown if the server dies.
+    """
+
+    def __init__(self, name: str, command: Sequence[str]) -> None:
+        self.name = name
+        self.command = list(command)
+        self.url = ""
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed by stop())
+        self.process: Optional[subprocess.Popen[str]] = None
+
+    def start(self, timeout: float = 20) -> None:
+        """Start the process and wait for the line that gives its URL."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        self.process = subprocess.Popen(
+            self.command,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            cwd=str(ROOT),
+        )
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = ""
+        while "ws://" not in line:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} did not start: {line!r}{self.stderr()}")
+            line = self.process.stdout.readline()
+        self.url = next(word for word in line.split() if word.startswith("ws://"))
+
+    def status(self) -> Dict[str, int]:
+        """VmRSS (KiB) and Threads from /proc/PID/status."""
+        assert self.process is not None
+        values: Dict[str, int] = {}
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "Threads"):
+                    values[key] = int(value.split()[0])
+        return values
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the server has used so far."""
+        assert self.process is not None
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stderr(self) -> str:
+        """What the server wrote on stderr, for error messages."""
+        self._stderr.seek(0)
+        text = self._stderr.read()[-2000:]
+        return f"\n--- {self.name} stderr ---\n{text}" if text else ""
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._stderr.close()
+
+
+@contextlib.contextmanager
+def running(names: Sequence[str]) -> Iterator[Dict[str, Server]]:
+    """Start the named servers; stop them all on the way out."""
+    commands = server_commands()
+    servers: Dict[str, Server] = {}
+    try:
+        for name in names:
+            server = Server(name, commands[name])
+            servers[name] = server
+            server.start()
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+# ---------------------------------------------------------------------------
+# The client
+
+
+class Listener(WSListener):  # type: ignore[misc]
+    """A picows listener that hands every data frame to ``on_data``."""
+
+    def __init__(self) -> None:
+        self.transport: Optional[WSTransport] = None
+        self.on_data: Callable[[WSFrame], None] = lambda frame: None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+            self.on_data(frame)
+        elif kind is WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+async def open_connections(url: str, count: int, parallel: int = 50) -> Tuple[List[Listener], int]:
+    """Open up to ``count`` connections, ``parallel`` at a time.
+
+    Returns the listeners of those that opened and how many failed.
+    """
+    listeners: List[Listener] = []
+    failures = 0
+    semaphore = asyncio.Semaphore(parallel)
+
+    async def one() -> None:
+        nonlocal failures
+        async with semaphore:
+            try:
+                _, listener = await ws_connect(
+                    Listener, url, max_frame_size=2**21, websocket_handshake_timeout=30
+                )
+            except (OSError, asyncio.TimeoutError, Exception):
+                failures += 1
+                return
+            listeners.append(listener)
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    return listeners, failures
+
+
+async def close_connections(listeners: Sequence[Listener], timeout: float = 30) -> None:
+    """Close every connection (close frame, then TCP) and wait for them to end."""
+    for listener in listeners:
+        if listener.transport is not None and not listener.closed.done():
+            listener.transport.send_close()
+            listener.transport.disconnect()
+    pending = [listener.closed for listener in listeners if not listener.closed.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)
+
+
+@dataclass
+class Result:
+    """What one workload measured on one server."""
+
+    value: float = 0.0  # the headline figure (per second, or MB/s)
+    count: int = 0
+    seconds: float = 0.0
+    latencies: List[float] = field(default_factory=list)
+    server_cpu: float = 0.0  # server CPU seconds per second of the window
+    errors: int = 0
+
+    def percentile(self, fraction: float) -> float:
+        """A latency percentile in milliseconds (nearest rank)."""
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        index = min(len(ordered) - 1, max(0, int(round(fraction * len(ordered))) - 1))
+        return ordered[index] * 1000
+
+
+async def echo_workload(
+    url: str,
+    *,
+    connections: int,
+    payload: bytes,
+    kind: WSMsgType,
+    in_flight: int,
+    warmup: float,
+    duration: float,
+    server: Server,
+) -> Result:
+    """Echo ``payload`` over ``connections`` connections, ``in_flight`` each.
+
+    Counts the replies that arrive within the measured window (after the
+    warm-up), checks each reply's size and the first reply's content, and
+    keeps each reply's round-trip time when ``in_flight`` is 1.
+    """
+    listeners, failures = await open_connections(url, connections)
+    result = Result(errors=failures)
+    if failures:
+        await close_connections(listeners)
+        return result
+    clock = time.perf_counter
+    size = len(payload)
+    start = clock() + warmup
+    end = start + duration
+    done = asyncio.get_running_loop().create_future()
+    outstanding = [0]
+    latencies = result.latencies
+    counts = [0]
+
+    def make_handler(listener: Listener) -> None:
+        assert listener.transport is not None
+        transport = listener.transport
+        sent_at: List[float] = []
+        checked = [False]
+
+        def on_data(frame: WSFrame) -> None:
+            now = clock()
+            if frame.payload_size != size:
+                result.errors += 1
+            elif not checked[0]:
+                checked[0] = True
+                if frame.get_payload_as_bytes() != payload:
+                    result.errors += 1
+            sent = sent_at.pop(0) if in_flight == 1 else 0.0
+            if start <= now <= end:
+                counts[0] += 1
+                if in_flight == 1:
+                    latencies.append(now - sent)
+            if now < end:
+                if in_flight == 1:
+                    sent_at.append(now)
+                transport.send(kind, payload)
+            else:
+                outstanding[0] -= 1
+                if outstanding[0] == 0 and not done.done():
+                    done.set_result(None)
+
+        def first() -> None:
+            for _ in range(in_flight):
+                if in_flight == 1:
+                    sent_at.append(clock())
+                transport.send(kind, payload)
+
+        listener.on_data = on_data
+        starters.append(first)
+
+    starters: List[Callable[[], None]] = []
+    for listener in listeners:
+        make_handler(listener)
+    outstanding[0] = len(listeners) * in_flight
+    for starter in starters:
+        starter()
+    await asyncio.sleep(max(0.0, start - clock()))
+    cpu_before = server.cpu_seconds()
+    await asyncio.sleep(max(0.0, end - clock()))
+    cpu_after = server.cpu_seconds()
+    try:
+        await asyncio.wait_for(done, timeout=30 + 10 * duration)
+    except asyncio.TimeoutError:
+        result.errors += max(1, outstanding[0])
+    result.count = counts[0]
+    result.seconds = duration
+    result.value = counts[0] / duration
+    result.server_cpu = (cpu_after - cpu_before) / duration
+    await close_connections(listeners)
+    return result
+
+
+async def settle(server: Server, timeout: float = 30) -> Dict[str, int]:
+    """Wait until the server's thread count stops changing; return its status."""
+    deadline = time.monotonic() + timeout
+    last = server.status()
+    stable = 0
+    while time.monotonic() < deadline and stable < 3:
+        await asyncio.sleep(0.2)
+        now = server.status()
+        stable = stable + 1 if now["Threads"] == last["Threads"] else 0
+        last = now
+    await asyncio.sleep(0.3)
+    return server.status()
+
+
+async def check_alive(listeners: Sequence[Listener], sample: int = 20) -> int:
+    """Echo one message on up to ``sample`` connections spread over the list.
+
+    Returns how many did not answer within 10 s.
+    """
+    if not listeners:
+        return 0
+    step = max(1, len(listeners) // sample)
+    chosen = list(listeners[::step])[:sample]
+    loop = asyncio.get_running_loop()
+    replies = []
+    for listener in chosen:
+        reply = loop.create_future()
+
+        def on_data(frame: WSFrame, reply: asyncio.Future[None] = reply) -> None:
+            if not reply.done():
+                reply.set_result(None)
+
+        listener.on_data = on_data
+        assert listener.transport is not None
+        listener.transport.send(WSMsgType.TEXT, b"still there?")
+        replies.append(reply)
+    finished, _ = await asyncio.wait(replies, timeout=10)
+    return len(replies) - len(finished)
+
+
+def machine_threads() -> Tuple[int, int]:
+    """Threads on the whole machine now (from /proc/loadavg) and the kernel's pid_max."""
+    with open("/proc/loadavg") as loadavg:
+        total = int(loadavg.read().split()[3].split("/")[1])
+    with open("/proc/sys/kernel/pid_max") as pid_max:
+        return total, int(pid_max.read())
+
+
+@dataclass
+class IdleResult:
+    """Idle connections on one fresh server."""
+
+    baseline: Dict[str, int] = field(default_factory=dict)
+    steps: List[Tuple[int, Dict[str, int]]] = field(default_factory=list)
+    most_held: int = 0
+    stopped_by: str = ""
+    not_answering: int = 0
+
+
+async def idle_workload(server: Server, counts: Sequence[int], most: int) -> IdleResult:
+    """Open connections in steps up to each of ``counts``, then up to ``most``."""
+    result = IdleResult(baseline=await settle(server))
+    listeners: List[Listener] = []
+    targets = sorted(set(counts) | ({most} if most else set()))
+    headroom = 3000  # threads left free on the machine for everyone else
+    try:
+        for target in targets:
+            while len(listeners) < target:
+                total, pid_max = machine_threads()
+                added = server.status()["Threads"] - result.baseline["Threads"]
+                per_connection = added / len(listeners) if listeners else 3
+                batch = min(500, target - len(listeners))
+                if total + batch * per_connection > pid_max - headroom:
+                    result.stopped_by = (
+                        f"the machine's thread limit (pid_max {pid_max}, {total} threads in use,"
+                        f" {headroom} kept free)"
+                    )
+                    break
+                opened, failures = await open_connections(server.url, batch)
+                listeners += opened
+                if failures:
+                    result.stopped_by = f"{failures} connections failed to open"
+                    break
+                if not server.alive():
+                    result.stopped_by = "the server died" + server.stderr()
+                    break
+            if result.stopped_by:
+                break
+            status = await settle(server)
+            result.steps.append((len(listeners), status))
+        result.most_held = len(listeners)
+        result.not_answering = await check_alive(listeners)
+        if result.not_answering:
+            result.stopped_by += f"; {result.not_answering} sampled connections did not answer"
+    finally:
+        await close_connections(listeners)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# The run
+
+
+def raise_fd_limit() -> Tuple[int, int, int]:
+    """Raise the soft open-files limit to the hard one; return (old soft, new soft, hard)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    new = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    return soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard
+
+
+def read_first_line(path: str, default: str = "?") -> str:
+    """The first line of a small system file, or ``default``."""
+    try:
+        with open(path) as file:
+            return file.readline().strip()
+    except OSError:
+        return default
+
+
+def machine_description() -> Dict[str, str]:
+    """What the table was measured on."""
+    cpu = "?"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for module in ("websockets", "picows", "uvloop"):
+        try:
+            versions[module] = __import__(module).__version__
+        except (ImportError, AttributeError):
+            versions[module] = "not installed"
+    masking = subprocess.run(
+        [sys.executable, "-c", "from wsthread.sansio import frames; print(frames.SPEEDUPS)"],
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+        check=False,
+    ).stdout.strip()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        "python": platform.python_implementation() + " " + platform.python_version(),
+        "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
+        "wsthread masking": "C (wsthread._speedups)" if masking == "True" else "pure Python",
+        "pid_max": read_first_line("/proc/sys/kernel/pid_max"),
+        "max_map_count": read_first_line("/proc/sys/vm/max_map_count"),
+    }
+
+
+def load() -> str:
+    """The load averages, as uptime prints them."""
+    return " ".join(read_first_line("/proc/loadavg").split()[:3])
+
+
+def fmt(value: float, digits: int = 0) -> str:
+    """A number with thousands separators."""
+    if value != value:  # NaN
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def ratio(value: float, reference: float) -> str:
+    """``value / reference`` as ``1.23x``."""
+    if not reference or value != value or reference != reference:
+        return "-"
+    return f"{value / reference:.2f}x"
+
+
+Row = Tuple[str, Dict[str, str], Dict[str, str]]
+
+
+def print_table(rows: List[Row], names: Sequence[str]) -> str:
+    """Format rows of (label, {server: figure}, {server: ratio}) as a Markdown table."""
+    others = [name for name in names if name != REFERENCE]
+    header = ["workload"] + list(names) + [f"{name} / {REFERENCE}" for name in others]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, figures, ratios in rows:
+        cells = [label] + [figures.get(name, "-") for name in names]
+        cells += [ratios.get(name, "-") for name in others]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Run every workload on every server and print the table."""
+    names = [name for name in server_commands() if name in args.servers]
+    fd_soft_before, fd_soft, fd_hard = raise_fd_limit()
+    info = machine_description()
+    info["open files limit"] = f"soft {fd_soft_before} raised to {fd_soft} (hard {fd_hard})"
+    info["load before"] = load()
+    for key, value in info.items():
+        print(f"{key}: {value}", flush=True)
+    print(f"durations: {args.warmup}s warm-up + {args.duration}s measured per workload", flush=True)
+
+    small = b"0123456789abcdef"
+    big = os.urandom(2**20)
+    workloads = [
+        ("ping-pong", "round trips/s, 1 conn, 16 B text", 1, small, WSMsgType.TEXT, 1),
+        ("pipelined", "msgs/s, 1 conn, 16 B text, 256 in flight", 1, small, WSMsgType.TEXT, 256),
+        ("1 MiB", "MB/s, 1 conn, 1 MiB binary ping-pong", 1, big, WSMsgType.BINARY, 1),
+        (
+            "many",
+            f"round trips/s, {args.connections} conns, 16 B text",
+            args.connections,
+            small,
+            WSMsgType.TEXT,
+            1,
+        ),
+    ]
+    results: Dict[Tuple[str, str], Result] = {}
+    rows: List[Row] = []
+    errors = 0
+    with running(names) as servers:
+        for key, label, connections, payload, kind, in_flight in workloads:
+            for name in names:
+                result = await echo_workload(
+                    servers[name].url,
+                    connections=connections,
+                    payload=payload,
+                    kind=kind,
+                    in_flight=in_flight,
+                    warmup=args.warmup,
+                    duration=args.duration,
+                    server=servers[name],
+                )
+                if key == "1 MiB":
+                    result.value = result.value * len(payload) / 1e6
+                results[key, name] = result
+                errors += result.errors
+                extra = (
+                    f", p50 {result.percentile(0.5):.2f} ms, p99 {result.percentile(0.99):.2f} ms"
+                    if connections > 1
+                    else ""
+                )
+                print(
+                    f"  {label:<42} {name:<11} {fmt(result.value, 1):>12}{extra}"
+                    f"  (server CPU {result.server_cpu:.0%}"
+                    f"{', ERRORS ' + str(result.errors) if result.errors else ''})",
+                    flush=True,
+                )
+    for key, label, connections, *_ in workloads:
+        reference = results.get((key, REFERENCE), Result()).value
+        rows.append(
+            (
+                label,
+                {n: fmt(results[key, n].value) for n in names},
+                {n: ratio(results[key, n].value, reference) for n in names},
+            )
+        )
+        if connections > 1:
+            ref_p99 = results.get((key, REFERENCE), Result()).percentile(0.99)
+            rows.append(
+                (
+                    f"p99 latency (ms), {connections} conns",
+                    {n: fmt(results[key, n].percentile(0.99), 2) for n in names},
+                    {n: ratio(results[key, n].percentile(0.99), ref_p99) for n in names},
+                )
+            )
+        rows.append(
+            (
+                "  server CPU (cores busy)",
+                {n: f"{results[key, n].server_cpu:.2f}" for n in names},
+                {},
+            )
+        )
+
+    idle: Dict[str, IdleResult] = {}
+    if args.idle:
+        for name in names:
+            with running([name]) as servers:
+                started = time.monotonic()
+                idle[name] = await idle_workload(servers[name], args.idle, args.most)
+                result = idle[name]
+                for count, status in result.steps:
+                    print(
+                        f"  idle {count:>6} conns {name:<11} RSS {status['VmRSS']:>9,} KiB "
+                        f"threads {status['Threads']:>6} (baseline {result.baseline['VmRSS']:,} "
+                        f"KiB, {result.baseline['Threads']} threads)",
+                        flush=True,
+                    )
+                print(
+                    f"  most held by {name}: {result.most_held:,} in"
+                    f" {time.monotonic() - started:.0f}s"
+                    f"{' (stopped by ' + result.stopped_by + ')' if result.stopped_by else ''}",
+                    flush=True,
+                )
+                errors += result.not_answering
+        for count in args.idle:
+            rss: Dict[str, float] = {}
+            threads: Dict[str, float] = {}
+            for name in names:
+                result = idle[name]
+                step = dict(result.steps).get(count)
+                if step is None:
+                    rss[name] = threads[name] = float("nan")
+                    continue
+                rss[name] = (step["VmRSS"] - result.baseline["VmRSS"]) * 1.024 / count
+                threads[name] = (step["Threads"] - result.baseline["Threads"]) / count
+            rows.append(
+                (
+                    f"idle: RSS KB per conn at {count:,}",
+                    {n: fmt(rss[n], 1) for n in names},
+                    {n: ratio(rss[n], rss.get(REFERENCE, float("nan"))) for n in names},
+                )
+            )
+            rows.append(
+                (f"idle: threads per conn at {count:,}", {n: fmt(threads[n], 2) for n in names}, {})
+            )
+        if args.most:
+            rows.append(
+                (
+                    f"most idle conns held (tried {args.most:,})",
+                    {n: f"{idle[n].most_held:,}" for n in names},
+                    {},
+                )
+            )
+
+    table = print_table(rows, names)
+    print()
+    print(table)
+    print()
+    print(f"load after: {load()}")
+    if args.json:
+        report = {
+            "info": info,
+            "load after": load(),
+            "args": {k: v for k, v in vars(args).items() if k != "json"},
+            "results": {
+                f"{key} / {name}": {
+                    "value": r.value,
+                    "count": r.count,
+                    "p50_ms": r.percentile(0.5),
+                    "p99_ms": r.percentile(0.99),
+                    "server_cpu": r.server_cpu,
+                    "errors": r.errors,
+                }
+                for (key, name), r in results.items()
+            },
+            "idle": {
+                name: {
+                    "baseline": r.baseline,
+                    "steps": r.steps,
+                    "most_held": r.most_held,
+                    "stopped_by": r.stopped_by,
+                }
+                for name, r in idle.items()
+            },
+            "table": table,
+        }
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    if errors:
+        print(f"ERRORS: {errors} (wrong replies, failed connections or missing answers)")
+        return 1
+    return 0
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/run.py",
+        description="Echo benchmark: wsthread, websockets sync and a raw-socket floor.",
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+    parser.add_argument("--duration", type=float, help="measured seconds per workload (5)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds per workload (1)")
+    parser.add_argument("--connections", type=int, help="connections of the 'many' workload (100)")
+    parser.add_argument(
+        "--idle",
+        type=lambda text: [int(n) for n in text.split(",") if n],
+        help="idle connection counts to measure, comma-separated (1000,5000); '' skips",
+    )
+    parser.add_argument(
+        "--most", type=int, help="try to hold this many idle connections (10000; 0 skips)"
+    )
+    parser.add_argument(
+        "--servers",
+        type=lambda text: [n.strip() for n in text.split(",")],
+        default=list(server_commands()),
+        help="comma-separated subset of: " + ", ".join(server_commands()),
+    )
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    defaults: Dict[str, Any] = {
+        "duration": 5.0,
+        "warmup": 1.0,
+        "connections": 100,
+        "idle": [1000, 5000],
+        "most": 10000,
+    }
+    if args.quick:
+        defaults.update(duration=0.5, warmup=0.2, connections=20, idle=[50, 200], most=0)
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    unknown = set(args.servers) - set(server_commands())
+    if unknown or REFERENCE not in args.servers:
+        parser.error(f"unknown servers {sorted(unknown)}; {REFERENCE} must be one of them")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point."""
+    args = parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(run(args))
+    return uvloop.run(run(args))  # type: ignore[no-any-return]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
