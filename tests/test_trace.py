@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+import signal
 import subprocess
 import sys
+import zlib
 from typing import List, Optional, Tuple
 
 import pytest
 
+import wsthread
+from conftest import ServerFactory, echo_process
 from wsthread.frames import decode, explain, main, parse_hex
 from wsthread.sansio.frames import Frame, Opcode, serialize_frame
+from wsthread.sansio.handshake import accept_key
 from wsthread.sansio.protocol import Protocol, Side
 from wsthread.trace import (
     CLIENT_TO_SERVER,
     SERVER_TO_CLIENT,
+    FrameFormatter,
     Tracer,
     close_code_name,
     format_frame,
@@ -99,14 +106,21 @@ def test_format_compressed_frame_and_continuations() -> None:
     """RSV1 marks a compressed message; continuations say what they continue."""
     tracer_output = io.StringIO()
     tracer = Tracer(tracer_output)
-    tracer.frame(SERVER_TO_CLIENT, Frame(Opcode.TEXT, b"\xf2\x48", fin=False, rsv1=True), None)
-    tracer.frame(SERVER_TO_CLIENT, Frame(Opcode.CONTINUATION, b"\x00\x00"), None)
+    deflated = zlib.compressobj(wbits=-15)
+    message = deflated.compress(b"Hello") + deflated.flush(zlib.Z_SYNC_FLUSH)[:-4]
+    head, tail = message[:2], message[2:]
+    tracer.frame(SERVER_TO_CLIENT, Frame(Opcode.TEXT, head, fin=False, rsv1=True), None)
+    tracer.frame(SERVER_TO_CLIENT, Frame(Opcode.CONTINUATION, tail), None)
     tracer.frame(CLIENT_TO_SERVER, Frame(Opcode.BINARY, b"\x01", fin=False), b"abcd")
     tracer.frame(CLIENT_TO_SERVER, Frame(Opcode.PING, b"\xff"), b"abcd")
     tracer.frame(CLIENT_TO_SERVER, Frame(Opcode.CONTINUATION, b"\x02"), b"abcd")
     lines = tracer_output.getvalue().splitlines()
-    assert lines[0].endswith("RSV=100 MASK=0 len=2  compressed (permessage-deflate) hex f2 48")
-    assert lines[1].endswith("compressed (permessage-deflate) hex 00 00 (continues TEXT)")
+    assert lines[0].endswith(
+        f"RSV=100 MASK=0 len=2  compressed (permessage-deflate) hex {head.hex(' ')}"
+    )
+    assert lines[1].endswith(
+        "compressed (permessage-deflate), inflates to 5 bytes: text 'Hello' (continues TEXT)"
+    )
     assert lines[2].endswith("MASK=1 key=61626364 len=1  hex 01")
     assert lines[3].endswith("PING FIN=1 RSV=000 MASK=1 key=61626364 len=1  hex ff")
     assert lines[4].endswith("len=1  hex 02 (continues BINARY)")
@@ -311,3 +325,121 @@ def test_decoder_as_a_module() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "PING FIN=1 RSV=000 MASK=0 len=5  data 'Hello'" in result.stdout
+
+
+def test_compressed_messages_are_shown_inflated() -> None:
+    """A permessage-deflate message shows its inflated text, across fragments and messages."""
+    compressor = zlib.compressobj(wbits=-15)
+
+    def deflate(data: bytes) -> bytes:
+        return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+    formatter = FrameFormatter()
+    first = deflate(b"Hello, hello, hello")
+    second = deflate(b"Hello, hello, hello")  # context takeover: shorter
+    assert len(second) < len(first)
+    lines = [
+        formatter.format(SERVER_TO_CLIENT, Frame(Opcode.TEXT, first, rsv1=True), None),
+        formatter.format(SERVER_TO_CLIENT, Frame(Opcode.TEXT, second, rsv1=True), None),
+    ]
+    for line in lines:
+        assert line.endswith(
+            "compressed (permessage-deflate), inflates to 19 bytes: text 'Hello, hello, hello'"
+        ), line
+    # Garbage does not inflate: the hex is shown, and nothing fails.
+    line = formatter.format(CLIENT_TO_SERVER, Frame(Opcode.BINARY, b"\xff" * 8, rsv1=True), None)
+    assert line.endswith("compressed (permessage-deflate) hex ff ff ff ff ff ff ff ff")
+
+
+# -- real runs: --trace on the command-line tools --------------------------------
+
+FRAME_LINE = re.compile(
+    r"^\[(?P<label>[^\]]+)\] (?P<direction>client -> server|server -> client)  "
+    r"(?P<opcode>[A-Z]+) FIN=(?P<fin>[01]) RSV=(?P<rsv>[01]{3}) "
+    r"(?:MASK=1 key=(?P<key>[0-9a-f]{8})|MASK=0) len=(?P<length>\d+)  (?P<payload>.*)$"
+)
+
+
+def handshake_block(lines: List[str], title: str) -> List[str]:
+    """The indented lines under the first trace line that contains ``title``."""
+    start = next(index for index, line in enumerate(lines) if title in line)
+    label = lines[start].split("]")[0] + "]"
+    block = []
+    for line in lines[start + 1 :]:
+        if not line.startswith(label + "   "):
+            break
+        block.append(line[len(label) + 3 :])
+    return block
+
+
+def check_trace(lines: List[str], label: str) -> None:
+    """Both handshake messages, one text frame each way and the closing handshake."""
+    request = handshake_block(lines, f"[{label}] client -> server  HTTP request, ")
+    response = handshake_block(lines, f"[{label}] server -> client  HTTP response, ")
+    assert request[0] == "GET / HTTP/1.1"
+    assert "Upgrade: websocket" in request and "Sec-WebSocket-Version: 13" in request
+    assert response[0] == "HTTP/1.1 101 Switching Protocols"
+    key = next(line.split(": ")[1] for line in request if line.startswith("Sec-WebSocket-Key"))
+    assert f"Sec-WebSocket-Accept: {accept_key(key)}" in response
+
+    frames = [match.groupdict() for match in map(FRAME_LINE.match, lines) if match]
+    assert {frame["label"] for frame in frames} == {label}
+    summary = [
+        (f["direction"], f["opcode"], f["fin"], f["rsv"], f["key"] is not None, f["payload"])
+        for f in frames
+    ]
+    assert summary == [
+        (CLIENT_TO_SERVER, "TEXT", "1", "000", True, "text 'Hello'"),
+        (SERVER_TO_CLIENT, "TEXT", "1", "000", False, "text 'Hello'"),
+        (CLIENT_TO_SERVER, "CLOSE", "1", "000", True, "code 1000 NORMAL_CLOSURE reason ''"),
+        (SERVER_TO_CLIENT, "CLOSE", "1", "000", False, "code 1000 NORMAL_CLOSURE reason ''"),
+    ]
+    assert [frame["length"] for frame in frames] == ["5", "5", "2", "2"]
+
+
+def test_echo_server_trace_from_a_real_run() -> None:
+    """`python -m wsthread.echo --trace`: the handshake and every frame, both directions."""
+    with echo_process("--trace") as (process, url):
+        with wsthread.connect(url) as ws:
+            local = ws.socket.getsockname()
+            ws.send("Hello")
+            assert ws.recv(timeout=5) == "Hello"
+        # The server traces its close frame just before sending it: the
+        # client has it, so the trace is complete. Stop the server.
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 0
+        assert process.stderr is not None
+        stderr = process.stderr.read()
+    assert "Traceback" not in stderr
+    check_trace(stderr.splitlines(), f"{local[0]}:{local[1]}")
+
+
+def test_interactive_client_trace_from_a_real_run(make_server: ServerFactory) -> None:
+    """`python -m wsthread URI --trace`: the same trace, seen from the client, on stderr."""
+    server = make_server()
+    url = f"ws://127.0.0.1:{server.port}/"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wsthread", "--trace", url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write("Hello\n")
+        process.stdin.flush()
+        assert process.stdout.readline() == "< Hello\n"  # stdout: the messages only
+        process.stdin.close()  # end of input: the client closes with 1000
+        assert process.wait(timeout=15) == 0
+        assert process.stderr is not None
+        stderr = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    assert "Traceback" not in stderr
+    check_trace(stderr.splitlines(), url)

@@ -8,6 +8,11 @@ with a closing handshake, and the close code and reason are printed.
     python -m wsthread ws://127.0.0.1:8765/
     echo hello | python -m wsthread ws://127.0.0.1:8765/
     python -m wsthread --cafile certs/ca.pem wss://localhost:8765/
+    python -m wsthread --trace ws://127.0.0.1:8765/
+
+``--trace`` writes the opening handshake and every frame, annotated (see
+:mod:`wsthread.trace`), to standard error, so that standard output keeps
+only the messages.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import List, Optional
 from .client import ClientConnection, connect
 from .exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from .tls import client_context
+from .trace import Tracer
 
 __all__ = ["main"]
 
@@ -48,13 +54,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument(
         "--insecure", action="store_true", help="skip TLS certificate checks (development only)"
     )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="write the handshake and every frame, annotated, to standard error",
+    )
     args = parser.parse_args(argv)
 
     context = None
     if args.uri.startswith("wss:") and (args.cafile or args.insecure):
         context = client_context(args.cafile, insecure=args.insecure)
     try:
-        ws = connect(args.uri, ssl=context)
+        ws = connect(args.uri, ssl=context, trace=Tracer(sys.stderr) if args.trace else None)
     except (InvalidURI, InvalidHandshake, OSError) as exc:
         print(f"Failed to connect to {args.uri}: {exc}", file=sys.stderr)
         return 1

@@ -3,6 +3,11 @@
 Every message comes back as it came: text as text, binary as binary. Ctrl-C
 (or SIGTERM) shuts the server down gracefully, closing every connection
 with 1001, and exits with status 0.
+
+``--trace`` writes the opening handshake and every frame of every
+connection, annotated (see :mod:`wsthread.trace`), to standard error, each
+line prefixed with the client's address; standard output keeps the server's
+own messages.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any, Dict, List, Optional
 
 from .server import ServerConnection, serve
 from .tls import server_context
+from .trace import Tracer
 
 # The development certificates of a source checkout (see certs/README.md).
 CERTS = Path(__file__).resolve().parent.parent / "certs"
@@ -52,6 +58,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="largest message accepted, or 'none' (default 1048576)",
     )
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="write the handshake and every frame, annotated, to standard error",
+    )
     parser.add_argument("--no-compression", action="store_true", help="refuse permessage-deflate")
     parser.add_argument(
         "--tls", action="store_true", help="serve wss:// (default port 8765, certs/ files)"
@@ -99,10 +110,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.error(f"cannot load the TLS certificate {args.certfile}: {exc}")
 
     compression = None if args.no_compression else "deflate"
+    if args.trace and args.workers > 1:
+        parser.error("--trace works with one worker only")
     if args.workers > 1:
         return _run_workers(args, context is not None, compression, log_options)
     with serve(
-        echo, args.host, args.port, max_size=args.max_size, ssl=context, compression=compression
+        echo,
+        args.host,
+        args.port,
+        max_size=args.max_size,
+        ssl=context,
+        compression=compression,
+        trace=Tracer(sys.stderr) if args.trace else None,
     ) as server:
         host = args.host if ":" not in args.host else f"[{args.host}]"
         if context is not None and args.host in ("127.0.0.1", "::1"):

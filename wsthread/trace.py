@@ -13,12 +13,15 @@ handshake message into a short block::
 Give one to :func:`wsthread.serve` or :func:`wsthread.connect` as
 ``trace=``, or pass ``--trace`` to ``python -m wsthread.echo`` and
 ``python -m wsthread URI``. Lines go to a text stream (``Tracer(sys.stderr)``)
-or, by default, to the ``wsthread.trace`` logger at DEBUG level.
+or, by default, to the ``wsthread.trace`` logger at DEBUG level; subclass
+:class:`Tracer` and override :meth:`Tracer.emit` to send them elsewhere.
 
-Any object with the two methods of :class:`TraceHook` can stand in for a
-:class:`Tracer`. If it also has ``connection(label)``, the server and the
-client call that once per connection and use what it returns, which is how
-a :class:`Tracer` prefixes every line with the peer's address.
+The server and the client call :meth:`Tracer.connection` once per
+connection, with the peer's address (server) or the URI (client), and hand
+what it returns the opening handshake (the request and the response, as
+parsed and serialised again) and every frame. The sans-I/O
+:class:`~wsthread.sansio.protocol.Protocol` takes any object with the
+methods of :class:`TraceHook`.
 
 Tracing costs nothing when it is off: the protocol checks
 ``if self._trace is not None`` once per frame and does nothing else.
@@ -29,6 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 import typing
+import zlib
 from typing import Dict, List, Optional, TextIO, Tuple
 
 from .exceptions import ProtocolError
@@ -121,17 +125,60 @@ def _length_note(length: int) -> str:
     return " (16-bit length)" if length < 65536 else " (64-bit length)"
 
 
+class _Inflater:
+    """Inflate one direction's permessage-deflate messages, for display only.
+
+    One raw-deflate stream per direction, as RFC 7692 defines it (the
+    largest window decodes any window size, with or without context
+    takeover). Bounded: a message that inflates past ``LIMIT`` bytes, or
+    that does not inflate, stops the display of inflated text for the rest
+    of the connection rather than costing memory or time.
+    """
+
+    LIMIT = 2**20
+
+    def __init__(self) -> None:
+        self._stream = zlib.decompressobj(-15)
+        self._parts: List[bytes] = []
+        self._size = 0
+        self.broken = False
+
+    def feed(self, data: bytes, fin: bool) -> Optional[bytes]:
+        """Take a frame's payload; return the whole inflated message on its last frame."""
+        if self.broken:
+            return None
+        if fin:
+            data += b"\x00\x00\xff\xff"  # the tail that RFC 7692 has senders strip
+        try:
+            chunk = self._stream.decompress(data, self.LIMIT - self._size + 1)
+        except zlib.error:
+            self.broken = True
+            return None
+        self._size += len(chunk)
+        if self._stream.unconsumed_tail or self._size > self.LIMIT:
+            self.broken = True
+            return None
+        self._parts.append(chunk)
+        if not fin:
+            return None
+        message, self._parts, self._size = b"".join(self._parts), [], 0
+        return message
+
+
 class FrameFormatter:
     """Turn frames into annotated lines, remembering what each message is.
 
     A continuation frame does not say whether it continues text or binary,
     nor whether its message is compressed: the formatter remembers the first
-    frame of the message in each direction, as a receiver does.
+    frame of the message in each direction, as a receiver does. Compressed
+    messages (permessage-deflate) are inflated, for display only, and shown
+    on their last frame.
     """
 
     def __init__(self) -> None:
         # direction -> (opcode of the message in progress, compressed?)
         self._messages: Dict[str, Tuple[Opcode, bool]] = {}
+        self._inflaters: Dict[str, _Inflater] = {}
 
     def format(self, direction: str, frame: Frame, mask: Optional[bytes]) -> str:
         """Return the annotated line for one frame."""
@@ -169,13 +216,27 @@ class FrameFormatter:
         elif kind is not None:
             self._messages[direction] = (kind, compressed)
 
+        if compressed:
+            return self._describe_compressed(direction, frame, kind) + note
         if not payload:
             return "(empty)" + note
-        if compressed:
-            return f"compressed (permessage-deflate) hex {_hex_excerpt(payload)}{note}"
         if kind is Opcode.TEXT:
             return f"text {_text_excerpt(payload)}{note}"
         return f"hex {_hex_excerpt(payload)}{note}"
+
+    def _describe_compressed(self, direction: str, frame: Frame, kind: Optional[Opcode]) -> str:
+        inflater = self._inflaters.get(direction)
+        if inflater is None:
+            inflater = self._inflaters[direction] = _Inflater()
+        message = inflater.feed(frame.payload, frame.fin)
+        shown = f"compressed (permessage-deflate) hex {_hex_excerpt(frame.payload)}"
+        if message is None:
+            return shown
+        if kind is Opcode.TEXT:
+            inflated = f"text {_text_excerpt(message)}"
+        else:
+            inflated = f"hex {_hex_excerpt(message)}"
+        return f"compressed (permessage-deflate), inflates to {len(message)} bytes: {inflated}"
 
 
 def _describe_close(payload: bytes) -> str:
@@ -207,7 +268,7 @@ def format_handshake(direction: str, data: bytes) -> List[str]:
     >>> for line in format_handshake(SERVER_TO_CLIENT, b"HTTP/1.1 426 Upgrade Required\\r\\n"
     ...                              b"Content-Length: 2\\r\\n\\r\\nno"):
     ...     print(line)
-    server -> client  HTTP response, 55 bytes
+    server -> client  HTTP response, 54 bytes
       HTTP/1.1 426 Upgrade Required
       Content-Length: 2
       (body, 2 bytes) 'no'

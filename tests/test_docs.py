@@ -1,0 +1,218 @@
+"""The documentation: its snippets run, its option tables match the code, and the site builds.
+
+Conventions in ``docs/**/*.md`` (see ``docs/README.md``):
+
+* every fenced block opened with exactly `````python`` is run, in order, one
+  namespace per page, unless the line before it (blank lines aside) is the
+  MyST comment ``% norun``;
+* a `````text`` block after a ``% output`` comment is what the previous
+  Python block must print.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import inspect
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import pytest
+
+import wsthread
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+def pages() -> List[Path]:
+    """Every Markdown page of the site."""
+    return sorted(
+        path
+        for path in DOCS.rglob("*.md")
+        if "_build" not in path.parts and path != DOCS / "README.md"
+    )
+
+
+def snippets(path: Path) -> List[Tuple[int, str, Optional[str]]]:
+    """The runnable Python blocks of a page: (line, code, expected output or None)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found: List[Tuple[int, str, Optional[str]]] = []
+    marker = ""  # the last "% ..." comment seen before a fence
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        stripped = line.strip()
+        if stripped.startswith("% "):
+            marker = stripped[2:].strip()
+        elif stripped.startswith("```"):
+            language = stripped[3:].strip()
+            end = index + 1
+            while end < len(lines) and lines[end].strip() != "```":
+                end += 1
+            body = "\n".join(lines[index + 1 : end]) + "\n"
+            if language == "python" and marker != "norun":
+                found.append((index + 1, body, None))
+            elif language == "text" and marker == "output":
+                assert found, f"{path}:{index + 1}: '% output' with no Python block before"
+                line_number, code, _ = found[-1]
+                found[-1] = (line_number, code, body)
+            marker = ""
+            index = end
+        elif stripped:
+            marker = ""
+        index += 1
+    return found
+
+
+# Runs one page's snippets in a fresh interpreter: each block's stdout is
+# captured separately; the first failure stops the page.
+DRIVER = r"""
+import contextlib, io, json, sys, traceback
+blocks = json.load(sys.stdin)
+namespace = {"__name__": "__main__"}
+results = []
+for line, code in blocks:
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, f"<docs line {line}>", "exec"), namespace)
+    except BaseException:
+        results.append({"line": line, "out": out.getvalue(), "error": traceback.format_exc()})
+        break
+    results.append({"line": line, "out": out.getvalue(), "error": None})
+sys.__stdout__.write(json.dumps(results))
+"""
+
+RUNNABLE = [path for path in pages() if snippets(path)]
+
+
+def test_snippet_extraction_is_not_vacuous() -> None:
+    """The tutorial has runnable blocks, some with expected output, and norun ones are skipped."""
+    chat = snippets(DOCS / "tutorial" / "chat.md")
+    assert len(chat) == 1 and chat[0][2] is not None and "alice sees" in chat[0][2]
+    assert all("serve_forever()" not in code for path in pages() for _, code, _ in snippets(path))
+    assert len(RUNNABLE) >= 5
+
+
+@pytest.mark.parametrize(
+    "path", RUNNABLE, ids=lambda path: str(path.relative_to(DOCS)).replace("/", ".")
+)
+def test_doc_snippets_run(path: Path) -> None:
+    """Every runnable block of the page runs without error and prints what the page says."""
+    blocks = snippets(path)
+    result = subprocess.run(
+        [sys.executable, "-c", DRIVER],
+        input=json.dumps([(line, code) for line, code, _ in blocks]),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    outcomes: List[Dict[str, Any]] = json.loads(result.stdout)
+    for (line, _, expected), outcome in zip(blocks, outcomes):
+        where = f"{path.relative_to(ROOT)}:{line}"
+        assert outcome["error"] is None, f"{where} failed:\n{outcome['error']}"
+        if expected is not None:
+            assert outcome["out"] == expected, f"{where} printed something else"
+    assert len(outcomes) == len(blocks)
+
+
+@pytest.mark.parametrize("module", ["wsthread.trace", "wsthread.frames"])
+def test_docstring_examples(module: str) -> None:
+    """The examples in the tracing modules' docstrings are right."""
+    failures, tried = doctest.testmod(importlib.import_module(module), verbose=False)
+    assert tried > 0
+    assert failures == 0
+
+
+# -- the option tables ---------------------------------------------------------
+
+
+def option_table(title: str) -> Dict[str, str]:
+    """The ``option | default | meaning`` rows under the heading ``title`` of options.md."""
+    text = (DOCS / "reference" / "options.md").read_text(encoding="utf-8")
+    section = text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        match = re.match(r"\|\s*`(\w+)`\s*\|\s*(.*?)\s*\|", line)
+        if match:
+            rows[match.group(1)] = match.group(2).strip("`")
+    return rows
+
+
+def signature_defaults(function: Any, skip: Tuple[str, ...]) -> Dict[str, str]:
+    """Each parameter of ``function`` and its default, as written in the table."""
+    defaults = {}
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name in skip or parameter.kind is parameter.VAR_KEYWORD:
+            continue
+        default = parameter.default
+        if default is parameter.empty:
+            defaults[name] = "required"
+        elif isinstance(default, int) and not isinstance(default, bool) and default >= 2**16:
+            defaults[name] = f"2**{default.bit_length() - 1}"
+        else:
+            defaults[name] = repr(default)
+    return defaults
+
+
+def test_serve_options_table_matches_the_code() -> None:
+    """Every option of serve() is in the reference, with its real default, and no other."""
+    expected = signature_defaults(wsthread.WebSocketServer.__init__, ("self", "handler"))
+    expected["host"], expected["port"] = "'127.0.0.1'", "8765"  # serve()'s own defaults
+    table = option_table("serve()")
+    assert table == expected
+
+
+def test_connect_options_table_matches_the_code() -> None:
+    """Every option of connect() is in the reference, with its real default, and no other."""
+    expected = signature_defaults(wsthread.connect, ())
+    assert option_table("connect()") == expected
+
+
+# -- the site --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_site_builds_without_warnings(tmp_path: Path) -> None:
+    """sphinx-build -W succeeds, and every public name has a reference entry."""
+    pytest.importorskip("sphinx")
+    pytest.importorskip("myst_parser")
+    pytest.importorskip("furo")
+    from sphinx.util.inventory import InventoryFile
+
+    output = tmp_path / "html"
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html", str(DOCS), str(output)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "WARNING" not in result.stderr
+
+    with open(output / "objects.inv", "rb") as stream:
+        inventory = InventoryFile.load(stream, "", lambda base, uri: uri)
+    data = getattr(inventory, "data", inventory)  # an object since Sphinx 8.2, a dict before
+    documented = {name for entries in data.values() for name in entries}
+    public = [f"wsthread.{name}" for name in wsthread.__all__]
+    for module in ("wsthread.trace", "wsthread.frames"):
+        public += [f"{module}.{name}" for name in importlib.import_module(module).__all__]
+    missing = [
+        name
+        for name in public
+        if name not in documented
+        and name.replace("wsthread.", "wsthread.exceptions.", 1) not in documented
+    ]
+    assert not missing
+    for page in ("tutorial/chat", "howto/tracing", "explanation/frames", "reference/options"):
+        assert (output / f"{page}.html").exists(), page
