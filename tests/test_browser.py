@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Iterator, List
@@ -104,7 +105,8 @@ def test_two_pages_chat(chat_and_flags: tuple) -> None:  # type: ignore[type-arg
             expect(alice.locator("#log li.leave")).to_have_text(["bob left"])
             expect(alice.locator("#people")).to_have_text("alice")
 
-            chat.interrupt()  # one Ctrl-C: the page learns the server went away
+            chat.process.send_signal(signal.SIGINT)  # one Ctrl-C
             expect(alice.locator("#status")).to_have_text("disconnected (code 1001)")
         finally:
             browser.close()
+    chat.wait_exit()

@@ -56,6 +56,10 @@ class Example:
     def interrupt(self) -> str:
         """Send one SIGINT, as Ctrl-C does; check it exits 0 without a traceback."""
         self.process.send_signal(signal.SIGINT)
+        return self.wait_exit()
+
+    def wait_exit(self) -> str:
+        """Wait for the process to end; check it exited 0 without a traceback; its stdout."""
         try:
             out, _ = self.process.communicate(timeout=20)
         except subprocess.TimeoutExpired:
