@@ -14,11 +14,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Dict, Iterator, List, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Tuple, Union
 
 import pytest
 from websockets.sync.client import connect
 
+import wsthread
 from conftest import RedisServer
 from wsthread.hubs import LocalHub, RedisHub, decode_payload, encode_payload
 
@@ -363,3 +364,54 @@ def test_three_processes_thirty_clients_and_a_redis_outage(redis_server: RedisSe
                     process.kill()
                 if process.stdout is not None:
                     process.stdout.close()
+
+
+# -- the chat example across processes ----------------------------------------
+
+
+def chat_events(
+    ws: Any, wanted: Callable[[Dict[str, Any]], bool], count: int
+) -> List[Dict[str, Any]]:
+    """Read chat events until ``count`` of them match ``wanted``; return those."""
+    found: List[Dict[str, Any]] = []
+    while len(found) < count:
+        event = json.loads(ws.recv(timeout=20))
+        if wanted(event):
+            found.append(event)
+    return found
+
+
+@pytest.mark.slow
+def test_chat_example_across_workers_and_processes(redis_server: RedisServer) -> None:
+    """Chat with --redis: 2 workers on one port plus another process; everyone sees everything."""
+    from test_examples import example, ws_url
+
+    workers = example("chat/server.py", "--redis", redis_server.url, "--workers", "2")
+    single = example("chat/server.py", "--redis", redis_server.url)
+    with workers as on_workers, single as on_single, contextlib.ExitStack() as stack:
+        alice = stack.enter_context(wsthread.connect(ws_url(on_single.urls[0], "/ws?name=alice")))
+        assert json.loads(alice.recv(timeout=20))["you"] == "alice"
+        others = [
+            stack.enter_context(wsthread.connect(ws_url(on_workers.urls[0], "/ws?name=p")))
+            for _ in range(8)
+        ]
+        names = [chat_events(ws, lambda e: e["type"] == "welcome", 1)[0]["you"] for ws in others]
+        # Names are unique across all three processes (kept in Redis).
+        assert sorted(names) == sorted(["p"] + [f"p-{n}" for n in range(2, 9)])
+        joins = chat_events(alice, lambda e: e["type"] == "join", 9)  # herself, then the 8
+        assert sorted(joins[-1]["people"]) == sorted(["alice", *names])
+
+        alice.send("hello from the single process")
+        for ws in others:
+            said = chat_events(ws, lambda e: e["type"] == "message", 1)[0]
+            assert said["name"] == "alice" and said["text"] == "hello from the single process"
+        for name, ws in zip(names, others):
+            ws.send(f"{name} here")
+        said = chat_events(alice, lambda e: e["type"] == "message", 9)  # her own first
+        assert sorted(e["text"] for e in said[1:]) == sorted(f"{name} here" for name in names)
+        for ws in others:
+            got = chat_events(ws, lambda e: e["type"] == "message", 8)
+            assert sorted(e["text"] for e in got) == sorted(f"{name} here" for name in names)
+        stack.close()
+        on_workers.interrupt()
+        on_single.interrupt()

@@ -85,6 +85,7 @@ def _worker(
     hub_factory: Optional[Callable[[], Any]],
     ssl_factory: Optional[Callable[[], Any]],
     initializer: Optional[Callable[[], None]],
+    hub_timeout: float,
     options: Dict[str, Any],
 ) -> None:
     """The body of one worker process: serve until asked to stop, then shut down."""
@@ -111,6 +112,11 @@ def _worker(
         context = ssl_factory() if ssl_factory is not None else None
         server = serve(handler, host, port, hub=hub, ssl=context, reuse_port=True, **options)
         server.start()
+        # A hub that can say when it is connected (RedisHub) gets a moment to
+        # connect, so that the first broadcasts reach the other processes.
+        wait_healthy = getattr(hub, "wait_healthy", None)
+        if callable(wait_healthy) and not wait_healthy(hub_timeout):
+            logger.warning("worker %d: its hub is not connected yet; serving anyway", index)
         logger.info("worker %d (pid %d) serving on port %d", index, os.getpid(), server.port)
         ready.put((index, os.getpid()))
         # Sleep until a signal arrives, or until the parent is gone.
@@ -136,6 +142,7 @@ def run_workers(
     ssl_factory: Optional[Callable[[], Any]] = None,
     initializer: Optional[Callable[[], None]] = None,
     on_ready: Optional[Callable[[int, List[int]], None]] = None,
+    hub_timeout: float = 5,
     start_timeout: float = 30,
     stop_timeout: float = 30,
     **options: Any,
@@ -163,6 +170,10 @@ def run_workers(
         initializer: called first in each worker, e.g. to configure logging.
         on_ready: called in this process once every worker is listening,
             with the port and the workers' process ids.
+        hub_timeout: seconds a worker waits for its hub to connect (if the
+            hub has a ``wait_healthy(timeout)`` method, as
+            :class:`~wsthread.hubs.RedisHub` does) before it reports ready;
+            past that it serves anyway, broadcasting locally.
         start_timeout: seconds the workers have to start listening.
         stop_timeout: seconds the workers have to shut down before they are
             killed.
@@ -191,7 +202,7 @@ def run_workers(
             name=f"wsthread-worker-{index}",
             args=(
                 index, handler, host, port, os.getpid(), ready,
-                hub_factory, ssl_factory, initializer, options,
+                hub_factory, ssl_factory, initializer, hub_timeout, options,
             ),
         )
         for index in range(1, workers + 1)
