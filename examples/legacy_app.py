@@ -47,6 +47,13 @@ PAGE = """<!doctype html>
     item.textContent = `#${order.id} ${order.item}`;
     document.getElementById("orders").appendChild(item);
   };
+  // Post without leaving the page: the order comes back over the WebSocket,
+  // like everyone else's. (Without JavaScript the form still works.)
+  document.querySelector("form").onsubmit = (event) => {
+    event.preventDefault();
+    fetch("/orders", {method: "POST", body: new URLSearchParams(new FormData(event.target))});
+    document.getElementById("item").value = "";
+  };
 </script>
 </body></html>
 """

@@ -110,3 +110,28 @@ def test_two_pages_chat(chat_and_flags: tuple) -> None:  # type: ignore[type-arg
         finally:
             browser.close()
     chat.wait_exit()
+
+
+def test_legacy_app_pages_get_orders_pushed() -> None:
+    """An order posted from one page of the http.server app appears on every open page."""
+    expect = playwright.expect
+    with example("legacy_app.py", "--ws-port", "0") as app:
+        with playwright.sync_playwright() as driver, tempfile.TemporaryDirectory() as profile:
+            browser = driver.chromium.launch_persistent_context(
+                profile, executable_path=CHROMIUM, headless=True, args=FLAGS
+            )
+            try:
+                browser.set_default_timeout(15_000)
+                pages = [browser.new_page(), browser.new_page()]
+                for page in pages:
+                    page.goto(app.urls[0])
+                    expect(page.locator("#status")).to_have_text("connected")
+                pages[0].fill("#item", "coffee")
+                pages[0].click("#order")
+                pages[1].fill("#item", "tea")
+                pages[1].press("#item", "Enter")
+                for page in pages:
+                    expect(page.locator("#orders li")).to_have_text(["#1 coffee", "#2 tea"])
+            finally:
+                browser.close()
+        app.interrupt()
