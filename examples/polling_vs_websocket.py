@@ -27,6 +27,17 @@ carries the same ones. Compression is off on both sides.
 
 Everything runs in this process, on 127.0.0.1, and finishes in a few
 seconds: ``--events`` events, one every ``--every`` seconds, per method.
+One run on an idle two-core machine printed::
+
+    method             requests  bytes up  bytes down  bytes/event  latency med  latency max
+    short poll 50 ms         40     11659        7701          968      13.2 ms      49.7 ms
+    short poll 250 ms         9      2623        2447          254     106.9 ms     210.5 ms
+    long polling             20      5850        4301          508       0.6 ms       0.8 ms
+    WebSocket push            1       362        1054           71       0.4 ms       2.4 ms
+
+Each event is about 45 bytes of JSON. WebSocket's 71 bytes per event are
+mostly its handshake spread over 20 events: after it, an event costs its
+JSON plus a 2-byte frame header. Latencies depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -292,7 +303,7 @@ def run(method: str, count: int, every: float, pause: float = 0.0) -> Result:
     from a producer thread that starts once the client is listening.
     """
     log = EventLog()
-    name = f"{method} every {pause * 1000:.0f} ms" if method == "short polling" else method
+    name = f"short poll {pause * 1000:.0f} ms" if method == "short polling" else method
     result = Result(name)
     stop = threading.Event()
     deadline = time.monotonic() + count * every + 10  # bounded, whatever happens
@@ -342,7 +353,7 @@ def report(results: List[Result], count: int, every: float) -> None:
         "bytes up",
         "bytes down",
         "bytes/event",
-        "latency median",
+        "latency med",
         "latency max",
     )
     rows = []

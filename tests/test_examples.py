@@ -298,11 +298,11 @@ def test_polling_vs_websocket_prints_its_table() -> None:
     rows = {
         line.split("  ")[0].strip(): line.split()
         for line in result.stdout.splitlines()
-        if line.startswith(("short polling every", "long polling ", "WebSocket push "))
+        if line.startswith(("short poll ", "long polling ", "WebSocket push "))
     }
     assert list(rows) == [
-        "short polling every 20 ms",
-        "short polling every 100 ms",
+        "short poll 20 ms",
+        "short poll 100 ms",
         "long polling",
         "WebSocket push",
     ], result.stdout
