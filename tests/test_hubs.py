@@ -158,6 +158,7 @@ def test_outage_keeps_local_delivery_counts_drops_and_recovers(
     # One "unreachable" line per hub (three hubs), not one per failed attempt or message.
     assert len(lost) == 3, [r.getMessage() for r in caplog.records]
     assert len(back) == 3
+    assert sum("; 5 message(s) were not sent" in r.getMessage() for r in back) == 1  # a's
     assert a.outages == 1 and a.stats()["dropped"] == 5
 
 

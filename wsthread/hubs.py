@@ -323,8 +323,8 @@ class RedisHub:
             try:
                 client.publish(self.channel, payload)
             except (self._redis.RedisError, OSError) as exc:
-                self._dropped += 1
                 self._mark_broken(f"publishing failed: {exc}")
+                self._dropped += 1  # after: counted as lost during this outage
             else:
                 self._published += 1
 
@@ -458,7 +458,7 @@ class RedisHub:
         """Deliver messages until the hub is closed or the connection breaks."""
         last_seen = time.monotonic()
         ping_sent: Optional[float] = None
-        poll = min(0.25, self.ping_interval)
+        poll = min(0.1, self.ping_interval)  # how soon close() is noticed
         while not self._stop.is_set():
             if self._broken:
                 raise _Broken("a publish failed")
