@@ -70,12 +70,24 @@ class Example:
         return out
 
 
+def default_sigint() -> None:
+    """In the child: SIGINT as in a terminal, even if this test run ignores it.
+
+    Python turns SIGINT into KeyboardInterrupt only when SIGINT is not
+    ignored at start-up, and an ignored SIGINT is inherited: a test run
+    started in the background (``cmd &`` in a script) would otherwise hand
+    that on to the examples, and Ctrl-C could not be tested.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def example(script: str, *args: str, stdin: int = subprocess.DEVNULL) -> Iterator[Example]:
     """Start ``python examples/SCRIPT --port 0 ARGS``; yield once it printed its URL."""
     with tempfile.TemporaryFile("w+", encoding="utf-8") as stderr:
         process = subprocess.Popen(
             [sys.executable, str(EXAMPLES / script), "--port", "0", *args],
+            preexec_fn=default_sigint,
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -319,6 +331,7 @@ def test_polling_vs_websocket_stops_on_ctrl_c() -> None:
     with tempfile.TemporaryFile("w+") as stderr:
         process = subprocess.Popen(
             [sys.executable, str(EXAMPLES / "polling_vs_websocket.py"), "--events", "1000"],
+            preexec_fn=default_sigint,
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
