@@ -61,9 +61,9 @@ class Example:
     def wait_exit(self) -> str:
         """Wait for the process to end; check it exited 0 without a traceback; its stdout."""
         try:
-            out, _ = self.process.communicate(timeout=20)
+            out, _ = self.process.communicate(timeout=30)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"still running 20 s after one SIGINT; stderr:\n{self.errors()}")
+            pytest.fail(f"still running 30 s after one SIGINT; stderr:\n{self.errors()}")
         errors = self.errors()
         assert self.process.returncode == 0, errors
         assert "Traceback" not in errors, errors
@@ -96,7 +96,7 @@ def example(script: str, *args: str, stdin: int = subprocess.DEVNULL) -> Iterato
         )
         try:
             assert process.stdout is not None
-            ready, _, _ = select.select([process.stdout], [], [], 20)
+            ready, _, _ = select.select([process.stdout], [], [], 60)
             line = process.stdout.readline() if ready else ""
             urls = URL.findall(line)
             if not urls:
