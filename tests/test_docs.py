@@ -69,26 +69,48 @@ def snippets(path: Path) -> List[Tuple[int, str, Optional[str]]]:
     return found
 
 
-# Runs one page's snippets in a fresh interpreter: each block's stdout is
-# captured separately; the first failure stops the page.
+# Runs the snippets of every page in one fresh interpreter (one namespace per
+# page, each block's stdout captured separately; a failure stops its page).
 DRIVER = r"""
 import contextlib, io, json, sys, traceback
-blocks = json.load(sys.stdin)
-namespace = {"__name__": "__main__"}
-results = []
-for line, code in blocks:
-    out = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out):
-            exec(compile(code, f"<docs line {line}>", "exec"), namespace)
-    except BaseException:
-        results.append({"line": line, "out": out.getvalue(), "error": traceback.format_exc()})
-        break
-    results.append({"line": line, "out": out.getvalue(), "error": None})
-sys.__stdout__.write(json.dumps(results))
+pages = json.load(sys.stdin)
+report = {}
+for page, blocks in pages:
+    namespace = {"__name__": "__main__"}
+    results = report[page] = []
+    for line, code in blocks:
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out):
+                exec(compile(code, f"<{page} line {line}>", "exec"), namespace)
+        except BaseException:
+            results.append({"line": line, "out": out.getvalue(), "error": traceback.format_exc()})
+            break
+        results.append({"line": line, "out": out.getvalue(), "error": None})
+sys.__stdout__.write(json.dumps(report))
 """
 
 RUNNABLE = [path for path in pages() if snippets(path)]
+
+
+@pytest.fixture(scope="module")
+def snippet_results() -> Dict[str, List[Dict[str, Any]]]:
+    """Run the snippets of every page once; each page's outcomes, by path."""
+    payload = [
+        (str(path), [(line, code) for line, code, _ in snippets(path)]) for path in RUNNABLE
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", DRIVER],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report: Dict[str, List[Dict[str, Any]]] = json.loads(result.stdout)
+    return report
 
 
 def test_snippet_extraction_is_not_vacuous() -> None:
@@ -102,20 +124,12 @@ def test_snippet_extraction_is_not_vacuous() -> None:
 @pytest.mark.parametrize(
     "path", RUNNABLE, ids=lambda path: str(path.relative_to(DOCS)).replace("/", ".")
 )
-def test_doc_snippets_run(path: Path) -> None:
+def test_doc_snippets_run(
+    path: Path, snippet_results: Dict[str, List[Dict[str, Any]]]
+) -> None:
     """Every runnable block of the page runs without error and prints what the page says."""
     blocks = snippets(path)
-    result = subprocess.run(
-        [sys.executable, "-c", DRIVER],
-        input=json.dumps([(line, code) for line, code, _ in blocks]),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    outcomes: List[Dict[str, Any]] = json.loads(result.stdout)
+    outcomes = snippet_results[str(path)]
     for (line, _, expected), outcome in zip(blocks, outcomes):
         where = f"{path.relative_to(ROOT)}:{line}"
         assert outcome["error"] is None, f"{where} failed:\n{outcome['error']}"
