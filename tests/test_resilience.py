@@ -468,3 +468,35 @@ def test_deflate_bomb_closes_1009(make_server: ServerFactory) -> None:
     print(f"\ndeflate bomb: {len(bomb)} bytes that inflate to 64 MiB")
     assert close_code(frames) == 1009
     assert echo_works(server.port)
+
+
+# -- what is logged ----------------------------------------------------------------------
+
+
+def test_payloads_and_credentials_never_reach_the_logs(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At DEBUG, no log line quotes a message, a ping, a broken frame or a header value."""
+    caplog.set_level(logging.DEBUG, logger="wsthread")
+    server = make_server()
+    secret = "s3cr3t-token"
+    # A malformed header line carrying a credential: 400, and the value stays out of the logs.
+    answer, _ = send_until_refused(
+        server.port,
+        b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization Bearer " + secret.encode() + b"\r\n\r\n",
+        iter(()),
+        LIMIT,
+    )
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    # Messages and control frames, then text that is not UTF-8 (1007).
+    sock, _ = raw_websocket(server.port)
+    with sock:
+        sock.sendall(client_frame(Opcode.TEXT, f"message {secret}".encode()))
+        sock.sendall(client_frame(Opcode.PING, secret.encode()))
+        read_frames(sock, lambda f: f.opcode is Opcode.PONG)
+        sock.sendall(client_frame(Opcode.TEXT, secret.encode() + b"\xff\xfe"))
+        frames = read_frames(sock, is_close)
+    assert close_code(frames) == 1007
+    assert wait_until(lambda: any("closed" in r.getMessage() for r in caplog.records), 10)
+    leaked = [r.getMessage() for r in caplog.records if secret in r.getMessage()]
+    assert leaked == []

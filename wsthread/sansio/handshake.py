@@ -289,8 +289,11 @@ class _HeadParser:
         if line[0] in " \t":
             raise InvalidRequest("obsolete line folding in headers is not accepted")
         name, colon, value = line.partition(":")
-        if not colon or not _TOKEN.match(name):
-            raise InvalidRequest(f"malformed header line: {line[:40]!r}")
+        if not colon:
+            # Never quote the line: it may hold a credential, and this text is logged.
+            raise InvalidRequest("malformed header line: no colon")
+        if not _TOKEN.match(name):
+            raise InvalidRequest(f"malformed header name {name[:40]!r}")
         value = value.strip(" \t")
         if _CONTROL.search(value):
             raise InvalidRequest(f"control characters in header {name}")
