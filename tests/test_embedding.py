@@ -514,3 +514,21 @@ def test_shutdown_does_not_wait_for_clients_still_silent_in_the_handshake() -> N
         assert not server._connection_threads
     finally:
         silent.close()
+
+
+def test_handlers_may_recurse_deeply_on_their_smaller_stack(make_server: ServerFactory) -> None:
+    """The 1 MiB connection-thread stack still runs deep C recursion (json of depth 900)."""
+    import json
+
+    def deep(ws: ServerConnection) -> None:
+        for message in ws:
+            depth = int(message)
+            value: object = []
+            for _ in range(depth):
+                value = [value]
+            ws.send(str(len(json.dumps(value))))
+
+    server = make_server(deep)
+    with connect(uri(server)) as ws:
+        ws.send("900")
+        assert ws.recv(timeout=10) == str(2 * 901)

@@ -58,7 +58,7 @@ from .sansio.frames import CloseCode
 from .sansio.protocol import CloseReceived, Message, Ping, Pong, Protocol, Side, State
 from .transport import Transport, wait_any_writable
 
-__all__ = ["Connection", "MessageQueue", "Data", "WritePump"]
+__all__ = ["Connection", "MessageQueue", "Data", "WritePump", "start_thread"]
 
 Data = Union[str, bytes]
 
@@ -66,6 +66,29 @@ logger = logging.getLogger("wsthread")
 
 # How much one recv() asks for.
 _RECV_SIZE = 256 * 1024
+
+# The reader thread runs only wsthread's own code, which never recurses
+# deeply: a small stack keeps thousands of connections cheap in address space.
+READER_STACK_SIZE = 256 * 1024
+
+_stack_size_lock = threading.Lock()
+
+
+def start_thread(thread: threading.Thread, stack_size: Optional[int]) -> None:
+    """Start ``thread`` with a stack of ``stack_size`` bytes (``None``: the default).
+
+    ``threading.stack_size()`` is process-wide; it is set only around this
+    thread's creation and put back at once.
+    """
+    if stack_size is None:
+        thread.start()
+        return
+    with _stack_size_lock:
+        previous = threading.stack_size(stack_size)
+        try:
+            thread.start()
+        finally:
+            threading.stack_size(previous)
 
 
 class _QueueClosed(Exception):
@@ -271,7 +294,7 @@ class Connection:
 
     def start(self) -> None:
         """Start the reader thread. Call it once, right after the handshake."""
-        self._reader.start()
+        start_thread(self._reader, READER_STACK_SIZE)
 
     # -- public API ---------------------------------------------------------
 

@@ -42,7 +42,7 @@ from typing import (
     Union,
 )
 
-from .connection import Connection, Data, Keepalive
+from .connection import Connection, Data, Keepalive, start_thread
 from .deadline import Deadline
 from .exceptions import (
     ConnectionClosed,
@@ -184,6 +184,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         trusted_proxies: Optional[Sequence[str]] = None,
         hub: Any = None,
         reuse_port: bool = False,
+        thread_stack_size: Optional[int] = 1024 * 1024,
         trace: Optional[Tracer] = None,
         logger: Optional[logging.Logger] = None,
         ssl: Optional[ssl_module.SSLContext] = None,
@@ -208,6 +209,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         self.max_connections = max_connections
         self.trusted_proxies = frozenset(trusted_proxies or ())
         self.reuse_port = reuse_port
+        self.thread_stack_size = thread_stack_size
         self.trace = trace
         self.logger = logger if logger is not None else globals()["logger"]
         self._keepalive = (
@@ -434,7 +436,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         )
         with self._state_lock:
             self._connection_threads[thread] = request
-        thread.start()
+        start_thread(thread, self.thread_stack_size)
 
     def _connection_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -718,6 +720,11 @@ def serve(
             as :class:`wsthread.hubs.RedisHub`; ``None``: this process only.
         reuse_port: set ``SO_REUSEPORT`` so several processes can listen on
             the same port.
+        thread_stack_size: the stack, in bytes, of each connection's thread,
+            where handlers run (1 MiB; ``None``: the platform's default, often
+            8 MiB). The reader threads get 256 KiB. Only the pages a thread
+            touches cost memory, but the address space adds up over thousands
+            of connections.
         trace: a :class:`wsthread.trace.Tracer` that writes the opening
             handshake and every frame of every connection, annotated (each
             line prefixed with the peer's address); ``None``: no tracing, at
