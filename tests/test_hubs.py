@@ -144,6 +144,12 @@ def test_outage_keeps_local_delivery_counts_drops_and_recovers(
         a.publish(f"during {i}")  # the first may fail on the wire, the rest are skipped
     assert inbox_a.messages == ["before"] + [f"during {i}" for i in range(5)]
     assert a.dropped == 5 and not a.healthy
+    # The others notice through their subscriptions (a hub has no event for
+    # "unhealthy": poll, bounded).
+    deadline = time.monotonic() + 10
+    while any(hub.healthy for hub, _ in hubs):
+        assert time.monotonic() < deadline, "a hub did not notice that Redis is gone"
+        time.sleep(0.01)
 
     redis_server.start()
     for hub, _ in hubs:
