@@ -230,3 +230,24 @@ def test_site_builds_without_warnings(tmp_path: Path) -> None:
     assert not missing
     for page in ("tutorial/chat", "howto/tracing", "explanation/frames", "reference/options"):
         assert (output / f"{page}.html").exists(), page
+
+
+# -- traces shown in the pages ---------------------------------------------------
+
+TRACE_FRAME = re.compile(
+    r"(?:\[[^\]]+\] )?(?:client -> server|server -> client)  "
+    r"(?:CONTINUATION|TEXT|BINARY|CLOSE|PING|PONG) FIN=[01] RSV=[01]{3} "
+    r"(?:MASK=1 key=(?:[0-9a-f]{8}|\.{8})|MASK=0) len=\d+(?: \((?:16|64)-bit length\))?  \S.*"
+)
+
+
+def test_traces_in_the_pages_have_the_current_format() -> None:
+    """Every frame line the pages show is in the format the tracer writes today."""
+    shown = 0
+    for path in pages():
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            text = line.strip().lstrip("$ ")
+            if re.search(r"(client -> server|server -> client)  [A-Z]+ FIN=", text):
+                shown += 1
+                assert TRACE_FRAME.fullmatch(text), f"{path.relative_to(ROOT)}:{number}: {text}"
+    assert shown >= 20
