@@ -86,6 +86,18 @@ def test_payload_round_trip_keeps_the_type() -> None:
         encode_payload(42, origin)  # type: ignore[arg-type]
 
 
+def test_redis_is_imported_only_by_a_redis_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """wsthread and wsthread.hubs import without redis; RedisHub says how to get it."""
+    code = "import sys, wsthread, wsthread.hubs, wsthread.workers; print('redis' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "False"
+    monkeypatch.setitem(sys.modules, "redis", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'wsthread\[redis\]'"):
+        RedisHub("redis://127.0.0.1:1/0")
+
+
 def test_local_hub_reaches_every_attached_server() -> None:
     """LocalHub, the reference implementation: every attached deliver gets each message."""
     hub = LocalHub()
