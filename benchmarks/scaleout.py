@@ -343,7 +343,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ARGS = args
     print(
         f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {args.size}-byte binary"
-        " messages, compression off",
+        f" messages, compression off; load average before: {os.getloadavg()[0]:.1f}",
         flush=True,
     )
     try:
@@ -352,6 +352,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results = asyncio.run(run(args))
     else:
         results = uvloop.run(run(args))
+    print(f"load average after: {os.getloadavg()[0]:.1f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
