@@ -41,6 +41,7 @@ import time
 from collections import deque
 from typing import (
     Any,
+    Callable,
     Deque,
     Dict,
     Iterable,
@@ -95,61 +96,165 @@ class _QueueClosed(Exception):
     """Raised by :meth:`MessageQueue.get` once the queue is closed and empty."""
 
 
-class MessageQueue:
-    """A bounded queue of messages between the reader thread and the application.
+# Who may read the socket and feed the protocol: one thread at a time.
+_FREE = 0  # nobody: the next to want it takes it
+_READER = 1  # the connection's reader thread
+_APP_READING = 2  # an application thread, inside recv()
 
-    ``put`` blocks while the queue is full, which stops the reader thread and
-    so pushes back on the peer through TCP flow control; :meth:`stop_waiting`
-    releases it for good once the connection is closing.
+# How long the reader thread leaves the socket to an application thread that
+# returned from recv(), expecting it to call recv() again soon.
+_HOLD = 0.05
+
+
+class MessageQueue:
+    """Received messages, and the right to read the socket, shared by two kinds of thread.
+
+    The messages: a bounded queue between whoever reads the socket and the
+    application. ``put`` blocks while the queue is full, which stops the
+    reader thread and so pushes back on the peer through TCP flow control;
+    :meth:`stop_waiting` releases it for good once the connection is closing.
+
+    The right to read (a token): handing every message from the reader
+    thread to the application thread costs a thread switch. So an
+    application thread that waits in :meth:`get` with nothing queued reads
+    the socket itself, through the ``read`` function it passes, when nobody
+    else is reading. The reader thread reads only when no application
+    thread does: it asks for its turn with :meth:`reader_turn`, which waits
+    while an application thread is reading, or has just returned a message
+    and is expected back within ``_HOLD`` seconds. Past that, the reader
+    thread takes over, so pings are answered and a close is noticed even
+    while the application is busy elsewhere or never reads.
     """
 
-    def __init__(self, max_size: Optional[int]) -> None:
+    def __init__(self, max_size: Optional[int], reader_first: bool = False) -> None:
         self.max_size = max_size
         self._items: Deque[Data] = deque()
-        self._condition = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._condition = threading.Condition(lock)  # getters, and a blocked put
+        self._reader_wakeup = threading.Condition(lock)  # the reader thread's turn
         self._closed = False
         self._not_waiting = False
         self._getters_waiting = 0
         self._taken = 0  # how many messages the application has taken
+        self._token = _READER if reader_first else _FREE
+        self._held_since = 0.0
+        self._reader_waits_untimed = False
+        self._ending = False  # an application thread read the end of the stream
 
-    def put(self, item: Data) -> bool:
-        """Add a message, waiting while the queue is full.
+    def put(self, item: Data, block: bool = True) -> bool:
+        """Add a message; the reader thread waits while the queue is full.
 
-        Once :meth:`stop_waiting` was called, a full queue drops the message
+        An application thread reading for itself passes ``block=False``: it
+        is the consumer, and reads only when the queue is empty. Once
+        :meth:`stop_waiting` was called, a full queue drops the message
         instead; returns whether the message was kept.
         """
         with self._condition:
-            if self.max_size is not None:
+            if block and self.max_size is not None:
                 while len(self._items) >= self.max_size and not self._closed:
                     if self._not_waiting:
                         return False
                     self._condition.wait()
             self._items.append(item)
-            self._condition.notify_all()
+            if self._getters_waiting:
+                self._condition.notify_all()
             return True
 
-    def get(self, timeout: Optional[float] = None) -> Data:
-        """Take the oldest message.
+    def get(
+        self,
+        timeout: Optional[float] = None,
+        read: Optional[Callable[[Optional[float]], bool]] = None,
+    ) -> Data:
+        """Take the oldest message, reading the socket with ``read`` if it is free.
+
+        ``read(timeout)`` reads once and feeds the protocol; it returns
+        ``False`` when the connection is ending, which is then left to the
+        reader thread.
 
         Raises:
             TimeoutError: nothing arrived within ``timeout`` seconds.
             _QueueClosed: the queue is closed and empty.
         """
+        deadline = Deadline(timeout)
         with self._condition:
-            if not self._items and not self._closed:
+            while True:
+                if self._items:
+                    item = self._items.popleft()
+                    self._taken += 1
+                    self._held_since = time.monotonic()
+                    self._condition.notify_all()
+                    return item
+                if self._closed:
+                    raise _QueueClosed
+                if read is not None and self._token == _FREE and not self._ending:
+                    self._read_for_self(read, deadline)
+                    continue
+                remaining = deadline.remaining()
+                if remaining == 0:
+                    raise TimeoutError(f"no message within {timeout} seconds")
                 self._getters_waiting += 1
-                self._condition.notify_all()
+                self._condition.notify_all()  # wait_drained() watches for a waiting getter
                 try:
-                    if not self._condition.wait_for(lambda: self._items or self._closed, timeout):
-                        raise TimeoutError(f"no message within {timeout} seconds")
+                    self._condition.wait(remaining)
                 finally:
                     self._getters_waiting -= 1
-            if self._items:
-                item = self._items.popleft()
-                self._taken += 1
+                    if self._reader_waits_untimed:
+                        # The reader thread may have deferred to this getter.
+                        self._reader_wakeup.notify()
+
+    def _read_for_self(self, read: Callable[[Optional[float]], bool], deadline: Deadline) -> None:
+        """Read the socket on the calling application thread; the lock is held on entry."""
+        self._token = _APP_READING
+        ended = False
+        self._condition.release()
+        try:
+            ended = not read(deadline.remaining())
+        finally:
+            self._condition.acquire()
+            self._token = _FREE
+            if ended:  # the end of the stream: the reader thread finishes the job
+                self._ending = True
+                self._reader_wakeup.notify()
+            else:
+                self._held_since = time.monotonic()
+                if self._reader_waits_untimed:
+                    self._reader_wakeup.notify()  # to start its hold timer
+            if self._getters_waiting:
                 self._condition.notify_all()
-                return item
-            raise _QueueClosed
+
+    def reader_turn(self) -> bool:
+        """Wait until the reader thread may read; ``False`` if an application thread read the end.
+
+        The reader thread waits while an application thread reads, and for
+        ``_HOLD`` seconds after an application thread last took a message
+        or read, since it is likely to call :meth:`get` again.
+        """
+        with self._condition:
+            while True:
+                if self._ending:
+                    self._token = _READER
+                    return False
+                if self._token == _FREE and not self._getters_waiting:
+                    left = self._held_since + _HOLD - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._reader_wakeup.wait(left)
+                    continue
+                # An application thread reads, or is about to take the turn.
+                self._reader_waits_untimed = True
+                try:
+                    self._reader_wakeup.wait()
+                finally:
+                    self._reader_waits_untimed = False
+            self._token = _READER
+            return True
+
+    def reader_done(self) -> None:
+        """The reader thread finished one read: the socket is free again."""
+        with self._condition:
+            self._token = _FREE
+            if self._getters_waiting:
+                self._condition.notify_all()
 
     def wait_drained(self, timeout: Optional[float], idle: float = 0.5) -> bool:
         """Wait until the application has taken every message and asks for more.
@@ -188,6 +293,7 @@ class MessageQueue:
         with self._condition:
             self._closed = True
             self._condition.notify_all()
+            self._reader_wakeup.notify_all()
 
     def stop_waiting(self) -> None:
         """Never block :meth:`put` again (the connection is closing).
@@ -260,7 +366,8 @@ class Connection:
             base_logger, {"websocket": self, "peer": self._format_address(self.remote_address)}
         )
         self._write_lock = threading.Lock()
-        self._messages = MessageQueue(max_queue)
+        self._messages = MessageQueue(max_queue, reader_first=bool(initial_data))
+        self._read_error: Optional[OSError] = None
         self._pings: Dict[bytes, threading.Event] = {}
         self._transport_closed = False
         self._closed = threading.Event()
@@ -333,10 +440,12 @@ class Connection:
                 received before the close has been returned.
         """
         try:
-            return self._messages.get(timeout)
+            return self._messages.get(timeout, self._read_directly)
         except _QueueClosed:
             self._closed.wait()
             raise self.protocol.close_exception() from None
+        except socket.timeout:  # not a TimeoutError before Python 3.10
+            raise TimeoutError(f"no message within {timeout} seconds") from None
 
     def __iter__(self) -> Iterator[Data]:
         """Yield messages until the connection closes normally.
@@ -584,11 +693,23 @@ class Connection:
 
     def _read_loop(self) -> None:
         protocol = self.protocol
+        inbox = self._messages
         try:
             if self._initial_data:
-                self._receive(self._initial_data)
+                self._receive(self._initial_data)  # the reader starts with the turn
+                if not protocol.receiving_done:
+                    inbox.reader_done()
             transport = self.transport
             while not protocol.receiving_done:
+                if not inbox.reader_turn():
+                    # An application thread read the end of the stream.
+                    if self._read_error is not None:
+                        if not self._transport_closed:
+                            self.logger.debug("connection lost: %s", self._read_error)
+                        break
+                    if not protocol.eof:
+                        self._finish_receiving()
+                    break
                 try:
                     data = transport.recv(_RECV_SIZE)
                 except OSError as exc:
@@ -599,6 +720,8 @@ class Connection:
                     protocol.receive_eof()
                     break
                 self._receive(data)
+                if not protocol.receiving_done:
+                    inbox.reader_done()
             if protocol.failure is not None:
                 self.logger.info(
                     "failing the connection with %d: %s", protocol.failure.code, protocol.failure
@@ -614,7 +737,37 @@ class Connection:
                 waiter.set()
             self._closed.set()
 
+    def _read_directly(self, timeout: Optional[float]) -> bool:
+        """Read and process once on an application thread waiting in :meth:`recv`.
+
+        Returns ``False`` at the end of the stream (a close frame, an error,
+        EOF), which the reader thread then handles.
+
+        Raises:
+            socket.timeout: nothing arrived within ``timeout`` seconds.
+        """
+        protocol = self.protocol
+        if protocol.receiving_done:
+            return False
+        try:
+            data = self.transport.recv(_RECV_SIZE, timeout)
+        except socket.timeout:
+            raise
+        except OSError as exc:
+            self._read_error = exc
+            return False
+        if not data:
+            protocol.receive_eof()
+            return False
+        return self._process(data, block=False)
+
     def _receive(self, data: bytes) -> None:
+        """Process bytes on the reader thread, and finish receiving at the end."""
+        if not self._process(data, block=True):
+            self._finish_receiving()
+
+    def _process(self, data: bytes, block: bool) -> bool:
+        """Feed the protocol and dispatch its events; ``False`` once receiving ends."""
         protocol = self.protocol
         events = protocol.receive_data(data)
         ending = protocol.failure is not None or protocol.close_rcvd is not None
@@ -623,19 +776,24 @@ class Connection:
         for event in events:
             kind = type(event)
             if kind is Message:
-                if not self._messages.put(event.data):  # type: ignore[union-attr]
+                if not self._messages.put(event.data, block):  # type: ignore[union-attr]
                     self.logger.debug("message dropped: the connection is closing")
             elif kind is Pong:
                 self._acknowledge_pings(event.data)  # type: ignore[union-attr, arg-type]
             elif kind is CloseReceived:
                 self.logger.debug("close frame received: %s", event)
-        if ending:
-            # Let the application handle (and answer) the messages that came
-            # before the close or the error, then send the close frame:
-            # RFC 6455 allows data frames until this side's close frame.
-            if not self._messages.empty:
-                self._messages.wait_drained(self.close_timeout)
-            self._flush_replies()
+        return not ending
+
+    def _finish_receiving(self) -> None:
+        """After a close frame or a protocol error: answer it, on the reader thread.
+
+        Lets the application handle (and answer) the messages that came
+        before the close or the error first: RFC 6455 allows data frames
+        until this side's close frame.
+        """
+        if not self._messages.empty:
+            self._messages.wait_drained(self.close_timeout)
+        self._flush_replies()
 
     def _flush_replies(self) -> None:
         """Write the pongs and the close frame the protocol owes the peer."""
