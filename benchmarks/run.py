@@ -74,6 +74,31 @@ def server_commands() -> Dict[str, List[str]]:
 
 
 REFERENCE = "websockets"
+VERBOSE = False  # set by --verbose: show progress and the servers' stderr
+WORKLOADS = ("ping-pong", "pipelined", "1 MiB", "many", "idle")
+
+
+def idle_commands() -> Dict[str, List[str]]:
+    """The commands for the idle-connection workload, which needs no connection limit.
+
+    ``python -m wsthread.echo`` refuses connections past serve()'s default
+    ``max_connections`` (1024) unless it has a ``--max-connections`` option;
+    without one, ``servers/wsthread_echo.py`` runs the same server and
+    handler with no limit.
+    """
+    commands = server_commands()
+    help_text = subprocess.run(
+        [sys.executable, "-m", "wsthread.echo", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+        check=False,
+    ).stdout
+    if "--max-connections" in help_text:
+        commands["wsthread"] += ["--max-connections", "none"]
+    else:
+        commands["wsthread"] = [sys.executable, str(HERE / "servers" / "wsthread_echo.py"), "0"]
+    return commands
 
 
 class Server:
@@ -144,22 +169,29 @@ class Server:
         """SIGTERM, then SIGKILL after 10 s."""
         if self.process is None:
             return
-        if self.process.poll() is None:
+        died = self.process.poll()
+        if died is not None:
+            print(f"  {self.name} had exited with status {died}{self.stderr()}", flush=True)
+        else:
             self.process.terminate()
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if VERBOSE and died is None:
+            print(f"  {self.name} stopped{self.stderr()}", flush=True)
         if self.process.stdout is not None:
             self.process.stdout.close()
         self._stderr.close()
 
 
 @contextlib.contextmanager
-def running(names: Sequence[str]) -> Iterator[Dict[str, Server]]:
+def running(
+    names: Sequence[str], commands: Optional[Dict[str, List[str]]] = None
+) -> Iterator[Dict[str, Server]]:
     """Start the named servers; stop them all on the way out."""
-    commands = server_commands()
+    commands = commands or server_commands()
     servers: Dict[str, Server] = {}
     try:
         for name in names:
@@ -200,40 +232,51 @@ class Listener(WSListener):  # type: ignore[misc]
             self.closed.set_result(None)
 
 
-async def open_connections(url: str, count: int, parallel: int = 50) -> Tuple[List[Listener], int]:
+async def open_connections(
+    url: str, count: int, parallel: int = 50
+) -> Tuple[List[Listener], List[str]]:
     """Open up to ``count`` connections, ``parallel`` at a time.
 
-    Returns the listeners of those that opened and how many failed.
+    Returns the listeners of those that opened and the errors of those that did not.
     """
     listeners: List[Listener] = []
-    failures = 0
+    errors: List[str] = []
     semaphore = asyncio.Semaphore(parallel)
 
     async def one() -> None:
-        nonlocal failures
         async with semaphore:
             try:
                 _, listener = await ws_connect(
                     Listener, url, max_frame_size=2**21, websocket_handshake_timeout=30
                 )
-            except (OSError, asyncio.TimeoutError, Exception):
-                failures += 1
+            except Exception as exc:  # refused, reset, timed out: counted, not fatal
+                errors.append(f"{type(exc).__name__}: {exc}")
+                return
+            if listener is None:
+                errors.append("no listener")
                 return
             listeners.append(listener)
 
     await asyncio.gather(*(one() for _ in range(count)))
-    return listeners, failures
+    return listeners, errors
 
 
-async def close_connections(listeners: Sequence[Listener], timeout: float = 30) -> None:
-    """Close every connection (close frame, then TCP) and wait for them to end."""
-    for listener in listeners:
-        if listener.transport is not None and not listener.closed.done():
-            listener.transport.send_close()
-            listener.transport.disconnect()
-    pending = [listener.closed for listener in listeners if not listener.closed.done()]
-    if pending:
-        await asyncio.wait(pending, timeout=timeout)
+async def close_connections(
+    listeners: Sequence[Listener], timeout: float = 30, batch: int = 500
+) -> None:
+    """Close every connection (close frame, then TCP) and wait for them to end.
+
+    In batches, so that thousands of server threads do not all wake at once.
+    """
+    for start in range(0, len(listeners), batch):
+        chunk = listeners[start : start + batch]
+        for listener in chunk:
+            if listener.transport is not None and not listener.closed.done():
+                listener.transport.send_close()
+                listener.transport.disconnect()
+        pending = [listener.closed for listener in chunk if not listener.closed.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
 
 
 @dataclass
@@ -245,6 +288,8 @@ class Result:
     seconds: float = 0.0
     latencies: List[float] = field(default_factory=list)
     server_cpu: float = 0.0  # server CPU seconds per second of the window
+    client_cpu: float = 0.0  # the same for this process, the client
+    others_cpu: float = 0.0  # the same for everything else on the machine
     errors: int = 0
 
     def percentile(self, fraction: float) -> float:
@@ -274,8 +319,9 @@ async def echo_workload(
     keeps each reply's round-trip time when ``in_flight`` is 1.
     """
     listeners, failures = await open_connections(url, connections)
-    result = Result(errors=failures)
+    result = Result(errors=len(failures))
     if failures:
+        print(f"  {len(failures)} connections failed: {failures[0]}", flush=True)
         await close_connections(listeners)
         return result
     clock = time.perf_counter
@@ -332,8 +378,12 @@ async def echo_workload(
         starter()
     await asyncio.sleep(max(0.0, start - clock()))
     cpu_before = server.cpu_seconds()
+    own_before = own_seconds()
+    machine_before = machine_busy_seconds()
     await asyncio.sleep(max(0.0, end - clock()))
     cpu_after = server.cpu_seconds()
+    own_after = own_seconds()
+    machine_after = machine_busy_seconds()
     try:
         await asyncio.wait_for(done, timeout=30 + 10 * duration)
     except asyncio.TimeoutError:
@@ -342,6 +392,9 @@ async def echo_workload(
     result.seconds = duration
     result.value = counts[0] / duration
     result.server_cpu = (cpu_after - cpu_before) / duration
+    result.client_cpu = (own_after - own_before) / duration
+    machine = (machine_after - machine_before) / duration
+    result.others_cpu = max(0.0, machine - result.server_cpu - result.client_cpu)
     await close_connections(listeners)
     return result
 
@@ -386,6 +439,20 @@ async def check_alive(listeners: Sequence[Listener], sample: int = 20) -> int:
     return len(replies) - len(finished)
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_seconds() -> float:
+    """CPU seconds this process (the client) has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def machine_threads() -> Tuple[int, int]:
     """Threads on the whole machine now (from /proc/loadavg) and the kernel's pid_max."""
     with open("/proc/loadavg") as loadavg:
@@ -405,7 +472,9 @@ class IdleResult:
     not_answering: int = 0
 
 
-async def idle_workload(server: Server, counts: Sequence[int], most: int) -> IdleResult:
+async def idle_workload(
+    server: Server, counts: Sequence[int], most: int, verbose: bool = False
+) -> IdleResult:
     """Open connections in steps up to each of ``counts``, then up to ``most``."""
     result = IdleResult(baseline=await settle(server))
     listeners: List[Listener] = []
@@ -424,24 +493,40 @@ async def idle_workload(server: Server, counts: Sequence[int], most: int) -> Idl
                         f" {headroom} kept free)"
                     )
                     break
+                began = time.monotonic()
                 opened, failures = await open_connections(server.url, batch)
                 listeners += opened
+                if verbose:
+                    print(
+                        f"    {server.name}: {len(listeners):,} open"
+                        f" (last {batch} in {time.monotonic() - began:.1f}s)",
+                        flush=True,
+                    )
                 if failures:
-                    result.stopped_by = f"{failures} connections failed to open"
+                    result.stopped_by = f"{len(failures)} connections failed to open: {failures[0]}"
                     break
                 if not server.alive():
                     result.stopped_by = "the server died" + server.stderr()
                     break
             if result.stopped_by:
                 break
+            began = time.monotonic()
             status = await settle(server)
             result.steps.append((len(listeners), status))
+            if verbose:
+                print(f"    settled in {time.monotonic() - began:.1f}s", flush=True)
         result.most_held = len(listeners)
+        began = time.monotonic()
         result.not_answering = await check_alive(listeners)
+        if verbose:
+            print(f"    checked in {time.monotonic() - began:.1f}s", flush=True)
         if result.not_answering:
             result.stopped_by += f"; {result.not_answering} sampled connections did not answer"
     finally:
+        began = time.monotonic()
         await close_connections(listeners)
+        if verbose:
+            print(f"    closed in {time.monotonic() - began:.1f}s", flush=True)
     return result
 
 
@@ -540,6 +625,9 @@ async def run(args: argparse.Namespace) -> int:
     info = machine_description()
     info["open files limit"] = f"soft {fd_soft_before} raised to {fd_soft} (hard {fd_hard})"
     info["load before"] = load()
+    busy = machine_busy_seconds()
+    await asyncio.sleep(2)
+    info["CPU busy before (2 s, cores)"] = f"{(machine_busy_seconds() - busy) / 2:.2f}"
     for key, value in info.items():
         print(f"{key}: {value}", flush=True)
     print(f"durations: {args.warmup}s warm-up + {args.duration}s measured per workload", flush=True)
@@ -559,10 +647,11 @@ async def run(args: argparse.Namespace) -> int:
             1,
         ),
     ]
+    workloads = [workload for workload in workloads if workload[0] in args.workloads]
     results: Dict[Tuple[str, str], Result] = {}
     rows: List[Row] = []
     errors = 0
-    with running(names) as servers:
+    with running(names if workloads else []) as servers:
         for key, label, connections, payload, kind, in_flight in workloads:
             for name in names:
                 result = await echo_workload(
@@ -586,7 +675,8 @@ async def run(args: argparse.Namespace) -> int:
                 )
                 print(
                     f"  {label:<42} {name:<11} {fmt(result.value, 1):>12}{extra}"
-                    f"  (server CPU {result.server_cpu:.0%}"
+                    f"  (CPU: server {result.server_cpu:.2f}, client {result.client_cpu:.2f},"
+                    f" others {result.others_cpu:.2f}"
                     f"{', ERRORS ' + str(result.errors) if result.errors else ''})",
                     flush=True,
                 )
@@ -610,18 +700,26 @@ async def run(args: argparse.Namespace) -> int:
             )
         rows.append(
             (
-                "  server CPU (cores busy)",
-                {n: f"{results[key, n].server_cpu:.2f}" for n in names},
+                "  CPU: server / client / others (cores)",
+                {
+                    n: f"{results[key, n].server_cpu:.2f} / {results[key, n].client_cpu:.2f}"
+                    f" / {results[key, n].others_cpu:.2f}"
+                    for n in names
+                },
                 {},
             )
         )
 
     idle: Dict[str, IdleResult] = {}
-    if args.idle:
+    if args.idle and "idle" in args.workloads:
+        commands = idle_commands()
+        print(f"idle workload: wsthread runs as {' '.join(commands['wsthread'][1:])}", flush=True)
         for name in names:
-            with running([name]) as servers:
+            with running([name], commands) as servers:
                 started = time.monotonic()
-                idle[name] = await idle_workload(servers[name], args.idle, args.most)
+                idle[name] = await idle_workload(
+                    servers[name], args.idle, args.most, args.verbose
+                )
                 result = idle[name]
                 for count, status in result.steps:
                     print(
@@ -684,6 +782,8 @@ async def run(args: argparse.Namespace) -> int:
                     "p50_ms": r.percentile(0.5),
                     "p99_ms": r.percentile(0.99),
                     "server_cpu": r.server_cpu,
+                    "client_cpu": r.client_cpu,
+                    "others_cpu": r.others_cpu,
                     "errors": r.errors,
                 }
                 for (key, name), r in results.items()
@@ -730,7 +830,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=list(server_commands()),
         help="comma-separated subset of: " + ", ".join(server_commands()),
     )
+    parser.add_argument(
+        "--workloads",
+        type=lambda text: [n.strip() for n in text.split(",")],
+        default=list(WORKLOADS),
+        help="comma-separated subset of: " + ", ".join(WORKLOADS),
+    )
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--verbose", action="store_true", help="show progress while connecting")
     args = parser.parse_args(argv)
     defaults: Dict[str, Any] = {
         "duration": 5.0,
@@ -744,6 +851,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if set(args.workloads) - set(WORKLOADS):
+        parser.error(f"unknown workloads {sorted(set(args.workloads) - set(WORKLOADS))}")
     unknown = set(args.servers) - set(server_commands())
     if unknown or REFERENCE not in args.servers:
         parser.error(f"unknown servers {sorted(unknown)}; {REFERENCE} must be one of them")
@@ -753,6 +862,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point."""
     args = parse_args(argv)
+    global VERBOSE
+    VERBOSE = args.verbose
     try:
         import uvloop
     except ImportError:
