@@ -532,3 +532,83 @@ def test_handlers_may_recurse_deeply_on_their_smaller_stack(make_server: ServerF
     with connect(uri(server)) as ws:
         ws.send("900")
         assert ws.recv(timeout=10) == str(2 * 901)
+
+
+# -- who reads the socket ------------------------------------------------------------
+
+
+def test_handler_waiting_in_recv_reads_the_socket_itself(make_server: ServerFactory) -> None:
+    """In ping-pong, the handler's own thread reads its messages (no thread switch)."""
+    readers: List[str] = []
+
+    def handler(ws: ServerConnection) -> None:
+        original = ws.transport.recv
+
+        def recording_recv(size: int, timeout: Optional[float] = None) -> bytes:
+            data = original(size, timeout)
+            readers.append(threading.current_thread().name)
+            return data
+
+        ws.transport.recv = recording_recv  # type: ignore[method-assign]
+        for message in ws:
+            ws.send(message)
+
+    server = make_server(handler, compression=None)
+    with connect(uri(server), compression=None) as ws:
+        for index in range(50):
+            ws.send(str(index))
+            assert ws.recv(timeout=5) == str(index)
+    assert wait_until(lambda: not server.connections)
+    assert any(name.startswith("wsthread-conn") for name in readers), readers
+
+
+def test_busy_handler_still_answers_pings_and_closes(make_server: ServerFactory) -> None:
+    """After the handler stops reading, the reader thread answers pings and the close."""
+    busy = threading.Event()
+    release = threading.Event()
+
+    def handler(ws: ServerConnection) -> None:
+        ws.recv()
+        busy.set()
+        release.wait(10)  # busy elsewhere, not reading
+
+    server = make_server(handler)
+    try:
+        with connect(uri(server)) as ws:
+            ws.send("start")
+            assert busy.wait(5)
+            assert ws.ping().wait(2), "no pong while the handler was busy"
+    finally:
+        release.set()
+
+
+def test_two_threads_receiving_share_the_messages_exactly_once(
+    make_server: ServerFactory,
+) -> None:
+    """recv() from two application threads: every message goes to exactly one of them."""
+    got: List[str] = []
+    lock = threading.Lock()
+
+    def handler(ws: ServerConnection) -> None:
+        def take() -> None:
+            try:
+                while True:
+                    message = ws.recv(timeout=5)
+                    assert isinstance(message, str)
+                    with lock:
+                        got.append(message)
+            except (wsthread.ConnectionClosed, TimeoutError):
+                pass
+
+        workers = [threading.Thread(target=take) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(15)
+
+    server = make_server(handler)
+    with connect(uri(server)) as ws:
+        for index in range(500):
+            ws.send(str(index))
+    assert wait_until(lambda: not server.connections, timeout=15)
+    assert sorted(got, key=int) == [str(i) for i in range(500)]
