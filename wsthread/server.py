@@ -367,6 +367,12 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             return
         atexit.unregister(self.shutdown)
         if serving_thread is not None and serving_thread is not threading.current_thread():
+            # Wake the accept loop now rather than at its next poll (on Linux,
+            # shutting a listening socket down makes it readable).
+            try:
+                self.socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._loop_done.wait()
         self.server_close()
         connections = self.connections
