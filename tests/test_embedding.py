@@ -345,6 +345,7 @@ def test_request_details_and_forwarded_client(make_server: ServerFactory) -> Non
     trusting = make_server(record, trusted_proxies=["127.0.0.1"])
     sock, _ = raw_websocket(trusting.port, forwarded)
     sock.close()
+    assert wait_until(lambda: len(seen) == 1)
     distrusting = make_server(record)
     sock, _ = raw_websocket(distrusting.port, forwarded)
     sock.close()
