@@ -613,3 +613,38 @@ def test_two_threads_receiving_share_the_messages_exactly_once(
             ws.send(str(index))
     assert wait_until(lambda: not server.connections, timeout=15)
     assert sorted(got, key=int) == [str(i) for i in range(500)]
+
+
+def test_idle_connection_costs_one_thread(make_server: ServerFactory) -> None:
+    """A handler waiting in recv() reads for itself: no reader thread is started for it."""
+    server = make_server(idle_handler, ping_interval=None)
+    with connect(uri(server), ping_interval=None) as ws:
+        assert wait_until(lambda: len(server.connections) == 1)
+        time.sleep(0.5)  # ten times the hand-over delay: nothing may start meanwhile
+        (connection,) = server.connections
+        assert connection._reader is None
+        ws.send("still served")
+        ws.ping().wait(2)
+        assert connection._reader is None
+
+
+def test_push_only_handler_gets_a_reader_for_pings_and_close(make_server: ServerFactory) -> None:
+    """A handler that never calls recv(): the reader thread starts and answers for it."""
+    stop = threading.Event()
+
+    def pusher(ws: ServerConnection) -> None:
+        while not stop.is_set():
+            try:
+                ws.send("tick")
+            except wsthread.ConnectionClosed:
+                return
+            stop.wait(0.05)
+
+    server = make_server(pusher)
+    try:
+        with connect(uri(server)) as ws:
+            assert ws.recv(timeout=5) == "tick"
+            assert ws.ping().wait(2), "no pong from a push-only handler's connection"
+        assert wait_until(lambda: not server.connections)
+    finally:
+        stop.set()

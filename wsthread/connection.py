@@ -33,6 +33,8 @@ Two ways to write:
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import socket
@@ -59,7 +61,14 @@ from .sansio.frames import CloseCode
 from .sansio.protocol import CloseReceived, Message, Ping, Pong, Protocol, Side, State
 from .transport import Transport, wait_any_writable
 
-__all__ = ["Connection", "MessageQueue", "Data", "WritePump", "start_thread"]
+__all__ = [
+    "Connection",
+    "MessageQueue",
+    "Data",
+    "WritePump",
+    "ReaderStarter",
+    "start_thread",
+]
 
 Data = Union[str, bytes]
 
@@ -249,6 +258,19 @@ class MessageQueue:
             self._token = _READER
             return True
 
+    def reader_delay(self) -> Optional[float]:
+        """Seconds until the reader thread should take over; ``None`` while an app thread reads.
+
+        For a connection whose reader thread is not running yet: ``0`` or
+        less means start it now.
+        """
+        with self._condition:
+            if self._ending:
+                return 0.0
+            if self._token != _FREE or self._getters_waiting:
+                return None  # an application thread reads, or is about to
+            return self._held_since + _HOLD - time.monotonic()
+
     def reader_done(self) -> None:
         """The reader thread finished one read: the socket is free again."""
         with self._condition:
@@ -296,14 +318,16 @@ class MessageQueue:
             self._reader_wakeup.notify_all()
 
     def stop_waiting(self) -> None:
-        """Never block :meth:`put` again (the connection is closing).
+        """Never block :meth:`put` again, nor hold the reader back (the connection is closing).
 
         Messages already queued stay readable; new ones beyond ``max_size``
         are dropped, so memory stays bounded and the reader keeps reading.
         """
         with self._condition:
             self._not_waiting = True
+            self._held_since = 0.0  # the application is done: the reader reads at once
             self._condition.notify_all()
+            self._reader_wakeup.notify_all()
 
 
 class _PeerLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -372,14 +396,17 @@ class Connection:
         self._transport_closed = False
         self._closed = threading.Event()
         # Messages waiting for the writer lock (see _send_nowait).
-        self._outbox: Deque[Tuple[bool, bytes]] = deque()
+        self._outbox: Optional[Deque[Tuple[bool, bytes]]] = None  # made by a first broadcast
         self._outbox_bytes = 0
         self._outbox_lock = threading.Lock()
         # When the transport last made progress on a non-blocking write.
         self._write_progress = 0.0
-        self._reader = threading.Thread(
-            target=self._read_loop, name=f"wsthread-reader-{self.remote_address}", daemon=True
-        )
+        self._reader: Optional[threading.Thread] = None  # made when needed
+        # The reader thread starts only once it is needed (see ReaderStarter).
+        self._opened = False
+        self._reader_started = False
+        self._reader_start_lock = threading.Lock()
+        self._reader_check_pending = False
         # The keepalive state, driven by a Keepalive thread shared by many connections.
         self._next_ping: Optional[float] = None
         self._pong_deadline: Optional[float] = None
@@ -400,8 +427,48 @@ class Connection:
         return str(address)
 
     def start(self) -> None:
-        """Start the reader thread. Call it once, right after the handshake."""
+        """Begin receiving. Call it once, right after the handshake.
+
+        Messages are read by the application thread that waits in
+        :meth:`recv`. The connection's reader thread starts only when the
+        socket has been left unread for a moment (a handler that never reads,
+        or is busy elsewhere) or the connection ends; so an idle connection
+        whose handler waits in ``recv()`` costs one thread, not two.
+        """
+        self._opened = True
+        if self._initial_data:
+            self._start_reader()  # the bytes behind the handshake are the reader's
+        else:
+            self._arm_reader_check(_HOLD)
+
+    def _start_reader(self) -> None:
+        """Start the reader thread unless it runs (or ran) already."""
+        with self._reader_start_lock:
+            if self._reader_started:
+                return
+            self._reader_started = True
+            self._reader = threading.Thread(
+                target=self._read_loop, name=f"wsthread-reader-{self.remote_address}", daemon=True
+            )
         start_thread(self._reader, READER_STACK_SIZE)
+
+    def _arm_reader_check(self, delay: float) -> None:
+        """Ask :class:`ReaderStarter` to look at this connection in ``delay`` seconds."""
+        self._reader_check_pending = True
+        ReaderStarter.instance().schedule(self, time.monotonic() + delay)
+
+    def _reader_check(self) -> None:
+        """Start the reader thread if nobody has read for a while (called by ReaderStarter)."""
+        self._reader_check_pending = False
+        if self._reader_started:
+            return
+        delay = self._messages.reader_delay()
+        if delay is None:
+            return  # an application thread reads; it arms a check when it stops
+        if delay <= 0:
+            self._start_reader()
+        else:
+            self._arm_reader_check(delay)
 
     # -- public API ---------------------------------------------------------
 
@@ -446,6 +513,9 @@ class Connection:
             raise self.protocol.close_exception() from None
         except socket.timeout:  # not a TimeoutError before Python 3.10
             raise TimeoutError(f"no message within {timeout} seconds") from None
+        finally:
+            if not self._reader_started and not self._reader_check_pending:
+                self._arm_reader_check(_HOLD)
 
     def __iter__(self) -> Iterator[Data]:
         """Yield messages until the connection closes normally.
@@ -563,11 +633,12 @@ class Connection:
     def _wait_closed(self) -> None:
         if threading.current_thread() is self._reader:
             return
-        if not self._reader.is_alive() and not self._closed.is_set():
-            # The reader never started (the handshake failed): close here.
+        if not self._opened and not self._closed.is_set():
+            # The connection never opened (the handshake failed): close here.
             self._shutdown_transport()
             self._closed.set()
             return
+        self._start_reader()  # it reads the peer's close frame and ends the connection
         if not self._closed.wait(self.close_timeout):
             self.logger.debug("closing handshake timed out; closing the TCP connection")
             self._shutdown_transport()
@@ -608,6 +679,8 @@ class Connection:
                 overflow = True
             else:
                 overflow = False
+                if self._outbox is None:
+                    self._outbox = deque()
                 self._outbox.append((is_text, payload))
                 self._outbox_bytes += len(payload)
         if overflow:
@@ -639,8 +712,9 @@ class Connection:
         protocol = self.protocol
         frames = []
         with self._outbox_lock:
-            items = list(self._outbox)
-            self._outbox.clear()
+            items = list(self._outbox or ())
+            if self._outbox:
+                self._outbox.clear()
             self._outbox_bytes = 0
         try:
             for is_text, payload in items:
@@ -695,12 +769,17 @@ class Connection:
         protocol = self.protocol
         inbox = self._messages
         try:
+            ended = False
             if self._initial_data:
                 self._receive(self._initial_data)  # the reader starts with the turn
-                if not protocol.receiving_done:
+                ended = protocol.receiving_done
+                if not ended:
                     inbox.reader_done()
             transport = self.transport
-            while not protocol.receiving_done:
+            # Not "while not protocol.receiving_done": when an application
+            # thread read the end, this thread may start after it and must
+            # still finish the job (reader_turn() then returns False).
+            while not ended:
                 if not inbox.reader_turn():
                     # An application thread read the end of the stream.
                     if self._read_error is not None:
@@ -720,7 +799,8 @@ class Connection:
                     protocol.receive_eof()
                     break
                 self._receive(data)
-                if not protocol.receiving_done:
+                ended = protocol.receiving_done
+                if not ended:
                     inbox.reader_done()
             if protocol.failure is not None:
                 self.logger.info(
@@ -741,11 +821,18 @@ class Connection:
         """Read and process once on an application thread waiting in :meth:`recv`.
 
         Returns ``False`` at the end of the stream (a close frame, an error,
-        EOF), which the reader thread then handles.
+        EOF), which the reader thread then handles: it is started if it is
+        not running yet.
 
         Raises:
             socket.timeout: nothing arrived within ``timeout`` seconds.
         """
+        going_on = self._read_once(timeout)
+        if not going_on:
+            self._start_reader()
+        return going_on
+
+    def _read_once(self, timeout: Optional[float]) -> bool:
         protocol = self.protocol
         if protocol.receiving_done:
             return False
@@ -973,6 +1060,67 @@ class WritePump:
             wait_any_writable(sockets, self._tick)
         except (OSError, ValueError):  # a socket closed meanwhile: look again
             time.sleep(self._tick)
+
+
+class ReaderStarter:
+    """One thread that starts connections' reader threads when they are needed.
+
+    A connection asks it to look again a little later (:meth:`schedule`);
+    if by then no application thread reads its socket, the connection starts
+    its reader thread. One starter serves the whole process; its thread ends
+    after half a second with nothing to do and comes back when needed.
+    """
+
+    _instance: Optional[ReaderStarter] = None
+    _instance_lock = threading.Lock()
+
+    @classmethod
+    def instance(cls) -> ReaderStarter:
+        """The process-wide starter."""
+        with cls._instance_lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def __init__(self, linger: float = 0.5) -> None:
+        self._linger = linger
+        self._heap: List[Tuple[float, int, Connection]] = []
+        self._counter = itertools.count()
+        self._condition = threading.Condition(threading.Lock())
+        self._thread: Optional[threading.Thread] = None
+
+    def schedule(self, connection: Connection, when: float) -> None:
+        """Call ``connection._reader_check()`` at ``when`` (a ``time.monotonic()`` value)."""
+        with self._condition:
+            heapq.heappush(self._heap, (when, next(self._counter), connection))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="wsthread-start-readers", daemon=True
+                )
+                start_thread(self._thread, READER_STACK_SIZE)
+            elif self._heap[0][2] is connection:
+                self._condition.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while True:
+                    if not self._heap:
+                        self._condition.wait(self._linger)
+                        if not self._heap:
+                            self._thread = None
+                            return
+                        continue
+                    when = self._heap[0][0]
+                    now = time.monotonic()
+                    if when <= now:
+                        connection = heapq.heappop(self._heap)[2]
+                        break
+                    self._condition.wait(when - now)
+            try:
+                connection._reader_check()
+            except Exception:
+                logger.exception("could not start the reader of %r", connection)
 
 
 class Keepalive:
