@@ -648,3 +648,23 @@ def test_push_only_handler_gets_a_reader_for_pings_and_close(make_server: Server
         assert wait_until(lambda: not server.connections)
     finally:
         stop.set()
+
+
+def test_a_hub_that_fails_to_attach_leaves_no_port_bound() -> None:
+    """serve(hub=...) raising in attach() closes the listening socket it opened."""
+
+    class BrokenHub:
+        def attach(self, deliver: Callable[[object], None]) -> None:
+            raise RuntimeError("no hub today")
+
+    with pytest.raises(RuntimeError):
+        wsthread.serve(idle_handler, "127.0.0.1", 0, hub=BrokenHub())
+    # Bind-and-fail again on a port we know: it must be free once more.
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with pytest.raises(RuntimeError):
+        wsthread.serve(idle_handler, "127.0.0.1", port, hub=BrokenHub())
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", port))

@@ -233,7 +233,11 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         super().__init__((host, port), _RequestHandler)
         self.hub = hub
         if hub is not None:
-            hub.attach(self._deliver)
+            try:
+                hub.attach(self._deliver)
+            except BaseException:
+                self.server_close()  # do not leave the port bound behind a failed start
+                raise
 
     def server_bind(self) -> None:
         """Bind the listening socket, sharing the port if ``reuse_port`` asks for it."""
