@@ -1,20 +1,28 @@
-"""A WebSocket connection over a socket: a reader thread and a locked writer.
+"""A WebSocket connection over a socket: readers that take turns, and a locked writer.
 
 Threads around one :class:`Connection`::
 
-    socket ──recv──> reader thread ──Protocol.receive_data──> events
-                          │  pongs and the close reply: under the writer lock
-                          └──messages──> MessageQueue ──recv()──> application
+    socket ──recv──> [whoever has the turn] ──Protocol.receive_data──> events
+                │  pongs and the close reply: under the writer lock
+                └──messages──> MessageQueue ──recv()──> application
     any thread ──send()/ping()/close()──> [writer lock] ──write+flush──> socket
     broadcast ──_send_nowait()──> outbox ──[writer lock, if free]──write──> socket
                                                   └─ what did not fit: WritePump
 
-The reader thread is the only one that reads from the socket and the only
-one that feeds the protocol. Every write, whoever makes it, happens under one
-lock that covers building the frames *and* handing them to the transport, so
-frames from two threads never interleave. The message queue is bounded: when
-the application falls behind, the reader stops reading and TCP pushes back on
-the peer.
+Reading the socket and feeding the protocol is done by one thread at a
+time, and by whoever waits for a message: an application thread blocked in
+:meth:`Connection.recv` with nothing queued reads the socket itself, so a
+message reaches it without a switch between threads. The connection's
+reader thread is started (by :class:`ReaderStarter`) only when the socket
+has been left unread for a moment, or when the stream ended, and then it
+reads whenever no application thread does: pings are answered and a close
+is noticed even while the application is busy elsewhere. The turn is kept
+by :class:`MessageQueue`.
+
+Every write, whoever makes it, happens under one lock that covers building
+the frames *and* handing them to the transport, so frames from two threads
+never interleave. The message queue is bounded: when the application falls
+behind, the reader thread stops reading and TCP pushes back on the peer.
 
 Two ways to write:
 

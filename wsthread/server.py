@@ -9,8 +9,10 @@ The life of a connection::
                        process_request hook ── a Response: send it, close
                        validate it (sans-I/O) ── reject: 4xx/503 answer, close
                        write 101 Switching Protocols
-                       start the reader thread
-                       handler(connection)          <- your code, blocking
+                       handler(connection)          <- your code, blocking;
+                                                       recv() reads the socket
+                                                       (a reader thread takes
+                                                       over when it does not)
                        close(1000), or close(1011) if the handler raised
                        close the socket, forget the connection
 
@@ -149,8 +151,10 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
     """A threaded WebSocket server; see :func:`serve` for the options.
 
     Each connection runs on its own thread (the handshake, then your
-    handler) plus a reader thread. :meth:`shutdown` stops accepting, closes
-    every connection with 1001 and waits for their threads.
+    handler, which reads its own messages while it waits in ``recv()``),
+    plus a reader thread when the handler does not read. :meth:`shutdown`
+    stops accepting, closes every connection with 1001 and waits for their
+    threads.
     """
 
     allow_reuse_address = True
