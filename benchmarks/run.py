@@ -575,8 +575,13 @@ def machine_description() -> Dict[str, str]:
         cwd=str(ROOT),
         check=False,
     ).stdout.strip()
+    commit = subprocess.run(
+        ["git", "log", "-1", "--format=%h %s"], capture_output=True, text=True, cwd=str(ROOT),
+        check=False,
+    ).stdout.strip()
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit[:72] or "?",
         "machine": f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "python": platform.python_implementation() + " " + platform.python_version(),
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
