@@ -192,3 +192,23 @@ def test_pure_python_path_in_a_subprocess() -> None:
     )
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
     assert " passed" in tests.stdout
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 1023, 1024, 1025, 4097, 70000])
+def test_parser_unmasks_with_each_implementation(
+    apply_mask: Mask, length: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frame parser gives back the payload on either side of its small-payload cut-off."""
+    monkeypatch.setattr(frames, "apply_mask", apply_mask)
+    payload = os.urandom(length)
+    wire = frames.serialize_frame(frames.Frame(frames.Opcode.BINARY, payload), os.urandom(4))
+    for step in (len(wire), 1000):
+        parser = frames.FrameParser(expect_masked=True)
+        parsed = []
+        for start in range(0, len(wire), step):
+            parser.feed(wire[start : start + step])
+            frame = parser.next_frame()
+            if frame is not None:
+                parsed.append(frame)
+        assert parsed == [frames.Frame(frames.Opcode.BINARY, payload)]
+        assert type(parsed[0]) is frames.Frame and type(parsed[0].payload) is bytes

@@ -352,19 +352,34 @@ class FrameParser:
         end = payload_start + length
         if len(buffer) < end:
             return None
-        with memoryview(buffer) as view:
+        if length <= _SMALL_PAYLOAD:
+            # Copying a small slice costs less than a memoryview and its release.
             if masked:
                 payload = apply_mask(
-                    view[payload_start:end], view[payload_start - 4 : payload_start]
+                    buffer[payload_start:end], buffer[payload_start - 4 : payload_start]
                 )
             else:
-                payload = bytes(view[payload_start:end])
+                payload = bytes(buffer[payload_start:end])
+        else:
+            with memoryview(buffer) as view:
+                if masked:
+                    payload = apply_mask(
+                        view[payload_start:end], view[payload_start - 4 : payload_start]
+                    )
+                else:
+                    payload = bytes(view[payload_start:end])
         self._offset = end
-        return Frame(opcode, payload, fin, rsv1)
+        return _new_frame(Frame, (opcode, payload, fin, rsv1, False, False))
 
 
 _OPCODES: Tuple[Optional[Opcode], ...] = tuple(
     Opcode(value) if value in Opcode._value2member_map_ else None for value in range(16)
 )
 _UINT16 = struct.Struct("!H")
+# Payloads up to this size are sliced out of the buffer by copy, larger ones
+# through a memoryview (no copy before the unmasking).
+_SMALL_PAYLOAD = 1024
+# Frame(...) goes through NamedTuple's Python-level __new__; the parser, which
+# always passes every field, builds the tuple directly (same object, faster).
+_new_frame = tuple.__new__
 _UINT64 = struct.Struct("!Q")
