@@ -195,24 +195,30 @@ def serialize_frame(frame: Frame, mask: Optional[bytes] = None) -> bytes:
     A client must pass a fresh random 4-byte mask for every frame; a server
     must pass none.
     """
+    opcode, payload, fin, rsv1, rsv2, rsv3 = frame
     first = (
-        (0x80 if frame.fin else 0)
-        | (0x40 if frame.rsv1 else 0)
-        | (0x20 if frame.rsv2 else 0)
-        | (0x10 if frame.rsv3 else 0)
-        | frame.opcode
+        (0x80 if fin else 0)
+        | (0x40 if rsv1 else 0)
+        | (0x20 if rsv2 else 0)
+        | (0x10 if rsv3 else 0)
+        | opcode
     )
     mask_bit = 0x80 if mask is not None else 0
-    length = len(frame.payload)
+    length = len(payload)
     if length < 126:
-        header = struct.pack("!BB", first, mask_bit | length)
+        header = _HEADER_7.pack(first, mask_bit | length)
     elif length < 65536:
-        header = struct.pack("!BBH", first, mask_bit | 126, length)
+        header = _HEADER_16.pack(first, mask_bit | 126, length)
     else:
-        header = struct.pack("!BBQ", first, mask_bit | 127, length)
+        header = _HEADER_64.pack(first, mask_bit | 127, length)
     if mask is None:
-        return header + frame.payload
-    return header + mask + apply_mask(frame.payload, mask)
+        return header + payload
+    return header + mask + apply_mask(payload, mask)
+
+
+_HEADER_7 = struct.Struct("!BB")
+_HEADER_16 = struct.Struct("!BBH")
+_HEADER_64 = struct.Struct("!BBQ")
 
 
 def parse_close(payload: bytes) -> Tuple[int, str]:
