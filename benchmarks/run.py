@@ -3,7 +3,7 @@
 One command (see benchmarks/README.md)::
 
     python benchmarks/run.py            # the full run, about 4 minutes here
-    python benchmarks/run.py --quick    # a smoke run, a few seconds
+    python benchmarks/run.py --quick    # a smoke run, about 15 seconds
 
 It starts three echo servers as subprocesses on free loopback ports:
 
@@ -405,7 +405,7 @@ async def settle(server: Server, timeout: float = 30) -> Dict[str, int]:
     last = server.status()
     stable = 0
     while time.monotonic() < deadline and stable < 3:
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)
         now = server.status()
         stable = stable + 1 if now["Threads"] == last["Threads"] else 0
         last = now
@@ -869,7 +869,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     }
     if args.quick:
         defaults.update(
-            duration=0.5, warmup=0.2, repeat=1, connections=20, idle=[50, 200], most=0
+            duration=0.3, warmup=0.1, repeat=1, connections=20, idle=[50, 200], most=0
         )
     for key, value in defaults.items():
         if getattr(args, key) is None:
