@@ -517,8 +517,8 @@ def test_shutdown_does_not_wait_for_clients_still_silent_in_the_handshake() -> N
         silent.close()
 
 
-def test_handlers_may_recurse_deeply_on_their_smaller_stack(make_server: ServerFactory) -> None:
-    """The 1 MiB connection-thread stack still runs deep C recursion (json of depth 900)."""
+def test_handlers_may_recurse_deeply_on_a_smaller_stack(make_server: ServerFactory) -> None:
+    """thread_stack_size=1 MiB still runs deep C recursion (json of depth 900)."""
     import json
 
     def deep(ws: ServerConnection) -> None:
@@ -529,7 +529,7 @@ def test_handlers_may_recurse_deeply_on_their_smaller_stack(make_server: ServerF
                 value = [value]
             ws.send(str(len(json.dumps(value))))
 
-    server = make_server(deep)
+    server = make_server(deep, thread_stack_size=1024 * 1024)
     with connect(uri(server)) as ws:
         ws.send("900")
         assert ws.recv(timeout=10) == str(2 * 901)

@@ -85,10 +85,6 @@ logger = logging.getLogger("wsthread")
 # How much one recv() asks for.
 _RECV_SIZE = 256 * 1024
 
-# The reader thread runs only wsthread's own code, which never recurses
-# deeply: a small stack keeps thousands of connections cheap in address space.
-READER_STACK_SIZE = 256 * 1024
-
 _stack_size_lock = threading.Lock()
 
 
@@ -96,7 +92,8 @@ def start_thread(thread: threading.Thread, stack_size: Optional[int]) -> None:
     """Start ``thread`` with a stack of ``stack_size`` bytes (``None``: the default).
 
     ``threading.stack_size()`` is process-wide; it is set only around this
-    thread's creation and put back at once.
+    thread's creation and put back at once, but a thread that another part
+    of the program starts at that very moment gets the same size.
     """
     if stack_size is None:
         thread.start()
@@ -371,6 +368,8 @@ class Connection:
             1013; ``None`` for no limit.
         initial_data: bytes that arrived right behind the handshake.
         logger: where this connection logs; defaults to ``wsthread``.
+        thread_stack_size: the stack, in bytes, of the reader thread;
+            ``None``: the platform's default.
     """
 
     def __init__(
@@ -384,8 +383,10 @@ class Connection:
         write_limit: Optional[int] = 2**20,
         initial_data: bytes = b"",
         logger: Optional[logging.Logger] = None,
+        thread_stack_size: Optional[int] = None,
     ) -> None:
         self.transport = transport
+        self.thread_stack_size = thread_stack_size
         self.socket = transport.socket
         self.protocol = protocol
         self.close_timeout = close_timeout
@@ -458,7 +459,7 @@ class Connection:
             self._reader = threading.Thread(
                 target=self._read_loop, name=f"wsthread-reader-{self.remote_address}", daemon=True
             )
-        start_thread(self._reader, READER_STACK_SIZE)
+        start_thread(self._reader, self.thread_stack_size)
 
     def _arm_reader_check(self, delay: float) -> None:
         """Ask :class:`ReaderStarter` to look at this connection in ``delay`` seconds."""
@@ -1105,7 +1106,7 @@ class ReaderStarter:
                 self._thread = threading.Thread(
                     target=self._run, name="wsthread-start-readers", daemon=True
                 )
-                start_thread(self._thread, READER_STACK_SIZE)
+                self._thread.start()
             elif self._heap[0][2] is connection:
                 self._condition.notify()
 

@@ -188,7 +188,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         trusted_proxies: Optional[Sequence[str]] = None,
         hub: Any = None,
         reuse_port: bool = False,
-        thread_stack_size: Optional[int] = 1024 * 1024,
+        thread_stack_size: Optional[int] = None,
         trace: Optional[Tracer] = None,
         logger: Optional[logging.Logger] = None,
         ssl: Optional[ssl_module.SSLContext] = None,
@@ -493,6 +493,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             write_timeout=self.write_timeout,
             write_limit=self.write_limit,
             logger=self.logger,
+            thread_stack_size=self.thread_stack_size,
         )
         if not self._handshake(connection, deadline, tracer):
             return
@@ -734,11 +735,14 @@ def serve(
             as :class:`wsthread.hubs.RedisHub`; ``None``: this process only.
         reuse_port: set ``SO_REUSEPORT`` so several processes can listen on
             the same port.
-        thread_stack_size: the stack, in bytes, of each connection's thread,
-            where handlers run (1 MiB; ``None``: the platform's default, often
-            8 MiB). The reader threads get 256 KiB. Only the pages a thread
-            touches cost memory, but the address space adds up over thousands
-            of connections.
+        thread_stack_size: the stack, in bytes, of each connection's threads
+            (the one that runs the handler, and its reader); ``None`` (the
+            default) keeps the platform's (often 8 MiB). Only the pages a
+            thread touches cost memory, so this bounds address space, not
+            RSS: set it (to 512 KiB, say) where virtual memory is limited
+            and many thousands of connections are open. It is applied
+            through the process-wide ``threading.stack_size()``, only while
+            wsthread starts a thread.
         trace: a :class:`wsthread.trace.Tracer` that writes the opening
             handshake and every frame of every connection, annotated (each
             line prefixed with the peer's address); ``None``: no tracing, at
