@@ -125,8 +125,7 @@ def explain(decoded: DecodedFrame) -> List[str]:
         f"RSV2={int(frame.rsv2)} RSV3={int(frame.rsv3)} opcode=0x{int(frame.opcode):x} "
         f"({frame.opcode.name})",
         f"byte 1 = 0x{second:02x} = {_bits(second)}: MASK={second >> 7} "
-        f"length code={second & 0x7F}"
-        + _LENGTH_CODES.get(second & 0x7F, " (the length itself)"),
+        f"length code={second & 0x7F}" + _LENGTH_CODES.get(second & 0x7F, " (the length itself)"),
     ]
     extended = header[2 : len(header) - (4 if decoded.mask is not None else 0)]
     if extended:
@@ -173,9 +172,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="who sent the bytes: client (masked) or server (unmasked); "
         "auto (default): the MASK bit of the first frame",
     )
-    parser.add_argument(
-        "--explain", action="store_true", help="read every header field by field"
-    )
+    parser.add_argument("--explain", action="store_true", help="read every header field by field")
     parser.add_argument(
         "--raw", action="store_true", help="read binary bytes from standard input, not hex"
     )

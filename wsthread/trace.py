@@ -345,4 +345,3 @@ class Tracer:
         with self._lock:
             self.stream.write(text + "\n")
             self.stream.flush()
-

@@ -201,8 +201,17 @@ def run_workers(
             target=_worker,
             name=f"wsthread-worker-{index}",
             args=(
-                index, handler, host, port, os.getpid(), ready,
-                hub_factory, ssl_factory, initializer, hub_timeout, options,
+                index,
+                handler,
+                host,
+                port,
+                os.getpid(),
+                ready,
+                hub_factory,
+                ssl_factory,
+                initializer,
+                hub_timeout,
+                options,
             ),
         )
         for index in range(1, workers + 1)
@@ -239,7 +248,9 @@ def run_workers(
                         process.join(5)  # reap it, for its exit code
                         logger.error(
                             "%s (pid %s) exited with %s; stopping the others",
-                            process.name, process.pid, process.exitcode,
+                            process.name,
+                            process.pid,
+                            process.exitcode,
                         )
         except KeyboardInterrupt:
             pass
@@ -298,8 +309,9 @@ def _stop_all(processes: List[Any], timeout: float) -> bool:
             continue  # never started
         process.join(max(0.0, deadline - time.monotonic()))
         if process.exitcode is None:
-            logger.error("%s (pid %s) did not stop in %ss; killing it", process.name,
-                         process.pid, timeout)
+            logger.error(
+                "%s (pid %s) did not stop in %ss; killing it", process.name, process.pid, timeout
+            )
             process.kill()
             process.join()
             clean = False
