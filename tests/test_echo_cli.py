@@ -56,3 +56,15 @@ def test_echo_cli_no_compression() -> None:
         assert "Sec-WebSocket-Extensions" not in ws.response.headers
         ws.send("plain")
         assert ws.recv(timeout=5) == "plain"
+
+
+def test_echo_cli_max_connections() -> None:
+    """`--max-connections 1` answers a second client with 503."""
+    from websockets.exceptions import InvalidStatus
+
+    with echo_process("--max-connections", "1") as (_, url), connect(url) as ws:
+        ws.send("first")
+        assert ws.recv(timeout=5) == "first"
+        with pytest.raises(InvalidStatus) as info:
+            connect(url)
+        assert info.value.response.status_code == 503

@@ -57,6 +57,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         metavar="BYTES",
         help="largest message accepted, or 'none' (default 1048576)",
     )
+    parser.add_argument(
+        "--max-connections",
+        type=_size,
+        default=1024,
+        metavar="N",
+        help="open connections at once, or 'none'; beyond, HTTP 503 (default 1024)",
+    )
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
     parser.add_argument(
         "--trace",
@@ -119,6 +126,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.host,
         args.port,
         max_size=args.max_size,
+        max_connections=args.max_connections,
         ssl=context,
         compression=compression,
         trace=Tracer(sys.stderr) if args.trace else None,
@@ -170,6 +178,7 @@ def _run_workers(
         initializer=functools.partial(logging.basicConfig, **log_options),
         on_ready=on_ready,
         max_size=args.max_size,
+        max_connections=args.max_connections,
         compression=compression,
     )
     print("shutting down" if status == 0 else "stopped after a worker failed", flush=True)
