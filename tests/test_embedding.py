@@ -19,7 +19,13 @@ from websockets.exceptions import InvalidStatus as WsInvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 import wsthread
-from conftest import UPGRADE_REQUEST, ServerFactory, raw_handshake, raw_websocket
+from conftest import (
+    UPGRADE_REQUEST,
+    ServerFactory,
+    raw_handshake,
+    raw_websocket,
+    websockets_tls_connect,
+)
 from wsthread.server import ServerConnection
 
 
@@ -231,7 +237,12 @@ def test_broadcast_over_tls(make_server: ServerFactory) -> None:
     client_context = ssl.create_default_context()
     ca.configure_trust(client_context)
     server = make_server(idle_handler, ssl=server_context)
-    clients = [open_client(f"wss://localhost:{server.port}/", ssl=client_context) for _ in range(3)]
+    clients = [
+        websockets_tls_connect(f"wss://localhost:{server.port}/", ssl=client_context)
+        for _ in range(3)
+    ]
+    for client in clients:
+        client.__enter__()  # opened outside a with block; closed below
     try:
         assert wait_until(lambda: len(server.connections) == 3)
         for index in range(20):

@@ -30,7 +30,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import ServerFactory, echo_handler
+from conftest import ServerFactory, echo_handler, websockets_tls_connect
 from wsthread.server import ServerConnection
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -243,7 +243,7 @@ def test_the_sample_config_in_examples_works(make_server: ServerFactory, tmp_pat
     ca.configure_trust(context)
     with (
         run_nginx(tmp_path, config, tls_port),
-        connect(
+        websockets_tls_connect(
             f"wss://chat.example.org:{tls_port}/who?x=1",
             sock=from_client_host(tls_port),
             ssl=context,
