@@ -218,7 +218,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         time.sleep(0.05)
     final = sample()
     server.shutdown()
-    warm = samples[max(1, len(samples) // 3)]
+    # Allocators and thread stacks warm up for a while; growth is judged on the second half.
+    warm = samples[max(1, len(samples) // 2)]
     summary = {
         "duration_s": final["t"],
         "connections": counters.connections,
@@ -232,7 +233,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "rss_warm_mb": warm["rss_mb"],
         "rss_end_mb": final["rss_mb"],
         "rss_max_mb": max(row["rss_mb"] for row in samples),
-        "rss_growth_after_warmup_mb": round(final["rss_mb"] - warm["rss_mb"], 1),
+        "rss_growth_second_half_mb": round(final["rss_mb"] - warm["rss_mb"], 1),
     }
     if args.json:
         print(json.dumps(summary))

@@ -173,5 +173,6 @@ def test_soak_20_seconds_stays_bounded() -> None:
     assert summary["connections"] > 100
     assert summary["errors"] == 0
     assert summary["threads_end"] <= summary["threads_start"]
-    # After warm-up, churn must not grow memory: compare the first third with the end.
-    assert summary["rss_growth_after_warmup_mb"] < 25
+    # Churn must not grow memory: RSS warms up (allocator arenas, thread stacks), then
+    # stays flat; a leak of a connection's objects would add tens of MB per 10,000.
+    assert summary["rss_growth_second_half_mb"] < 30
