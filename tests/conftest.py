@@ -34,6 +34,16 @@ def echo_handler(ws: ServerConnection) -> None:
 ServerFactory = Callable[..., WebSocketServer]
 
 
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return predicate()
+        time.sleep(0.01)
+    return True
+
+
 @pytest.fixture
 def make_server() -> Iterator[ServerFactory]:
     """Start servers on 127.0.0.1:0 in the background; shut them all down afterwards."""

@@ -24,6 +24,7 @@ from conftest import (
     ServerFactory,
     raw_handshake,
     raw_websocket,
+    wait_until,
     websockets_tls_connect,
 )
 from wsthread.server import ServerConnection
@@ -31,16 +32,6 @@ from wsthread.server import ServerConnection
 
 def uri(server: wsthread.WebSocketServer) -> str:
     return f"ws://127.0.0.1:{server.port}/"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def open_client(url: str, **options: Any) -> ClientConnection:

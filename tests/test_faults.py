@@ -15,59 +15,21 @@ import ssl
 import struct
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 import trustme
 from websockets.sync.client import connect as ws_connect
 
 import wsthread
-from conftest import UPGRADE_REQUEST, ServerFactory, echo_handler, raw_websocket
+from conftest import UPGRADE_REQUEST, ServerFactory, raw_websocket, wait_until
 from wsthread.exceptions import ConnectionClosed
 from wsthread.sansio.frames import Frame, FrameParser, Opcode, parse_close, serialize_frame
-from wsthread.server import ServerConnection, WebSocketServer
+from wsthread.server import ServerConnection
 
 MASK = b"\x01\x02\x03\x04"
 CLOSE_TIMEOUT = 2.0
 MARGIN = 5.0
-
-
-@pytest.fixture
-def make_server() -> Iterator[ServerFactory]:
-    """Servers on 127.0.0.1:0 like conftest's, but polling for shutdown every 50 ms.
-
-    ``serve_forever`` checks for ``shutdown()`` once per poll interval (0.5 s
-    by default); with a server per test, that wait was most of this file's time.
-    """
-    servers: List[WebSocketServer] = []
-    threads: List[threading.Thread] = []
-
-    def factory(handler: Callable[..., None] = echo_handler, **options: Any) -> WebSocketServer:
-        options.setdefault("close_timeout", 2)
-        server = wsthread.serve(handler, "127.0.0.1", 0, **options)
-        thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        servers.append(server)
-        threads.append(thread)
-        thread.start()
-        return server
-
-    yield factory
-    for server in servers:
-        server.shutdown()
-    for thread in threads:
-        thread.join(10)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def threads_back_to(baseline: int, timeout: float = CLOSE_TIMEOUT + MARGIN) -> bool:

@@ -6,7 +6,7 @@ import contextlib
 import socket
 import threading
 import time
-from typing import Callable, List
+from typing import List
 
 import pytest
 import websocket  # websocket-client
@@ -14,22 +14,12 @@ from websockets.exceptions import ConnectionClosed as WsConnectionClosed
 from websockets.sync.client import connect
 
 import wsthread
-from conftest import ServerFactory, raw_handshake, raw_websocket
+from conftest import ServerFactory, raw_handshake, raw_websocket, wait_until
 from wsthread.server import ServerConnection
 
 
 def uri(server: object) -> str:
     return f"ws://127.0.0.1:{server.port}/"  # type: ignore[attr-defined]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def test_echo_text_and_binary_with_websockets_client(make_server: ServerFactory) -> None:
