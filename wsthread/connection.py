@@ -60,6 +60,8 @@ from typing import (
     MutableMapping,
     Optional,
     Tuple,
+    Type,
+    TypeVar,
     Union,
 )
 
@@ -1060,7 +1062,26 @@ class Connection:
         return f"<{type(self).__name__} {self.remote_address} {self.protocol.state.name}>"
 
 
-class WritePump:
+_Shared = TypeVar("_Shared", bound="_ProcessWide")
+
+
+class _ProcessWide:
+    """A helper of which a process needs one: made on first use, then shared."""
+
+    _instances: Dict[type, Any] = {}
+    _instances_lock = threading.Lock()
+
+    @classmethod
+    def instance(cls: Type[_Shared]) -> _Shared:
+        """The process-wide instance of this class."""
+        with _ProcessWide._instances_lock:
+            shared = _ProcessWide._instances.get(cls)
+            if shared is None:
+                shared = _ProcessWide._instances[cls] = cls()
+            return shared
+
+
+class WritePump(_ProcessWide):
     """One thread that finishes the non-blocking writes sockets could not take at once.
 
     A connection whose transport still holds bytes after a broadcast asks
@@ -1069,17 +1090,6 @@ class WritePump:
     fails it after ``write_timeout`` seconds without progress. One pump
     serves the whole process; its thread ends when nothing is left to watch.
     """
-
-    _instance: Optional[WritePump] = None
-    _instance_lock = threading.Lock()
-
-    @classmethod
-    def instance(cls) -> WritePump:
-        """The process-wide pump."""
-        with cls._instance_lock:
-            if cls._instance is None:
-                cls._instance = cls()
-            return cls._instance
 
     def __init__(self, tick: float = 0.05) -> None:
         self._tick = tick
@@ -1130,7 +1140,7 @@ class WritePump:
             time.sleep(self._tick)
 
 
-class ReaderStarter:
+class ReaderStarter(_ProcessWide):
     """One thread that starts connections' reader threads when they are needed.
 
     A connection asks it to look again a little later (:meth:`schedule`);
@@ -1138,17 +1148,6 @@ class ReaderStarter:
     its reader thread. One starter serves the whole process; its thread ends
     after half a second with nothing to do and comes back when needed.
     """
-
-    _instance: Optional[ReaderStarter] = None
-    _instance_lock = threading.Lock()
-
-    @classmethod
-    def instance(cls) -> ReaderStarter:
-        """The process-wide starter."""
-        with cls._instance_lock:
-            if cls._instance is None:
-                cls._instance = cls()
-            return cls._instance
 
     def __init__(self, linger: float = 0.5) -> None:
         self._linger = linger
