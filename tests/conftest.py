@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -93,12 +93,20 @@ UPGRADE_REQUEST = (
 )
 
 
-def raw_websocket(port: int, extra_headers: bytes = b"") -> tuple[socket.socket, bytes]:
+def raw_websocket(
+    port: int, extra_headers: bytes = b"", receive_buffer: Optional[int] = None
+) -> tuple[socket.socket, bytes]:
     """Open a WebSocket by hand over a raw socket; return it and the response head.
 
     For tests that must send frames no well-behaved client would send.
+    ``receive_buffer`` sets SO_RCVBUF before connecting (which also turns
+    off the kernel's autotuning), for clients meant to fall behind.
     """
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
     sock.sendall(UPGRADE_REQUEST + extra_headers + b"\r\n")
     head = b""
     while b"\r\n\r\n" not in head:
@@ -107,6 +115,14 @@ def raw_websocket(port: int, extra_headers: bytes = b"") -> tuple[socket.socket,
         head += byte
     assert head.startswith(b"HTTP/1.1 101"), head
     return sock, head
+
+
+def stalled_client(port: int) -> socket.socket:
+    """A client that completes the handshake, then never reads again.
+
+    Its receive buffer is small, so the server's writes back up quickly.
+    """
+    return raw_websocket(port, receive_buffer=4096)[0]
 
 
 @contextlib.contextmanager

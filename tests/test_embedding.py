@@ -20,10 +20,10 @@ from websockets.sync.client import ClientConnection, connect
 
 import wsthread
 from conftest import (
-    UPGRADE_REQUEST,
     ServerFactory,
     raw_handshake,
     raw_websocket,
+    stalled_client,
     wait_until,
     websockets_tls_connect,
 )
@@ -45,26 +45,6 @@ def idle_handler(ws: ServerConnection) -> None:
     """Keep the connection open until the client closes it; ignore what it sends."""
     for _ in ws:
         pass
-
-
-def stalled_client(port: int) -> socket.socket:
-    """A client that completes the handshake, then never reads again.
-
-    Its receive buffer is made small before connecting (which also turns
-    off the kernel's autotuning), so the server's writes back up quickly.
-    """
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(5)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(UPGRADE_REQUEST + b"\r\n")
-    head = b""
-    while b"\r\n\r\n" not in head:
-        byte = sock.recv(1)
-        assert byte, f"connection closed during the handshake: {head!r}"
-        head += byte
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
 
 
 # -- broadcast ------------------------------------------------------------------

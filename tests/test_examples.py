@@ -29,7 +29,7 @@ from typing import IO, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 import wsthread
-from conftest import UPGRADE_REQUEST, ServerFactory
+from conftest import ServerFactory, stalled_client
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 URL = re.compile(r"\b(?:wss?|https?)://[^\s/]+/")
@@ -365,26 +365,6 @@ class WarningLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Remember one record."""
         self.records.append((time.monotonic(), record.getMessage()))
-
-
-def stalled_client(port: int) -> socket.socket:
-    """A WebSocket client that completes the handshake and then never reads again.
-
-    Its receive buffer is made small before connecting, so the TCP window it
-    advertises stays small.
-    """
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(5)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(UPGRADE_REQUEST + b"\r\n")
-    head = b""
-    while b"\r\n\r\n" not in head:
-        byte = sock.recv(1)
-        assert byte, head
-        head += byte
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
 
 
 def read_what_arrived(sock: socket.socket) -> Tuple[List[int], Optional[int], str]:
