@@ -573,10 +573,23 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                 extensions=extensions,
                 extra_headers=self._extra_headers(connection, request),
             )
+            head = response.serialize()
             if tracer is not None:
-                tracer.handshake(SERVER_TO_CLIENT, response.serialize())
-            transport.write(response.serialize())
+                tracer.handshake(SERVER_TO_CLIENT, head)
+            transport.write(head)
             transport.flush(deadline.remaining())
+            if deflate is not None:
+                connection.protocol = Protocol(
+                    Side.SERVER,
+                    max_size=self.max_size,
+                    deflate=PerMessageDeflate(deflate, is_server=True),
+                    trace=tracer,
+                )
+            connection._initial_data = parser.trailing_data
+            with self._state_lock:  # the reserved slot becomes the connection's
+                self._opening -= 1
+                reserved = False
+                self._connections[connection] = None
         except InvalidHandshake as exc:
             level = logging.WARNING if isinstance(exc, ServiceUnavailable) else logging.DEBUG
             log.log(level, "rejected handshake: %d %s", int(exc.status), exc)
@@ -592,16 +605,6 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             if reserved:
                 with self._state_lock:
                     self._opening -= 1
-        if deflate is not None:
-            connection.protocol = Protocol(
-                Side.SERVER,
-                max_size=self.max_size,
-                deflate=PerMessageDeflate(deflate, is_server=True),
-                trace=tracer,
-            )
-        connection._initial_data = parser.trailing_data
-        with self._state_lock:
-            self._connections[connection] = None
         return True
 
     def _reserve_slot(self) -> bool:
