@@ -82,22 +82,10 @@ def idle_commands() -> Dict[str, List[str]]:
     """The commands for the idle-connection workload, which needs no connection limit.
 
     ``python -m wsthread.echo`` refuses connections past serve()'s default
-    ``max_connections`` (1024) unless it has a ``--max-connections`` option;
-    without one, ``servers/wsthread_echo.py`` runs the same server and
-    handler with no limit.
+    ``max_connections`` (1024): ``--max-connections none`` lifts it.
     """
     commands = server_commands()
-    help_text = subprocess.run(
-        [sys.executable, "-m", "wsthread.echo", "--help"],
-        capture_output=True,
-        text=True,
-        cwd=str(ROOT),
-        check=False,
-    ).stdout
-    if "--max-connections" in help_text:
-        commands["wsthread"] += ["--max-connections", "none"]
-    else:
-        commands["wsthread"] = [sys.executable, str(HERE / "servers" / "wsthread_echo.py"), "0"]
+    commands["wsthread"] += ["--max-connections", "none"]
     return commands
 
 
