@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 from .connection import Connection, Keepalive
 from .deadline import Deadline
 from .exceptions import InvalidResponse, InvalidStatus, InvalidURI
+from .forks import after_fork_in_child
 from .sansio.deflate import PerMessageDeflate, accept_client, client_offer
 from .sansio.handshake import (
     Request,
@@ -126,6 +127,16 @@ class ClientConnection(Connection):
 # Keepalive threads shared by every client connection with the same settings.
 _keepalives: Dict[Tuple[float, Optional[float]], Keepalive] = {}
 _keepalives_lock = threading.Lock()
+
+
+def _forget_keepalives() -> None:
+    """In a forked child: the keepalive threads stayed in the parent; start afresh."""
+    global _keepalives_lock
+    _keepalives.clear()
+    _keepalives_lock = threading.Lock()
+
+
+after_fork_in_child(_forget_keepalives)
 
 
 def _shared_keepalive(interval: float, timeout: Optional[float]) -> Keepalive:

@@ -67,6 +67,7 @@ from typing import (
 
 from .deadline import Deadline
 from .exceptions import ConnectionClosed, ConnectionClosedOK
+from .forks import after_fork_in_child
 from .sansio.frames import CloseCode
 from .sansio.protocol import CloseReceived, Message, Ping, Pong, Protocol, Side, State
 from .transport import Transport, wait_any_writable
@@ -1079,6 +1080,15 @@ class _ProcessWide:
             if shared is None:
                 shared = _ProcessWide._instances[cls] = cls()
             return shared
+
+    @staticmethod
+    def _forget_instances() -> None:
+        """In a forked child: the helpers' threads stayed in the parent; start afresh."""
+        _ProcessWide._instances = {}
+        _ProcessWide._instances_lock = threading.Lock()
+
+
+after_fork_in_child(_ProcessWide._forget_instances)
 
 
 class WritePump(_ProcessWide):

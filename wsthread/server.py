@@ -53,6 +53,7 @@ from .exceptions import (
     InvalidRequest,
     ServiceUnavailable,
 )
+from .forks import ForkGuard
 from .sansio.deflate import DeflateParameters, PerMessageDeflate, negotiate_server
 from .sansio.frames import CloseCode
 from .sansio.handshake import (
@@ -235,6 +236,8 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         if ":" in host and self.address_family == socket.AF_INET:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _RequestHandler)
+        # A server copied into a forked child must refuse to work there.
+        self._fork_guard = ForkGuard(f"WebSocketServer on port {self.port}")
         self.hub = hub
         if hub is not None:
             try:
@@ -261,7 +264,13 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
 
     @property
     def connections(self) -> List[ServerConnection]:
-        """A snapshot of the open connections (safe to use from any thread)."""
+        """A snapshot of the open connections (safe to use from any thread).
+
+        Raises:
+            RuntimeError: this process was forked from the one that created
+                the server (see :mod:`wsthread.forks`).
+        """
+        self._fork_guard.check("connections")
         with self._state_lock:
             return list(self._connections)
 
@@ -295,7 +304,11 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
 
         Raises:
             TypeError: ``message`` is neither ``str`` nor bytes-like.
+            RuntimeError: this process was forked from the one that created
+                the server, which therefore reaches no client from here (see
+                :mod:`wsthread.forks`).
         """
+        self._fork_guard.check("broadcast()")
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"cannot broadcast {type(message).__name__}: expected str or bytes")
         if connections is None and self.hub is not None:
@@ -321,7 +334,12 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
 
         :meth:`shutdown` may be called from any thread, this one included
         (a signal handler, for example): the loop then ends on its own.
+
+        Raises:
+            RuntimeError: the server is already serving, or this process
+                was forked from the one that created it.
         """
+        self._fork_guard.check("serve_forever()")
         with self._state_lock:
             if self._closed:
                 return
@@ -347,7 +365,12 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
 
         The server is also shut down at interpreter exit (``atexit``) if it
         is still running then.
+
+        Raises:
+            RuntimeError: the server is already started, or this process was
+                forked from the one that created it.
         """
+        self._fork_guard.check("start()")
         with self._state_lock:
             if self._serve_thread is not None:
                 raise RuntimeError("the server is already started")
@@ -365,7 +388,15 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         :meth:`serve_forever` (a signal handler), another one, or ``atexit``.
         Returns within about ``close_timeout`` (plus the time handlers take to
         notice their connection closed).
+
+        In a process forked from the one that created the server (its
+        ``atexit`` hook is inherited too), it only closes this process's
+        copy of the listening socket: the connections and the accept loop
+        belong to the parent, which keeps serving.
         """
+        if self._fork_guard.inherited:
+            self._release_inherited()
+            return
         with self._state_lock:
             already_closed = self._closed
             self._closed = True
@@ -420,6 +451,16 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                 self.hub.close()
             except Exception:
                 self.logger.exception("closing the hub failed")
+
+    def _release_inherited(self) -> None:
+        """In a forked child: close our copy of the listening socket, touch nothing shared.
+
+        ``socket.shutdown()`` or a close frame would act on the parent's
+        sockets; closing a file descriptor only drops this process's reference.
+        """
+        self._closed = True
+        atexit.unregister(self.shutdown)
+        self.socket.close()
 
     @staticmethod
     def _close_quietly(connection: Connection, code: int, reason: str) -> None:
