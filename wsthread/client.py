@@ -16,12 +16,11 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Any, Iterable, Iterator, Optional, Sequence, Tuple
 
-from .connection import Connection, Keepalive
+from .connection import Connection
 from .deadline import Deadline
 from .exceptions import InvalidResponse, InvalidStatus, InvalidURI
-from .forks import after_fork_in_child
 from .sansio.deflate import PerMessageDeflate, accept_client, client_offer
 from .sansio.handshake import (
     Request,
@@ -32,6 +31,7 @@ from .sansio.handshake import (
     validate_response,
 )
 from .sansio.protocol import Protocol, Side
+from .threads import Keepalive, shared
 from .trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Tracer
 from .transport import TLSTransport, Transport
 
@@ -122,29 +122,6 @@ class ClientConnection(Connection):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-# Keepalive threads shared by every client connection with the same settings.
-_keepalives: Dict[Tuple[float, Optional[float]], Keepalive] = {}
-_keepalives_lock = threading.Lock()
-
-
-def _forget_keepalives() -> None:
-    """In a forked child: the keepalive threads stayed in the parent; start afresh."""
-    global _keepalives_lock
-    _keepalives.clear()
-    _keepalives_lock = threading.Lock()
-
-
-after_fork_in_child(_forget_keepalives)
-
-
-def _shared_keepalive(interval: float, timeout: Optional[float]) -> Keepalive:
-    with _keepalives_lock:
-        keepalive = _keepalives.get((interval, timeout))
-        if keepalive is None:
-            keepalive = _keepalives[(interval, timeout)] = Keepalive(interval, timeout)
-        return keepalive
 
 
 def connect(
@@ -264,7 +241,7 @@ def connect(
         raise
 
     keepalive = (
-        _shared_keepalive(ping_interval, ping_timeout) if ping_interval is not None else None
+        shared(Keepalive, ping_interval, ping_timeout) if ping_interval is not None else None
     )
     connection = ClientConnection(
         transport,

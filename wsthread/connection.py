@@ -41,8 +41,6 @@ Two ways to write:
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import os
 import socket
@@ -51,7 +49,6 @@ import time
 from collections import deque
 from typing import (
     Any,
-    Callable,
     Deque,
     Dict,
     Iterable,
@@ -60,28 +57,18 @@ from typing import (
     MutableMapping,
     Optional,
     Tuple,
-    Type,
-    TypeVar,
     Union,
 )
 
 from .deadline import Deadline
 from .exceptions import ConnectionClosed, ConnectionClosedOK
-from .forks import after_fork_in_child
+from .messages import HOLD, Data, MessageQueue, QueueClosed
 from .sansio.frames import CloseCode
 from .sansio.protocol import CloseReceived, Message, Ping, Pong, Protocol, Side, State
-from .transport import Transport, wait_any_writable
+from .threads import ReaderStarter, WritePump, shared, start_thread
+from .transport import Transport
 
-__all__ = [
-    "Connection",
-    "MessageQueue",
-    "Data",
-    "WritePump",
-    "ReaderStarter",
-    "start_thread",
-]
-
-Data = Union[str, bytes]
+__all__ = ["Connection", "Data"]
 
 logger = logging.getLogger("wsthread")
 
@@ -89,271 +76,6 @@ logger = logging.getLogger("wsthread")
 # 64 KiB stays under glibc's mmap threshold: a blocked recv() of 256 KiB
 # held a fresh mapping per idle connection (measured: 40 KB -> 37 KB of RSS).
 _RECV_SIZE = 64 * 1024
-
-_stack_size_lock = threading.Lock()
-
-
-def start_thread(thread: threading.Thread, stack_size: Optional[int]) -> None:
-    """Start ``thread`` with a stack of ``stack_size`` bytes (``None``: the default).
-
-    ``threading.stack_size()`` is process-wide; it is set only around this
-    thread's creation and put back at once, but a thread that another part
-    of the program starts at that very moment gets the same size.
-    """
-    if stack_size is None:
-        thread.start()
-        return
-    with _stack_size_lock:
-        previous = threading.stack_size(stack_size)
-        try:
-            thread.start()
-        finally:
-            threading.stack_size(previous)
-
-
-class _QueueClosed(Exception):
-    """Raised by :meth:`MessageQueue.get` once the queue is closed and empty."""
-
-
-# Who may read the socket and feed the protocol: one thread at a time.
-_FREE = 0  # nobody: the next to want it takes it
-_READER = 1  # the connection's reader thread
-_APP_READING = 2  # an application thread, inside recv()
-
-# How long the reader thread leaves the socket to an application thread that
-# returned from recv(), expecting it to call recv() again soon.
-_HOLD = 0.05
-
-
-class MessageQueue:
-    """Received messages, and the right to read the socket, shared by two kinds of thread.
-
-    The messages: a bounded queue between whoever reads the socket and the
-    application. ``put`` blocks while the queue is full, which stops the
-    reader thread and so pushes back on the peer through TCP flow control;
-    :meth:`stop_waiting` releases it for good once the connection is closing.
-
-    The right to read (a token): handing every message from the reader
-    thread to the application thread costs a thread switch. So an
-    application thread that waits in :meth:`get` with nothing queued reads
-    the socket itself, through the ``read`` function it passes, when nobody
-    else is reading. The reader thread reads only when no application
-    thread does: it asks for its turn with :meth:`reader_turn`, which waits
-    while an application thread is reading, or has just returned a message
-    and is expected back within ``_HOLD`` seconds. Past that, the reader
-    thread takes over, so pings are answered and a close is noticed even
-    while the application is busy elsewhere or never reads.
-    """
-
-    def __init__(self, max_size: Optional[int], reader_first: bool = False) -> None:
-        self.max_size = max_size
-        self._items: Deque[Data] = deque()
-        lock = threading.Lock()
-        self._condition = threading.Condition(lock)  # getters, and a blocked put
-        self._reader_wakeup = threading.Condition(lock)  # the reader thread's turn
-        self._closed = False
-        self._not_waiting = False
-        self._getters_waiting = 0
-        self._putters_waiting = 0  # the reader thread, blocked on a full queue
-        self._drain_waiting = False  # the reader thread, in wait_drained()
-        self._taken = 0  # how many messages the application has taken
-        self._token = _READER if reader_first else _FREE
-        self._held_since = 0.0
-        self._reader_waits_untimed = False
-        self._ending = False  # an application thread read the end of the stream
-
-    def put(self, item: Data, block: bool = True) -> bool:
-        """Add a message; the reader thread waits while the queue is full.
-
-        An application thread reading for itself passes ``block=False``: it
-        is the consumer, and reads only when the queue is empty. Once
-        :meth:`stop_waiting` was called, a full queue drops the message
-        instead; returns whether the message was kept.
-        """
-        with self._condition:
-            if block and self.max_size is not None:
-                while len(self._items) >= self.max_size and not self._closed:
-                    if self._not_waiting:
-                        return False
-                    self._putters_waiting += 1
-                    try:
-                        self._condition.wait()
-                    finally:
-                        self._putters_waiting -= 1
-            self._items.append(item)
-            if self._getters_waiting:
-                self._condition.notify_all()
-            return True
-
-    def get(
-        self,
-        timeout: Optional[float] = None,
-        read: Optional[Callable[[Optional[float]], bool]] = None,
-    ) -> Data:
-        """Take the oldest message, reading the socket with ``read`` if it is free.
-
-        ``read(timeout)`` reads once and feeds the protocol; it returns
-        ``False`` when the connection is ending, which is then left to the
-        reader thread.
-
-        Raises:
-            TimeoutError: nothing arrived within ``timeout`` seconds.
-            _QueueClosed: the queue is closed and empty.
-        """
-        deadline = Deadline(timeout)
-        with self._condition:
-            while True:
-                if self._items:
-                    item = self._items.popleft()
-                    self._taken += 1
-                    self._held_since = time.monotonic()
-                    if self._putters_waiting or self._drain_waiting:
-                        self._condition.notify_all()
-                    return item
-                if self._closed:
-                    raise _QueueClosed
-                if read is not None and self._token == _FREE and not self._ending:
-                    self._read_for_self(read, deadline)
-                    continue
-                remaining = deadline.remaining()
-                if remaining == 0:
-                    raise TimeoutError(f"no message within {timeout} seconds")
-                self._getters_waiting += 1
-                self._condition.notify_all()  # wait_drained() watches for a waiting getter
-                try:
-                    self._condition.wait(remaining)
-                finally:
-                    self._getters_waiting -= 1
-                    if self._reader_waits_untimed:
-                        # The reader thread may have deferred to this getter.
-                        self._reader_wakeup.notify()
-
-    def _read_for_self(self, read: Callable[[Optional[float]], bool], deadline: Deadline) -> None:
-        """Read the socket on the calling application thread; the lock is held on entry."""
-        self._token = _APP_READING
-        ended = False
-        self._condition.release()
-        try:
-            ended = not read(deadline.remaining())
-        finally:
-            self._condition.acquire()
-            self._token = _FREE
-            if ended:  # the end of the stream: the reader thread finishes the job
-                self._ending = True
-                self._reader_wakeup.notify()
-            else:
-                self._held_since = time.monotonic()
-                if self._reader_waits_untimed:
-                    self._reader_wakeup.notify()  # to start its hold timer
-            if self._getters_waiting:
-                self._condition.notify_all()
-
-    def reader_turn(self) -> bool:
-        """Wait until the reader thread may read; ``False`` if an application thread read the end.
-
-        The reader thread waits while an application thread reads, and for
-        ``_HOLD`` seconds after an application thread last took a message
-        or read, since it is likely to call :meth:`get` again.
-        """
-        with self._condition:
-            while True:
-                if self._ending:
-                    self._token = _READER
-                    return False
-                if self._token == _FREE and not self._getters_waiting:
-                    left = self._held_since + _HOLD - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._reader_wakeup.wait(left)
-                    continue
-                # An application thread reads, or is about to take the turn.
-                self._reader_waits_untimed = True
-                try:
-                    self._reader_wakeup.wait()
-                finally:
-                    self._reader_waits_untimed = False
-            self._token = _READER
-            return True
-
-    def reader_delay(self) -> Optional[float]:
-        """Seconds until the reader thread should take over; ``None`` while an app thread reads.
-
-        For a connection whose reader thread is not running yet: ``0`` or
-        less means start it now.
-        """
-        with self._condition:
-            if self._ending:
-                return 0.0
-            if self._token != _FREE or self._getters_waiting:
-                return None  # an application thread reads, or is about to
-            return self._held_since + _HOLD - time.monotonic()
-
-    def reader_done(self) -> None:
-        """The reader thread finished one read: the socket is free again."""
-        with self._condition:
-            self._token = _FREE
-            if self._getters_waiting:
-                self._condition.notify_all()
-
-    def wait_drained(self, timeout: Optional[float], idle: float = 0.5) -> bool:
-        """Wait until the application has taken every message and asks for more.
-
-        "Asks for more" (a caller waiting in :meth:`get`) matters: it means
-        the application has finished with the last message, for example sent
-        its reply. Waiting stops early when the application takes nothing
-        for ``idle`` seconds (it is busy elsewhere, or never reads), when
-        :meth:`stop_waiting` is called, or after ``timeout``. Returns whether
-        the queue was drained.
-        """
-        deadline = Deadline(timeout)
-
-        def drained() -> bool:
-            return (
-                (not self._items and self._getters_waiting > 0) or self._not_waiting or self._closed
-            )
-
-        with self._condition:
-            self._drain_waiting = True
-            try:
-                while not drained():
-                    taken = self._taken
-                    remaining = deadline.remaining()
-                    step = idle if remaining is None else min(idle, remaining)
-                    self._condition.wait_for(drained, step)
-                    if self._taken == taken or deadline.remaining() == 0:
-                        break
-                return drained()
-            finally:
-                self._drain_waiting = False
-
-    @property
-    def backlog(self) -> int:
-        """How many messages wait for the application."""
-        return len(self._items)
-
-    @property
-    def empty(self) -> bool:
-        """Whether no message is waiting."""
-        return not self._items
-
-    def close(self) -> None:
-        """No more messages will come; wake every waiter."""
-        with self._condition:
-            self._closed = True
-            self._condition.notify_all()
-            self._reader_wakeup.notify_all()
-
-    def stop_waiting(self) -> None:
-        """Never block :meth:`put` again, nor hold the reader back (the connection is closing).
-
-        Messages already queued stay readable; new ones beyond ``max_size``
-        are dropped, so memory stays bounded and the reader keeps reading.
-        """
-        with self._condition:
-            self._not_waiting = True
-            self._held_since = 0.0  # the application is done: the reader reads at once
-            self._condition.notify_all()
-            self._reader_wakeup.notify_all()
 
 
 class _PeerLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -431,6 +153,7 @@ class Connection:
         self._outbox_lock = threading.Lock()
         # When the transport last made progress on a non-blocking write.
         self._write_progress = 0.0
+        self._pumped = False  # watched by the write pump
         self._reader: Optional[threading.Thread] = None  # made when needed
         # The reader thread starts only once it is needed (see ReaderStarter).
         self._opened = False
@@ -469,7 +192,7 @@ class Connection:
         if self._initial_data:
             self._start_reader()  # the bytes behind the handshake are the reader's
         else:
-            self._arm_reader_check(_HOLD)
+            self._arm_reader_check(HOLD)
 
     def _start_reader(self) -> None:
         """Start the reader thread unless it runs (or ran) already."""
@@ -485,7 +208,7 @@ class Connection:
     def _arm_reader_check(self, delay: float) -> None:
         """Ask :class:`ReaderStarter` to look at this connection in ``delay`` seconds."""
         self._reader_check_pending = True
-        ReaderStarter.instance().schedule(self, time.monotonic() + delay)
+        shared(ReaderStarter).schedule(time.monotonic() + delay, self._reader_check)
 
     def _reader_check(self) -> None:
         """Start the reader thread if nobody has read for a while (called by ReaderStarter)."""
@@ -538,14 +261,14 @@ class Connection:
         """
         try:
             return self._messages.get(timeout, self._read_directly)
-        except _QueueClosed:
+        except QueueClosed:
             self._closed.wait()
             raise self.protocol.close_exception() from None
         except socket.timeout:  # not a TimeoutError before Python 3.10
             raise TimeoutError(f"no message within {timeout} seconds") from None
         finally:
             if not self._reader_started and not self._reader_check_pending:
-                self._arm_reader_check(_HOLD)
+                self._arm_reader_check(HOLD)
 
     def __iter__(self) -> Iterator[Data]:
         """Yield messages until the connection closes normally.
@@ -762,10 +485,27 @@ class Connection:
             self._shutdown_transport()
             return
         if self.transport.unsent:
-            WritePump.instance().watch(self)
+            self._hand_to_pump()
+
+    def _hand_to_pump(self) -> None:
+        """Let the process-wide :class:`WritePump` finish what the socket did not take."""
+        if not self._pumped:
+            self._pumped = True
+            self._write_progress = time.monotonic()
+        shared(WritePump).watch(self)
+
+    def pump_socket(self) -> Optional[socket.socket]:
+        """The socket the write pump waits on; ``None`` once it is shut down."""
+        return None if self._transport_closed else self.socket
+
+    def pump(self, now: float) -> bool:
+        """Called by :class:`WritePump` when the socket may take more; True when done."""
+        done = self._pump_step(now)
+        if done:
+            self._pumped = False
+        return done
 
     def _pump_step(self, now: float) -> bool:
-        """Called by :class:`WritePump` when the socket may take more; True when done."""
         if self._transport_closed:
             return True
         if not self._write_lock.acquire(blocking=False):
@@ -1050,7 +790,7 @@ class Connection:
                 self._pong_deadline = now + timeout
             self.transport.write(frame)
             if self.transport.unsent:
-                WritePump.instance().watch(self)
+                self._hand_to_pump()
         except ConnectionClosed:
             pass
         except OSError as exc:
@@ -1061,200 +801,3 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.remote_address} {self.protocol.state.name}>"
-
-
-_Shared = TypeVar("_Shared", bound="_ProcessWide")
-
-
-class _ProcessWide:
-    """A helper of which a process needs one: made on first use, then shared."""
-
-    _instances: Dict[type, Any] = {}
-    _instances_lock = threading.Lock()
-
-    @classmethod
-    def instance(cls: Type[_Shared]) -> _Shared:
-        """The process-wide instance of this class."""
-        with _ProcessWide._instances_lock:
-            shared = _ProcessWide._instances.get(cls)
-            if shared is None:
-                shared = _ProcessWide._instances[cls] = cls()
-            return shared
-
-    @staticmethod
-    def _forget_instances() -> None:
-        """In a forked child: the helpers' threads stayed in the parent; start afresh."""
-        _ProcessWide._instances = {}
-        _ProcessWide._instances_lock = threading.Lock()
-
-
-after_fork_in_child(_ProcessWide._forget_instances)
-
-
-class WritePump(_ProcessWide):
-    """One thread that finishes the non-blocking writes sockets could not take at once.
-
-    A connection whose transport still holds bytes after a broadcast asks
-    the pump to :meth:`watch` it; the pump waits until the socket can take
-    more, writes, and lets go of the connection once its buffer is empty or
-    fails it after ``write_timeout`` seconds without progress. One pump
-    serves the whole process; its thread ends when nothing is left to watch.
-    """
-
-    def __init__(self, tick: float = 0.05) -> None:
-        self._tick = tick
-        self._watched: Dict[Connection, None] = {}
-        self._lock = threading.Lock()
-        self._thread: Optional[threading.Thread] = None
-
-    def watch(self, connection: Connection) -> None:
-        """Finish ``connection``'s pending bytes in the background."""
-        with self._lock:
-            if connection not in self._watched:
-                connection._write_progress = time.monotonic()
-                self._watched[connection] = None
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="wsthread-write-pump", daemon=True
-                )
-                self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                connections = list(self._watched)
-                if not connections:
-                    self._thread = None
-                    return
-            self._wait_any_writable(connections)
-            now = time.monotonic()
-            finished = []
-            for connection in connections:
-                try:
-                    if connection._pump_step(now):
-                        finished.append(connection)
-                except Exception:
-                    logger.exception("write pump failed for %r", connection)
-                    finished.append(connection)
-            if finished:
-                with self._lock:
-                    for connection in finished:
-                        self._watched.pop(connection, None)
-
-    def _wait_any_writable(self, connections: List[Connection]) -> None:
-        """Sleep until one of the sockets can take data, at most one tick."""
-        sockets = [c.socket for c in connections if not c._transport_closed]
-        try:
-            wait_any_writable(sockets, self._tick)
-        except (OSError, ValueError):  # a socket closed meanwhile: look again
-            time.sleep(self._tick)
-
-
-class ReaderStarter(_ProcessWide):
-    """One thread that starts connections' reader threads when they are needed.
-
-    A connection asks it to look again a little later (:meth:`schedule`);
-    if by then no application thread reads its socket, the connection starts
-    its reader thread. One starter serves the whole process; its thread ends
-    after half a second with nothing to do and comes back when needed.
-    """
-
-    def __init__(self, linger: float = 0.5) -> None:
-        self._linger = linger
-        self._heap: List[Tuple[float, int, Connection]] = []
-        self._counter = itertools.count()
-        self._condition = threading.Condition(threading.Lock())
-        self._thread: Optional[threading.Thread] = None
-
-    def schedule(self, connection: Connection, when: float) -> None:
-        """Call ``connection._reader_check()`` at ``when`` (a ``time.monotonic()`` value)."""
-        with self._condition:
-            heapq.heappush(self._heap, (when, next(self._counter), connection))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="wsthread-start-readers", daemon=True
-                )
-                self._thread.start()
-            elif self._heap[0][2] is connection:
-                self._condition.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._condition:
-                while True:
-                    if not self._heap:
-                        self._condition.wait(self._linger)
-                        if not self._heap:
-                            self._thread = None
-                            return
-                        continue
-                    when = self._heap[0][0]
-                    now = time.monotonic()
-                    if when <= now:
-                        connection = heapq.heappop(self._heap)[2]
-                        break
-                    self._condition.wait(when - now)
-            try:
-                connection._reader_check()
-            except Exception:
-                logger.exception("could not start the reader of %r", connection)
-
-
-class Keepalive:
-    """One thread that pings many connections and closes those that stop answering.
-
-    A server owns one for all its connections, so keepalive costs no thread
-    per connection.
-
-    Args:
-        interval: seconds between pings on an idle connection.
-        timeout: seconds to wait for the pong before closing with 1011;
-            ``None`` never closes.
-    """
-
-    def __init__(self, interval: float, timeout: Optional[float]) -> None:
-        self.interval = interval
-        self.timeout = timeout
-        self._connections: Dict[Connection, None] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        step = min(interval, timeout) if timeout is not None else interval
-        self._tick = max(0.01, min(1.0, step / 4))
-
-    def add(self, connection: Connection) -> None:
-        """Start watching ``connection``."""
-        with self._lock:
-            self._connections[connection] = None
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="wsthread-keepalive", daemon=True
-                )
-                self._thread.start()
-
-    def remove(self, connection: Connection) -> None:
-        """Stop watching ``connection``."""
-        with self._lock:
-            self._connections.pop(connection, None)
-
-    def stop(self) -> None:
-        """Stop the thread."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._tick):
-            with self._lock:
-                connections = list(self._connections)
-                if not connections:
-                    # Nothing to watch: end the thread; add() starts a new one.
-                    self._thread = None
-                    return
-            now = time.monotonic()
-            for connection in connections:
-                try:
-                    connection.keepalive_tick(now, self.interval, self.timeout)
-                except Exception:
-                    logger.exception("keepalive failed for %r", connection)

@@ -44,7 +44,7 @@ from typing import (
     Union,
 )
 
-from .connection import Connection, Data, Keepalive, start_thread
+from .connection import Connection, Data
 from .deadline import Deadline
 from .exceptions import (
     ConnectionClosed,
@@ -67,6 +67,7 @@ from .sansio.handshake import (
     validate_request,
 )
 from .sansio.protocol import Protocol, Side
+from .threads import Keepalive, start_thread
 from .trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Tracer
 from .transport import TLSTransport, Transport
 

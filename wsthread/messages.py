@@ -1,0 +1,267 @@
+"""The bounded queue of received messages and the turn to read: used by every connection thread.
+
+:class:`MessageQueue` sits between whoever reads the socket (the
+connection's reader thread, or an application thread waiting in
+``recv()``) and the application. It holds no socket and starts no thread,
+so it is tested on its own with threads and barriers
+(``tests/test_messages.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Callable, Deque, Optional, Union
+
+from .deadline import Deadline
+
+__all__ = ["MessageQueue", "QueueClosed", "Data", "HOLD"]
+
+Data = Union[str, bytes]
+"""A message: ``str`` for text, ``bytes`` for binary."""
+
+
+class QueueClosed(Exception):
+    """Raised by :meth:`MessageQueue.get` once the queue is closed and empty."""
+
+
+# Who may read the socket and feed the protocol: one thread at a time.
+_FREE = 0  # nobody: the next to want it takes it
+_READER = 1  # the connection's reader thread
+_APP_READING = 2  # an application thread, inside recv()
+
+# How long the reader thread leaves the socket to an application thread that
+# returned from recv(), expecting it to call recv() again soon.
+HOLD = 0.05
+
+
+class MessageQueue:
+    """Received messages, and the right to read the socket, shared by two kinds of thread.
+
+    The messages: a bounded queue between whoever reads the socket and the
+    application. ``put`` blocks while the queue is full, which stops the
+    reader thread and so pushes back on the peer through TCP flow control;
+    :meth:`stop_waiting` releases it for good once the connection is closing.
+
+    The right to read (a token): handing every message from the reader
+    thread to the application thread costs a thread switch. So an
+    application thread that waits in :meth:`get` with nothing queued reads
+    the socket itself, through the ``read`` function it passes, when nobody
+    else is reading. The reader thread reads only when no application
+    thread does: it asks for its turn with :meth:`reader_turn`, which waits
+    while an application thread is reading, or has just returned a message
+    and is expected back within ``HOLD`` seconds. Past that, the reader
+    thread takes over, so pings are answered and a close is noticed even
+    while the application is busy elsewhere or never reads.
+    """
+
+    def __init__(self, max_size: Optional[int], reader_first: bool = False) -> None:
+        self.max_size = max_size
+        self._items: Deque[Data] = deque()
+        lock = threading.Lock()
+        self._condition = threading.Condition(lock)  # getters, and a blocked put
+        self._reader_wakeup = threading.Condition(lock)  # the reader thread's turn
+        self._closed = False
+        self._not_waiting = False
+        self._getters_waiting = 0
+        self._putters_waiting = 0  # the reader thread, blocked on a full queue
+        self._drain_waiting = False  # the reader thread, in wait_drained()
+        self._taken = 0  # how many messages the application has taken
+        self._token = _READER if reader_first else _FREE
+        self._held_since = 0.0
+        self._reader_waits_untimed = False
+        self._ending = False  # an application thread read the end of the stream
+
+    def put(self, item: Data, block: bool = True) -> bool:
+        """Add a message; the reader thread waits while the queue is full.
+
+        An application thread reading for itself passes ``block=False``: it
+        is the consumer, and reads only when the queue is empty. Once
+        :meth:`stop_waiting` was called, a full queue drops the message
+        instead; returns whether the message was kept.
+        """
+        with self._condition:
+            if block and self.max_size is not None:
+                while len(self._items) >= self.max_size and not self._closed:
+                    if self._not_waiting:
+                        return False
+                    self._putters_waiting += 1
+                    try:
+                        self._condition.wait()
+                    finally:
+                        self._putters_waiting -= 1
+            self._items.append(item)
+            if self._getters_waiting:
+                self._condition.notify_all()
+            return True
+
+    def get(
+        self,
+        timeout: Optional[float] = None,
+        read: Optional[Callable[[Optional[float]], bool]] = None,
+    ) -> Data:
+        """Take the oldest message, reading the socket with ``read`` if it is free.
+
+        ``read(timeout)`` reads once and feeds the protocol; it returns
+        ``False`` when the connection is ending, which is then left to the
+        reader thread.
+
+        Raises:
+            TimeoutError: nothing arrived within ``timeout`` seconds.
+            QueueClosed: the queue is closed and empty.
+        """
+        deadline = Deadline(timeout)
+        with self._condition:
+            while True:
+                if self._items:
+                    item = self._items.popleft()
+                    self._taken += 1
+                    self._held_since = time.monotonic()
+                    if self._putters_waiting or self._drain_waiting:
+                        self._condition.notify_all()
+                    return item
+                if self._closed:
+                    raise QueueClosed
+                if read is not None and self._token == _FREE and not self._ending:
+                    self._read_for_self(read, deadline)
+                    continue
+                remaining = deadline.remaining()
+                if remaining == 0:
+                    raise TimeoutError(f"no message within {timeout} seconds")
+                self._getters_waiting += 1
+                self._condition.notify_all()  # wait_drained() watches for a waiting getter
+                try:
+                    self._condition.wait(remaining)
+                finally:
+                    self._getters_waiting -= 1
+                    if self._reader_waits_untimed:
+                        # The reader thread may have deferred to this getter.
+                        self._reader_wakeup.notify()
+
+    def _read_for_self(self, read: Callable[[Optional[float]], bool], deadline: Deadline) -> None:
+        """Read the socket on the calling application thread; the lock is held on entry."""
+        self._token = _APP_READING
+        ended = False
+        self._condition.release()
+        try:
+            ended = not read(deadline.remaining())
+        finally:
+            self._condition.acquire()
+            self._token = _FREE
+            if ended:  # the end of the stream: the reader thread finishes the job
+                self._ending = True
+                self._reader_wakeup.notify()
+            else:
+                self._held_since = time.monotonic()
+                if self._reader_waits_untimed:
+                    self._reader_wakeup.notify()  # to start its hold timer
+            if self._getters_waiting:
+                self._condition.notify_all()
+
+    def reader_turn(self) -> bool:
+        """Wait until the reader thread may read; ``False`` if an application thread read the end.
+
+        The reader thread waits while an application thread reads, and for
+        ``HOLD`` seconds after an application thread last took a message
+        or read, since it is likely to call :meth:`get` again.
+        """
+        with self._condition:
+            while True:
+                if self._ending:
+                    self._token = _READER
+                    return False
+                if self._token == _FREE and not self._getters_waiting:
+                    left = self._held_since + HOLD - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._reader_wakeup.wait(left)
+                    continue
+                # An application thread reads, or is about to take the turn.
+                self._reader_waits_untimed = True
+                try:
+                    self._reader_wakeup.wait()
+                finally:
+                    self._reader_waits_untimed = False
+            self._token = _READER
+            return True
+
+    def reader_delay(self) -> Optional[float]:
+        """Seconds until the reader thread should take over; ``None`` while an app thread reads.
+
+        For a connection whose reader thread is not running yet: ``0`` or
+        less means start it now.
+        """
+        with self._condition:
+            if self._ending:
+                return 0.0
+            if self._token != _FREE or self._getters_waiting:
+                return None  # an application thread reads, or is about to
+            return self._held_since + HOLD - time.monotonic()
+
+    def reader_done(self) -> None:
+        """The reader thread finished one read: the socket is free again."""
+        with self._condition:
+            self._token = _FREE
+            if self._getters_waiting:
+                self._condition.notify_all()
+
+    def wait_drained(self, timeout: Optional[float], idle: float = 0.5) -> bool:
+        """Wait until the application has taken every message and asks for more.
+
+        "Asks for more" (a caller waiting in :meth:`get`) matters: it means
+        the application has finished with the last message, for example sent
+        its reply. Waiting stops early when the application takes nothing
+        for ``idle`` seconds (it is busy elsewhere, or never reads), when
+        :meth:`stop_waiting` is called, or after ``timeout``. Returns whether
+        the queue was drained.
+        """
+        deadline = Deadline(timeout)
+
+        def drained() -> bool:
+            return (
+                (not self._items and self._getters_waiting > 0) or self._not_waiting or self._closed
+            )
+
+        with self._condition:
+            self._drain_waiting = True
+            try:
+                while not drained():
+                    taken = self._taken
+                    remaining = deadline.remaining()
+                    step = idle if remaining is None else min(idle, remaining)
+                    self._condition.wait_for(drained, step)
+                    if self._taken == taken or deadline.remaining() == 0:
+                        break
+                return drained()
+            finally:
+                self._drain_waiting = False
+
+    @property
+    def backlog(self) -> int:
+        """How many messages wait for the application."""
+        return len(self._items)
+
+    @property
+    def empty(self) -> bool:
+        """Whether no message is waiting."""
+        return not self._items
+
+    def close(self) -> None:
+        """No more messages will come; wake every waiter."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+            self._reader_wakeup.notify_all()
+
+    def stop_waiting(self) -> None:
+        """Never block :meth:`put` again, nor hold the reader back (the connection is closing).
+
+        Messages already queued stay readable; new ones beyond ``max_size``
+        are dropped, so memory stays bounded and the reader keeps reading.
+        """
+        with self._condition:
+            self._not_waiting = True
+            self._held_since = 0.0  # the application is done: the reader reads at once
+            self._condition.notify_all()
+            self._reader_wakeup.notify_all()
