@@ -34,6 +34,7 @@ from wsthread.exceptions import (
     ProtocolError,
 )
 from wsthread.sansio.deflate import (
+    Deflate,
     DeflateParameters,
     PerMessageDeflate,
     accept_client,
@@ -487,7 +488,9 @@ def test_extension_parameters_round_trip(params: DeflateParameters) -> None:
     and the same header offered to a server is agreed unchanged."""
     header = params.header()
     assert accept_client([header]) == params
-    agreed = negotiate_server([header])
+    agreed = negotiate_server(
+        [header], Deflate(server_max_window_bits=15, client_max_window_bits=15)
+    )
     assert agreed is not None and agreed[1] == params
 
 

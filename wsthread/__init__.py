@@ -27,6 +27,7 @@ from .exceptions import (
     ProtocolError,
     WebSocketError,
 )
+from .sansio.deflate import Deflate
 from .sansio.handshake import Headers, Request, Response, http_response
 from .server import ServerConnection, WebSocketServer, serve
 
@@ -41,6 +42,7 @@ __all__ = [
     "Request",
     "Response",
     "Headers",
+    "Deflate",
     "http_response",
     "WebSocketError",
     "ConnectionClosed",

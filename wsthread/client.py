@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, Tuple
 from .connection import Connection
 from .deadline import Deadline
 from .exceptions import InvalidResponse, InvalidStatus, InvalidURI
-from .sansio.deflate import PerMessageDeflate, accept_client, client_offer
+from .sansio.deflate import CompressionOption, client_offer, client_settings, negotiate_client
 from .sansio.handshake import (
     Request,
     Response,
@@ -132,7 +132,7 @@ def connect(
     origin: Optional[str] = None,
     subprotocols: Optional[Sequence[str]] = None,
     additional_headers: Optional[Iterable[Tuple[str, str]]] = None,
-    compression: Optional[str] = "deflate",
+    compression: CompressionOption = "deflate",
     open_timeout: Optional[float] = 10,
     ping_interval: Optional[float] = 20,
     ping_timeout: Optional[float] = 20,
@@ -155,7 +155,10 @@ def connect(
         subprotocols: subprotocols to offer, in order of preference.
         additional_headers: extra request headers, as ``(name, value)`` pairs
             or a mapping.
-        compression: ``"deflate"`` offers permessage-deflate; ``None`` does not.
+        compression: ``"deflate"`` offers permessage-deflate as browsers do
+            (``Deflate()``); a :class:`~wsthread.Deflate`, or a list of them
+            (several offers, in order of preference), says which parameters
+            to offer; ``None`` offers nothing.
         open_timeout: seconds for TCP, TLS and the HTTP handshake together.
         ping_interval: seconds between keepalive pings; ``None`` disables them.
         ping_timeout: seconds to wait for a pong before closing with 1011.
@@ -176,8 +179,7 @@ def connect(
         TimeoutError: the handshake took longer than ``open_timeout``.
         OSError: the connection could not be made (refused, TLS failure...).
     """
-    if compression not in ("deflate", None):
-        raise ValueError(f"unsupported compression {compression!r}: use 'deflate' or None")
+    offers = client_settings(compression)
     target = parse_uri(uri)
     deadline = Deadline(open_timeout)
     headers: Iterable[Tuple[str, str]] = ()
@@ -211,7 +213,7 @@ def connect(
             secure=target.secure,
             origin=origin,
             subprotocols=list(subprotocols or ()),
-            extensions=client_offer() if compression == "deflate" else None,
+            extensions=client_offer(offers) if offers else None,
             extra_headers=headers,
         )
         tracer = None if trace is None else trace.connection(uri)
@@ -229,10 +231,7 @@ def connect(
         if tracer is not None:
             tracer.handshake(SERVER_TO_CLIENT, response.serialize())
         subprotocol = validate_response(response, key, subprotocols=list(subprotocols or ()))
-        extensions = response.headers.get_all("Sec-WebSocket-Extensions")
-        if extensions and compression is None:
-            raise InvalidResponse("the server accepted an extension that was not offered")
-        deflate = accept_client(extensions)
+        agreed = negotiate_client(response.headers.get_all("Sec-WebSocket-Extensions"), offers)
     except socket.timeout:
         sock.close()
         raise TimeoutError(f"the opening handshake with {uri} took over {open_timeout}s") from None
@@ -248,7 +247,7 @@ def connect(
         Protocol(
             Side.CLIENT,
             max_size=max_size,
-            deflate=None if deflate is None else PerMessageDeflate(deflate, is_server=False),
+            deflate=None if agreed is None else agreed[1].codec(agreed[0], is_server=False),
             trace=tracer,
         ),
         request=request,

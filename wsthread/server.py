@@ -54,7 +54,12 @@ from .exceptions import (
     ServiceUnavailable,
 )
 from .forks import ForkGuard
-from .sansio.deflate import DeflateParameters, PerMessageDeflate, negotiate_server
+from .sansio.deflate import (
+    CompressionOption,
+    DeflateParameters,
+    negotiate_server,
+    server_settings,
+)
 from .sansio.frames import CloseCode
 from .sansio.handshake import (
     Request,
@@ -194,10 +199,9 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         trace: Optional[Tracer] = None,
         logger: Optional[logging.Logger] = None,
         ssl: Optional[ssl_module.SSLContext] = None,
-        compression: Optional[str] = "deflate",
+        compression: CompressionOption = "deflate",
     ) -> None:
-        if compression not in ("deflate", None):
-            raise ValueError(f"unsupported compression {compression!r}: use 'deflate' or None")
+        self.deflate = server_settings(compression)
         self.handler = handler
         self.ssl_context = ssl
         self.compression = compression
@@ -604,8 +608,10 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             connection.subprotocol = self._select_subprotocol(connection, request)
             extensions: Optional[str] = None
             deflate: Optional[DeflateParameters] = None
-            if self.compression == "deflate":
-                agreed = negotiate_server(request.headers.get_all("Sec-WebSocket-Extensions"))
+            if self.deflate is not None:
+                agreed = negotiate_server(
+                    request.headers.get_all("Sec-WebSocket-Extensions"), self.deflate
+                )
                 if agreed is not None:
                     extensions, deflate = agreed
             reserved = self._reserve_slot()
@@ -620,11 +626,11 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                 tracer.handshake(SERVER_TO_CLIENT, head)
             transport.write(head)
             transport.flush(deadline.remaining())
-            if deflate is not None:
+            if deflate is not None and self.deflate is not None:
                 connection.protocol = Protocol(
                     Side.SERVER,
                     max_size=self.max_size,
-                    deflate=PerMessageDeflate(deflate, is_server=True),
+                    deflate=self.deflate.codec(deflate, is_server=True),
                     trace=tracer,
                 )
             connection._initial_data = parser.trailing_data
@@ -796,8 +802,11 @@ def serve(
         ssl: an :class:`ssl.SSLContext` to serve ``wss://``; the TLS handshake
             runs on the connection's thread within ``open_timeout``.
         compression: ``"deflate"`` (the default) accepts permessage-deflate
-            when a client offers it; ``None`` disables it. Messages under 16
-            bytes are sent uncompressed; ``max_size`` bounds the inflated size.
+            when a client offers it, with :class:`wsthread.Deflate`'s
+            defaults (4 KiB windows, chosen for memory); a
+            :class:`~wsthread.Deflate` sets what is accepted and preferred;
+            ``None`` disables it. Messages under 16 bytes are sent
+            uncompressed; ``max_size`` bounds the inflated size.
 
     Returns:
         The listening server: call ``serve_forever()`` or ``start()``; use it

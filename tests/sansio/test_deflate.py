@@ -10,6 +10,7 @@ import pytest
 from wsthread.exceptions import InvalidRequest, InvalidResponse, PayloadTooBig
 from wsthread.sansio.deflate import (
     COMPRESSION_THRESHOLD,
+    Deflate,
     DeflateParameters,
     PerMessageDeflate,
     accept_client,
@@ -46,9 +47,13 @@ def test_parse_extensions_rejects_malformed_headers(header: str) -> None:
         parse_extensions([header])
 
 
+# Server settings that accept every offer as it is (zlib's 32 KiB windows).
+WIDE = Deflate(server_max_window_bits=15, client_max_window_bits=15)
+
+
 def test_server_accepts_plain_offer() -> None:
     """A bare offer is accepted with default parameters."""
-    result = negotiate_server(["permessage-deflate"])
+    result = negotiate_server(["permessage-deflate"], WIDE)
     assert result == ("permessage-deflate", DeflateParameters())
 
 
@@ -86,7 +91,7 @@ def test_server_honours_each_parameter(
     offer: str, response: str, parameters: DeflateParameters
 ) -> None:
     """Each RFC 7692 parameter in an offer is honoured and stated in the answer."""
-    assert negotiate_server([offer]) == (response, parameters)
+    assert negotiate_server([offer], WIDE) == (response, parameters)
 
 
 @pytest.mark.parametrize(
@@ -113,7 +118,8 @@ def test_first_acceptable_offer_wins() -> None:
         [
             "permessage-deflate; server_max_window_bits=99, permessage-deflate; "
             "client_no_context_takeover, permessage-deflate"
-        ]
+        ],
+        WIDE,
     )
     assert result is not None
     assert result[1] == DeflateParameters(client_no_context_takeover=True)
