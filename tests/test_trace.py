@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import signal
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 from typing import List, Optional, Tuple
 
 import pytest
 
 import wsthread
 from conftest import ServerFactory, echo_process
-from wsthread.frames import decode, explain, main, parse_hex
+from wsthread.frames import decode, describe_incomplete, explain, main, parse_hex, violations
 from wsthread.sansio.frames import Frame, Opcode, serialize_frame
 from wsthread.sansio.handshake import accept_key
 from wsthread.sansio.protocol import Protocol, Side
@@ -99,7 +101,8 @@ def test_close_code_names() -> None:
     assert close_code_name(1011) == "INTERNAL_ERROR"
     assert close_code_name(3001) == "REGISTERED"
     assert close_code_name(4999) == "PRIVATE"
-    assert close_code_name(1004) == "UNKNOWN"
+    assert close_code_name(1004) == "RESERVED"
+    assert close_code_name(1016) == "UNKNOWN"
 
 
 def test_format_compressed_frame_and_continuations() -> None:
@@ -285,13 +288,91 @@ def test_decoder_side_option_and_errors() -> None:
     """--from decides the side; a wrong side or a cut frame is reported, status 1."""
     status, output = run_decoder("--from", "server", *RFC_MASKED_HELLO.split())
     assert status == 1
-    assert output.splitlines()[-1] == "byte 0: invalid frame: a server must not mask its frames"
+    assert output.splitlines()[-1] == (
+        "byte 0: invalid frame: a server must not mask its frames: "
+        "a receiver closes with 1002 (PROTOCOL_ERROR)"
+    )
     status, output = run_decoder(*RFC_MASKED_HELLO.split()[:-1])
     assert status == 1
-    assert output.splitlines()[-1] == "byte 0: incomplete frame, 10 bytes left over"
+    assert output.splitlines()[-1] == (
+        "byte 0: incomplete frame: header TEXT FIN=1 RSV=000 MASK=1 len=5, 6 bytes; "
+        "payload: 4 of 5 bytes here, 1 missing"
+    )
     status, output = run_decoder("--from", "client", *RFC_UNMASKED_HELLO.split())
     assert status == 1
     assert "a client must mask its frames" in output
+
+
+def test_decoder_reads_the_header_of_a_cut_frame() -> None:
+    """A header-only frame is decoded: its length, and how many payload bytes are missing."""
+    status, output = run_decoder("--explain", "82 7f 00 00 00 00 00 01 11 70")
+    assert status == 1
+    assert output.splitlines()[-1] == (
+        "byte 0: incomplete frame: header BINARY FIN=1 RSV=000 MASK=0 len=70000 "
+        "(64-bit length), 10 bytes; payload: 0 of 70000 bytes here, 70000 missing"
+    )
+    assert describe_incomplete(bytes.fromhex("827f0000")) == (
+        "header BINARY FIN=1 RSV=000 MASK=0, 4 of its 10 bytes here, 6 missing"
+    )
+    assert describe_incomplete(b"\x81") == "only 1 byte of a header (at least 2)"
+
+
+@pytest.mark.parametrize(
+    "hex_bytes, message, code",
+    [
+        ("81 02 c3 28", "invalid UTF-8", 1007),  # the issue's example
+        ("01 01 c3 80 01 28", "invalid UTF-8", 1007),  # split over two fragments
+        ("88 02 03 ec", "invalid code 1004", 1002),  # a reserved close code
+        ("88 01 03", "one-byte payload", 1002),
+        ("88 03 03 e8 ff", "reason is not valid UTF-8", 1007),
+        ("80 01 41", "continuation frame without a message", 1002),
+        ("01 01 41 81 01 42", "new message started", 1002),
+        ("89 7e 00 7e" + " 00" * 126, "over 125", 1002),  # the framing layer's own check
+        ("09 00", "fragmented", 1002),
+        ("81 81 00 00 00 00 41", "must not mask", 1002),
+    ],
+)
+def test_decoder_marks_each_violation_with_its_close_code(
+    hex_bytes: str, message: str, code: int
+) -> None:
+    """Every protocol violation is annotated with the close code a receiver would send."""
+    status, output = run_decoder("--from", "server", hex_bytes)
+    assert status == 1
+    marked = [
+        line for line in output.splitlines() if "a receiver closes with" in line and message in line
+    ]
+    assert marked, output
+    assert f"a receiver closes with {code} ({close_code_name(code)})" in marked[0]
+
+
+def test_decoder_valid_utf8_split_over_fragments_is_fine() -> None:
+    """A character cut between two fragments is valid: no violation, status 0."""
+    frames, problem = decode(bytes.fromhex("0101c38001a9"), masked=False)
+    assert problem is None and violations(frames) == []
+    status, output = run_decoder("01 01 c3 80 01 a9")
+    assert status == 0 and "receiver closes" not in output
+
+
+def test_frames_page_shows_what_the_decoder_prints() -> None:
+    """Every ``$ python -m wsthread.frames`` in frames.md is followed by its real output."""
+    page = Path(__file__).resolve().parent.parent / "docs" / "explanation" / "frames.md"
+    blocks = re.findall(
+        r"```text\n(\$ python -m wsthread\.frames[^\n]*)\n(.*?)```",
+        page.read_text(encoding="utf-8"),
+        re.S,
+    )
+    assert len(blocks) >= 4
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    for command, shown in blocks:
+        result = subprocess.run(
+            ["bash", "-c", command[2:].replace("python ", f"{sys.executable} ", 1)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+        assert result.stdout == shown, command
 
 
 def test_decoder_matches_the_serializer() -> None:

@@ -48,7 +48,12 @@ def _show(message: object) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the interactive client; return the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m wsthread", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m wsthread",
+        description="An interactive WebSocket client: each line typed is sent as a text "
+        "message; each message received is printed after '<'. Ctrl-D (end of input) "
+        "or Ctrl-C closes the connection.",
+    )
     parser.add_argument("uri", help="ws:// or wss:// URI to connect to")
     parser.add_argument("--cafile", help="trust the CA certificates in this PEM file (wss)")
     parser.add_argument(

@@ -20,7 +20,19 @@ reads them), ``--from server`` (unmasked, as a client reads them), or
 The frames are cut by the sans-I/O :class:`~wsthread.sansio.frames.FrameParser`
 itself, with every check it makes on a live connection (but no size limit,
 and RSV1 allowed, since permessage-deflate may have been agreed), so an
-invalid frame is reported with the error a peer would get.
+invalid frame is reported with the error a peer would get. The frames are
+then checked as a receiving connection checks them (the order of fragments,
+UTF-8 in text messages and close reasons, close codes), and every violation
+is shown with the close code a receiver would fail the connection with::
+
+    $ python -m wsthread.frames 81 02 c3 28
+    parsing as frames sent by the server (unmasked), as a client reads them
+    frame 1: bytes 0-3 (4 bytes)
+      server -> client  TEXT FIN=1 RSV=000 MASK=0 len=2  text '\ufffd('
+      ! invalid UTF-8: invalid continuation byte: a receiver closes with 1007 (INVALID_DATA)
+
+A frame cut short is decoded as far as its header goes, with the number of
+payload bytes missing.
 """
 
 from __future__ import annotations
@@ -32,10 +44,19 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 from .exceptions import ProtocolError
-from .sansio.frames import Frame, FrameParser, apply_mask
-from .trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, FrameFormatter
+from .sansio.frames import Frame, FrameParser, Opcode, apply_mask, parse_close
+from .sansio.utf8 import Utf8Decoder
+from .trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, FrameFormatter, close_code_name
 
-__all__ = ["DecodedFrame", "decode", "parse_hex", "explain", "main"]
+__all__ = [
+    "DecodedFrame",
+    "decode",
+    "describe_incomplete",
+    "violations",
+    "parse_hex",
+    "explain",
+    "main",
+]
 
 
 @dataclass(frozen=True)
@@ -92,7 +113,7 @@ def decode(data: bytes, *, masked: bool) -> Tuple[List[DecodedFrame], Optional[s
         try:
             frame = parser.next_frame(None)
         except ProtocolError as exc:
-            return frames, f"byte {start}: invalid frame: {exc}"
+            return frames, f"byte {start}: invalid frame: {exc}: {_consequence(exc)}"
         if frame is None:
             break
         end = len(data) - parser.buffered
@@ -104,8 +125,102 @@ def decode(data: bytes, *, masked: bool) -> Tuple[List[DecodedFrame], Optional[s
         frames.append(DecodedFrame(frame, start, raw, mask))
         start = end
     if parser.buffered:
-        return frames, f"byte {start}: incomplete frame, {parser.buffered} bytes left over"
+        return frames, f"byte {start}: incomplete frame: {describe_incomplete(data[start:])}"
     return frames, None
+
+
+def _consequence(error: ProtocolError) -> str:
+    return f"a receiver closes with {error.code} ({close_code_name(error.code)})"
+
+
+def describe_incomplete(rest: bytes) -> str:
+    """Say what the start of a frame announces, and how many bytes it still lacks.
+
+    >>> for part in describe_incomplete(bytes.fromhex("827f0000000000011170")).split("; "):
+    ...     print(part)
+    header BINARY FIN=1 RSV=000 MASK=0 len=70000 (64-bit length), 10 bytes
+    payload: 0 of 70000 bytes here, 70000 missing
+    >>> describe_incomplete(bytes.fromhex("81"))
+    'only 1 byte of a header (at least 2)'
+    """
+    if len(rest) < 2:
+        return f"only {len(rest)} byte of a header (at least 2)"
+    first, second = rest[0], rest[1]
+    code = second & 0x7F
+    extended = {126: 2, 127: 8}.get(code, 0)
+    masked = bool(second & 0x80)
+    header_size = 2 + extended + (4 if masked else 0)
+    try:
+        opcode = Opcode(first & 0x0F).name
+    except ValueError:
+        opcode = f"opcode 0x{first & 0x0F:x}"
+    fields = (
+        f"{opcode} FIN={first >> 7} RSV={(first >> 4) & 1}{(first >> 5) & 1}{(first >> 6) & 1}"
+        f" MASK={int(masked)}"
+    )
+    if len(rest) < header_size:
+        return (
+            f"header {fields}, {len(rest)} of its {header_size} bytes here, "
+            f"{header_size - len(rest)} missing"
+        )
+    length = int.from_bytes(rest[2 : 2 + extended], "big") if extended else code
+    size = f" ({8 * extended}-bit length)" if extended else ""
+    present = len(rest) - header_size
+    return (
+        f"header {fields} len={length}{size}, {header_size} bytes; payload: {present} of "
+        f"{length} bytes here, {length - present} missing"
+    )
+
+
+def violations(frames: Sequence[DecodedFrame]) -> List[Tuple[int, ProtocolError]]:
+    """Check frames as a receiving connection does, beyond the framing rules.
+
+    Finds what :func:`decode` cannot see one frame at a time: a continuation
+    with no message to continue, a new message before the previous one
+    ended, text that is not UTF-8 (across fragments too), an invalid close
+    frame. Compressed (RSV1) messages are not inflated, so their text is not
+    checked. A real receiver stops at the first violation; this goes on, to
+    show them all.
+
+    Returns:
+        ``(index in frames, error)`` pairs; ``error.code`` is the close code
+        a receiver fails the connection with.
+    """
+    found: List[Tuple[int, ProtocolError]] = []
+    message: Optional[Opcode] = None  # the opcode of the message being assembled
+    compressed = False
+    broken = False  # a violation inside the current message: skip to its end
+    decoder = Utf8Decoder()
+    for index, decoded in enumerate(frames):
+        frame = decoded.frame
+        try:
+            if frame.opcode is Opcode.CLOSE:
+                parse_close(frame.payload)
+                continue
+            if frame.opcode in (Opcode.PING, Opcode.PONG):
+                continue
+            if frame.opcode is Opcode.CONTINUATION:
+                if message is None:
+                    raise ProtocolError("continuation frame without a message to continue")
+                if frame.rsv1:
+                    raise ProtocolError("RSV1 set on a continuation frame")
+            else:
+                if message is not None:
+                    message = None  # the new message replaces it, for what follows
+                    raise ProtocolError("new message started before the previous one ended")
+            if frame.opcode is not Opcode.CONTINUATION:
+                message, compressed, broken = frame.opcode, frame.rsv1, False
+                decoder.reset()
+            if message is Opcode.TEXT and not compressed and not broken:
+                decoder.decode(frame.payload, frame.fin)
+        except ProtocolError as exc:
+            found.append((index, exc))
+            broken = True
+            if frame.opcode is not Opcode.CONTINUATION and frame.opcode.name in ("TEXT", "BINARY"):
+                message, compressed = frame.opcode, frame.rsv1
+        if frame.fin and frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION):
+            message, broken = None, False
+    return found
 
 
 _LENGTH_CODES = {126: " (a 16-bit length follows)", 127: " (a 64-bit length follows)"}
@@ -201,18 +316,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         direction = SERVER_TO_CLIENT
 
     frames, problem = decode(data, masked=masked)
+    errors = dict(violations(frames))
     formatter = FrameFormatter()
     for number, decoded in enumerate(frames, 1):
         end = decoded.start + len(decoded.raw) - 1
         print(f"frame {number}: bytes {decoded.start}-{end} ({len(decoded.raw)} bytes)")
         print("  " + formatter.format(direction, decoded.frame, decoded.mask))
+        error = errors.get(number - 1)
+        if error is not None:
+            print(f"  ! {error}: {_consequence(error)}")
         if args.explain:
             for line in explain(decoded):
                 print("    " + line)
     if problem is not None:
         print(problem)
-        return 1
-    return 0
+    return 1 if problem is not None or errors else 0
 
 
 if __name__ == "__main__":

@@ -572,10 +572,11 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             connection.close(code, reason)
             if self._keepalive is not None:
                 self._keepalive.remove(connection)
+            said = connection.close_reason
             connection.logger.info(
-                "connection closed: code %s %s",
+                "connection closed: code %s%s",
                 connection.close_code,
-                connection.close_reason or "",
+                f" {said}" if said else "",
             )
 
     def _handshake(

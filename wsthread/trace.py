@@ -83,12 +83,15 @@ class TraceHook(typing.Protocol):
 def close_code_name(code: int) -> str:
     """Name a close code: ``1000`` gives ``"NORMAL_CLOSURE"``.
 
-    Codes 3000-3999 are registered by libraries and frameworks, 4000-4999
-    are private to applications; others without a name are ``"UNKNOWN"``.
+    1004 is ``"RESERVED"`` (RFC 6455 gives it no meaning); codes 3000-3999
+    are registered by libraries and frameworks, 4000-4999 are private to
+    applications; others without a name are ``"UNKNOWN"``.
     """
     try:
         return CloseCode(code).name
     except ValueError:
+        if code == 1004:
+            return "RESERVED"
         if 3000 <= code <= 3999:
             return "REGISTERED"
         if 4000 <= code <= 4999:

@@ -1,0 +1,58 @@
+"""Every command-line program's ``--help``: it works, and it is plain text, not reStructuredText."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Markup that belongs in docstrings and never in a terminal.
+MARKUP = re.compile(r"``|:(?:mod|func|class|meth|attr|exc|doc|ref):`|^\.\. |::$", re.M)
+
+
+def programs() -> List[List[str]]:
+    """The command lines of every program in the package, the examples and the benchmarks."""
+    found = []
+    for path in sorted((ROOT / "wsthread").glob("*.py")):
+        if '__name__ == "__main__"' in path.read_text(encoding="utf-8"):
+            module = "wsthread" if path.stem == "__main__" else f"wsthread.{path.stem}"
+            found.append(["-m", module])
+    for folder in ("examples", "benchmarks"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            if '__name__ == "__main__"' in text and "argparse" in text:
+                found.append([str(path.relative_to(ROOT))])
+    return found
+
+
+PROGRAMS = programs()
+
+
+def test_every_program_is_found() -> None:
+    """The package's three programs and the examples are all checked."""
+    names = [" ".join(command) for command in PROGRAMS]
+    assert {"-m wsthread", "-m wsthread.echo", "-m wsthread.frames"} <= set(names)
+    assert "examples/legacy_app.py" in names and len(names) >= 10
+
+
+@pytest.mark.parametrize("command", PROGRAMS, ids=" ".join)
+def test_help_is_plain_text(command: List[str]) -> None:
+    """``--help`` exits 0 and shows no reStructuredText markup."""
+    result = subprocess.run(
+        [sys.executable, *command, "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage:")
+    found = MARKUP.search(result.stdout)
+    assert found is None, f"markup {found.group(0)!r} in:\n{result.stdout}"
