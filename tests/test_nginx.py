@@ -22,14 +22,16 @@ import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Union
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+import wsthread
 from conftest import ServerFactory, echo_handler, websockets_tls_connect
 from wsthread.server import ServerConnection
 
@@ -62,7 +64,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         location / {{
-            proxy_pass http://127.0.0.1:{upstream};
+            proxy_pass http://{upstream};
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
@@ -84,11 +86,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def nginx(tmp_path: Path, upstream: int, read_timeout: float = 60) -> Iterator[int]:
-    """Run nginx in the foreground proxying to ``upstream``; yield its port."""
+def nginx(tmp_path: Path, upstream: Union[int, str], read_timeout: float = 60) -> Iterator[int]:
+    """Run nginx in the foreground proxying to ``upstream``; yield its port.
+
+    ``upstream`` is a port on 127.0.0.1, or the path of a Unix socket.
+    """
     port = free_port()
     tmp_path.mkdir(parents=True, exist_ok=True)
-    config = CONFIG.format(prefix=tmp_path, port=port, upstream=upstream, read_timeout=read_timeout)
+    address = f"127.0.0.1:{upstream}" if isinstance(upstream, int) else f"unix:{upstream}"
+    config = CONFIG.format(prefix=tmp_path, port=port, upstream=address, read_timeout=read_timeout)
     with run_nginx(tmp_path, config, port):
         yield port
 
@@ -143,10 +149,36 @@ def test_echo_through_nginx(make_server: ServerFactory, tmp_path: Path) -> None:
             assert ws.recv(timeout=5) == message
 
 
+def test_echo_through_nginx_to_a_unix_socket(tmp_path: Path) -> None:
+    """nginx proxies to a server on a Unix socket; trusting "unix" believes its X-Forwarded-For."""
+    # nginx's workers run as another user (nobody, when started as root): the
+    # directory and the socket must let them in, as in a real deployment.
+    sockets = Path(tempfile.mkdtemp(prefix="wsthread-nginx-"))
+    sockets.chmod(0o755)
+    path = sockets / "app.sock"
+    with wsthread.unix_serve(where_from, path, trusted_proxies=["unix"]).start() as server:
+        assert server.unix_path == str(path)
+        path.chmod(0o666)
+        with nginx(tmp_path / "nginx", str(path)) as port:
+            assert ask(port) == [CLIENT_HOST, "", "/who?x=1"]
+    assert not path.exists()  # the socket file is removed on shutdown
+    with wsthread.unix_serve(echo_handler, path).start():
+        path.chmod(0o666)
+        with (
+            nginx(tmp_path / "nginx2", str(path)) as port,
+            connect(f"ws://127.0.0.1:{port}/", open_timeout=5, close_timeout=5) as ws,
+        ):
+            for message in ("hello", b"\x00\xff binary", "é" * 131072):
+                ws.send(message)
+                assert ws.recv(timeout=5) == message
+    sockets.rmdir()
+
+
 def where_from(ws: ServerConnection) -> None:
     """Say who the client is: client_host, TCP peer, and the path the proxy passed on."""
     assert ws.request is not None
-    ws.send(json.dumps([ws.client_host, ws.remote_address[0], ws.request.target]))
+    peer = ws.remote_address[0] if isinstance(ws.remote_address, tuple) else ws.remote_address
+    ws.send(json.dumps([ws.client_host, peer, ws.request.target]))
     for _ in ws:
         pass
 

@@ -14,7 +14,7 @@ Serve with :func:`serve`; every connection's handler is plain blocking code::
 
 from __future__ import annotations
 
-from .client import ClientConnection, connect, reconnect
+from .client import ClientConnection, connect, reconnect, unix_connect
 from .connection import Connection
 from .exceptions import (
     ConnectionClosed,
@@ -29,11 +29,13 @@ from .exceptions import (
 )
 from .sansio.deflate import Deflate
 from .sansio.handshake import Headers, Request, Response, http_response
-from .server import ServerConnection, WebSocketServer, serve
+from .server import ServerConnection, WebSocketServer, serve, unix_serve
 
 __all__ = [
     "serve",
+    "unix_serve",
     "connect",
+    "unix_connect",
     "reconnect",
     "ClientConnection",
     "WebSocketServer",

@@ -9,6 +9,7 @@ with a closing handshake, and the close code and reason are printed.
     echo hello | python -m wsthread ws://127.0.0.1:8765/
     python -m wsthread --cafile certs/ca.pem wss://localhost:8765/
     python -m wsthread --trace ws://127.0.0.1:8765/
+    python -m wsthread --unix /run/app.sock ws://localhost/chat
 
 ``--trace`` writes the opening handshake and every frame, annotated (see
 :mod:`wsthread.trace`), to standard error, so that standard output keeps
@@ -22,7 +23,7 @@ import sys
 import threading
 from typing import List, Optional
 
-from .client import ClientConnection, connect
+from .client import ClientConnection, connect, unix_connect
 from .exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from .tls import client_context
 from .trace import Tracer
@@ -55,6 +56,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         "or Ctrl-C closes the connection.",
     )
     parser.add_argument("uri", help="ws:// or wss:// URI to connect to")
+    parser.add_argument(
+        "--unix",
+        metavar="PATH",
+        help="connect over this Unix socket; the URI then gives only the Host and path",
+    )
     parser.add_argument("--cafile", help="trust the CA certificates in this PEM file (wss)")
     parser.add_argument(
         "--insecure", action="store_true", help="skip TLS certificate checks (development only)"
@@ -69,8 +75,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     context = None
     if args.uri.startswith("wss:") and (args.cafile or args.insecure):
         context = client_context(args.cafile, insecure=args.insecure)
+    trace = Tracer(sys.stderr) if args.trace else None
     try:
-        ws = connect(args.uri, ssl=context, trace=Tracer(sys.stderr) if args.trace else None)
+        if args.unix is not None:
+            ws = unix_connect(args.unix, args.uri, ssl=context, trace=trace)
+        else:
+            ws = connect(args.uri, ssl=context, trace=trace)
     except (InvalidURI, InvalidHandshake, OSError) as exc:
         print(f"Failed to connect to {args.uri}: {exc}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ masks every frame with a fresh random key) and the same threaded
 from __future__ import annotations
 
 import logging
+import os
 import random
 import socket
 import ssl as ssl_module
@@ -16,7 +17,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .connection import Connection
 from .deadline import Deadline
@@ -35,9 +36,20 @@ from .threads import Keepalive, shared
 from .trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Tracer
 from .transport import TLSTransport, Transport
 
-__all__ = ["ClientConnection", "connect", "reconnect", "parse_uri", "WebSocketURI"]
+__all__ = [
+    "ClientConnection",
+    "connect",
+    "unix_connect",
+    "reconnect",
+    "parse_uri",
+    "WebSocketURI",
+    "DEFAULT_USER_AGENT",
+]
 
 logger = logging.getLogger("wsthread")
+
+DEFAULT_USER_AGENT = "wsthread"
+"""The ``User-Agent`` header the client sends by default."""
 
 
 @dataclass(frozen=True)
@@ -127,11 +139,13 @@ class ClientConnection(Connection):
 def connect(
     uri: str,
     *,
+    sock: Optional[socket.socket] = None,
     ssl: Optional[ssl_module.SSLContext] = None,
     server_hostname: Optional[str] = None,
     origin: Optional[str] = None,
     subprotocols: Optional[Sequence[str]] = None,
     additional_headers: Optional[Iterable[Tuple[str, str]]] = None,
+    user_agent_header: Optional[str] = DEFAULT_USER_AGENT,
     compression: CompressionOption = "deflate",
     open_timeout: Optional[float] = 10,
     ping_interval: Optional[float] = 20,
@@ -147,6 +161,12 @@ def connect(
 
     Args:
         uri: ``ws://host[:port]/path`` or ``wss://...``.
+        sock: a connected socket to use instead of connecting to the URI's
+            host and port: one end of a ``socketpair()``, a Unix socket (see
+            :func:`unix_connect`), a tunnel. The URI still gives the
+            ``Host`` header, the path and whether to speak TLS. The
+            connection owns the socket from then on, and closes it, even if
+            the handshake fails.
         ssl: the TLS context for ``wss://``; by default the system's trust
             store, with certificate and host name checking.
         server_hostname: the name to check the certificate against (and send
@@ -155,6 +175,8 @@ def connect(
         subprotocols: subprotocols to offer, in order of preference.
         additional_headers: extra request headers, as ``(name, value)`` pairs
             or a mapping.
+        user_agent_header: the ``User-Agent`` header, ``"wsthread"`` by
+            default; ``None`` sends none.
         compression: ``"deflate"`` offers permessage-deflate as browsers do
             (``Deflate()``); a :class:`~wsthread.Deflate`, or a list of them
             (several offers, in order of preference), says which parameters
@@ -182,16 +204,20 @@ def connect(
     offers = client_settings(compression)
     target = parse_uri(uri)
     deadline = Deadline(open_timeout)
-    headers: Iterable[Tuple[str, str]] = ()
+    headers: List[Tuple[str, str]] = []
     if additional_headers is not None:
         items = getattr(additional_headers, "items", None)
         headers = list(items()) if callable(items) else list(additional_headers)
+    if user_agent_header is not None and all(n.lower() != "user-agent" for n, _ in headers):
+        headers.insert(0, ("User-Agent", user_agent_header))
+    if sock is None:
+        try:
+            sock = socket.create_connection((target.host, target.port), deadline.remaining())
+        except socket.timeout:
+            raise TimeoutError(f"could not connect to {uri} within {open_timeout}s") from None
     try:
-        sock = socket.create_connection((target.host, target.port), deadline.remaining())
-    except socket.timeout:
-        raise TimeoutError(f"could not connect to {uri} within {open_timeout}s") from None
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport: Transport
         if target.secure:
             context = ssl if ssl is not None else ssl_module.create_default_context()
@@ -264,6 +290,30 @@ def connect(
     if keepalive is not None:
         keepalive.add(connection)
     return connection
+
+
+def unix_connect(
+    path: Union[str, os.PathLike[str]],
+    uri: str = "ws://localhost/",
+    **options: Any,
+) -> ClientConnection:
+    """Open a WebSocket connection over the Unix socket ``path``.
+
+    ``uri`` gives the request's ``Host`` header and path (and ``wss://``
+    asks for TLS over the Unix socket); it is not used to find the server.
+    Takes the same ``options`` as :func:`connect`.
+
+    Raises:
+        OSError: nothing listens at ``path``; see :func:`connect` for the rest.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(options.get("open_timeout", 10))
+        sock.connect(os.fspath(path))
+    except BaseException:
+        sock.close()
+        raise
+    return connect(uri, sock=sock, **options)
 
 
 def reconnect(

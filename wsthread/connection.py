@@ -137,6 +137,9 @@ class Connection:
         self.write_limit = write_limit
         self._initial_data = initial_data
         self.remote_address: Any = self._peername(transport.socket)
+        """The peer's address: ``(host, port)`` over TCP, a path over a Unix socket."""
+        self.local_address: Any = self._sockname(transport.socket)
+        """This side's address: ``(host, port)`` over TCP, a path over a Unix socket."""
         base_logger = logger if logger is not None else globals()["logger"]
         self.logger: logging.LoggerAdapter = _PeerLogger(  # type: ignore[type-arg]
             base_logger, {"websocket": self, "peer": self._format_address(self.remote_address)}
@@ -173,7 +176,16 @@ class Connection:
             return None
 
     @staticmethod
+    def _sockname(sock: socket.socket) -> Any:
+        try:
+            return sock.getsockname()
+        except OSError:
+            return None
+
+    @staticmethod
     def _format_address(address: Any) -> str:
+        if isinstance(address, str):  # a Unix socket: its path, or "" when unnamed
+            return f"unix:{address}" if address else "unix"
         if isinstance(address, tuple) and len(address) >= 2:
             host = str(address[0])
             return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"

@@ -64,6 +64,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         metavar="N",
         help="open connections at once, or 'none'; beyond, HTTP 503 (default 1024)",
     )
+    parser.add_argument(
+        "--unix",
+        metavar="PATH",
+        help="listen on this Unix socket instead of --host/--port (behind nginx, say)",
+    )
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
     parser.add_argument(
         "--trace",
@@ -119,12 +124,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     compression = None if args.no_compression else "deflate"
     if args.trace and args.workers > 1:
         parser.error("--trace works with one worker only")
+    if args.unix is not None and args.workers > 1:
+        parser.error("--unix works with one worker only")
     if args.workers > 1:
         return _run_workers(args, context is not None, compression, log_options)
+    where: Dict[str, Any] = {} if args.unix is None else {"unix_path": args.unix}
     with serve(
         echo,
         args.host,
         args.port,
+        **where,
         max_size=args.max_size,
         max_connections=args.max_connections,
         ssl=context,
@@ -135,9 +144,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if context is not None and args.host in ("127.0.0.1", "::1"):
             host = "localhost"
         scheme = "wss" if context is not None else "ws"
-        print(
-            f"wsthread echo server on {scheme}://{host}:{server.port}/ (Ctrl-C to stop)", flush=True
-        )
+        if server.unix_path is not None:
+            place = f"the Unix socket {server.unix_path} ({scheme}://)"
+        else:
+            place = f"{scheme}://{host}:{server.port}/"
+        print(f"wsthread echo server on {place} (Ctrl-C to stop)", flush=True)
         if context is not None and args.certfile == str(CERTS / "localhost.pem"):
             print(
                 f"clients trust it with the development CA {CERTS / 'ca.pem'}, e.g.\n"

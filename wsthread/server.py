@@ -25,7 +25,9 @@ without waiting for any of them (see :mod:`wsthread.connection`).
 from __future__ import annotations
 
 import atexit
+import errno
 import logging
+import os
 import selectors
 import socket
 import socketserver
@@ -84,12 +86,18 @@ __all__ = [
     "ProcessRequest",
     "SelectSubprotocol",
     "HeadersLike",
+    "ProcessResponse",
+    "unix_serve",
+    "DEFAULT_SERVER_HEADER",
 ]
 
 logger = logging.getLogger("wsthread")
 
 HeadersLike = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
 """HTTP headers given as a mapping or as ``(name, value)`` pairs."""
+
+DEFAULT_SERVER_HEADER = "wsthread"
+"""The ``Server`` header a server sends by default (no version: nothing to fingerprint)."""
 
 
 class ServerConnection(Connection):
@@ -121,10 +129,16 @@ class ServerConnection(Connection):
 
         The TCP peer's host; or, when that peer is one of the server's
         ``trusted_proxies``, the nearest address in ``X-Forwarded-For`` that
-        is not itself a trusted proxy.
+        is not itself a trusted proxy. A peer on a Unix socket is ``"unix"``
+        (so ``trusted_proxies=["unix"]`` trusts a proxy in front of one).
         """
         address = self.remote_address
-        peer = str(address[0]) if isinstance(address, tuple) else str(address)
+        if isinstance(address, tuple):
+            peer = str(address[0])
+        elif self.socket.family == getattr(socket, "AF_UNIX", None):
+            peer = "unix"
+        else:
+            peer = str(address)
         trusted = self.server.trusted_proxies
         if not trusted or peer not in trusted or self.request is None:
             return peer
@@ -142,6 +156,7 @@ class ServerConnection(Connection):
 
 Handler = Callable[[ServerConnection], None]
 ProcessRequest = Callable[[ServerConnection, Request], Optional[Response]]
+ProcessResponse = Callable[[ServerConnection, Request, Response], Optional[Response]]
 SelectSubprotocol = Callable[[ServerConnection, List[str]], Optional[str]]
 
 
@@ -176,10 +191,14 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         host: str,
         port: int,
         *,
+        sock: Optional[socket.socket] = None,
+        unix_path: Union[str, os.PathLike[str], None] = None,
         origins: Optional[Sequence[Optional[str]]] = None,
         subprotocols: Optional[Sequence[str]] = None,
         select_subprotocol: Optional[SelectSubprotocol] = None,
         process_request: Optional[ProcessRequest] = None,
+        process_response: Optional[ProcessResponse] = None,
+        server_header: Optional[str] = DEFAULT_SERVER_HEADER,
         extra_headers: Union[
             HeadersLike, Callable[[ServerConnection, Request], HeadersLike], None
         ] = None,
@@ -209,6 +228,8 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         self.subprotocols = list(subprotocols) if subprotocols else []
         self.select_subprotocol_hook = select_subprotocol
         self.process_request_hook = process_request
+        self.process_response_hook = process_response
+        self.server_header = server_header
         self.extra_headers = extra_headers
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
@@ -238,11 +259,26 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         self._loop_done.set()
         self._closed = False
         self._serve_thread: Optional[threading.Thread] = None
-        if ":" in host and self.address_family == socket.AF_INET:
-            self.address_family = socket.AF_INET6
-        super().__init__((host, port), _RequestHandler)
+        self._unix_inode: Optional[Tuple[int, int]] = None  # the socket file this server made
+        if sock is not None and unix_path is not None:
+            raise ValueError("give sock or unix_path, not both")
+        if sock is not None:
+            self.address_family = sock.family
+            super().__init__(sock.getsockname(), _RequestHandler, bind_and_activate=False)
+            self.socket.close()  # socketserver made one; serve the one given instead
+            self.socket = sock
+            if not self._is_listening(sock):
+                sock.listen(self.request_queue_size)
+        elif unix_path is not None:
+            self.address_family = socket.AF_UNIX
+            super().__init__(os.fspath(unix_path), _RequestHandler)  # type: ignore[arg-type]
+        else:
+            if ":" in host and self.address_family == socket.AF_INET:
+                self.address_family = socket.AF_INET6
+            super().__init__((host, port), _RequestHandler)
         # A server copied into a forked child must refuse to work there.
-        self._fork_guard = ForkGuard(f"WebSocketServer on port {self.port}")
+        where = self.unix_path if self.unix_path is not None else f"port {self.port}"
+        self._fork_guard = ForkGuard(f"WebSocketServer on {where}")
         self.hub = hub
         if hub is not None:
             try:
@@ -251,8 +287,26 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                 self.server_close()  # do not leave the port bound behind a failed start
                 raise
 
+    @staticmethod
+    def _is_listening(sock: socket.socket) -> bool:
+        option = getattr(socket, "SO_ACCEPTCONN", None)
+        if option is None:
+            return False  # listen() again: harmless on a listening socket
+        try:
+            return bool(sock.getsockopt(socket.SOL_SOCKET, option))
+        except OSError:
+            return False
+
     def server_bind(self) -> None:
-        """Bind the listening socket, sharing the port if ``reuse_port`` asks for it."""
+        """Bind the listening socket, sharing the port if ``reuse_port`` asks for it.
+
+        A Unix socket's path is taken over if it holds a stale socket file
+        (one nobody listens on any more); a live server there is left alone
+        (``OSError``, address in use).
+        """
+        if self.address_family == getattr(socket, "AF_UNIX", None):
+            self._bind_unix(str(self.server_address))
+            return
         if self.reuse_port:
             option = getattr(socket, "SO_REUSEPORT", None)
             if option is None:
@@ -262,10 +316,40 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
 
     # -- information --------------------------------------------------------
 
+    def _bind_unix(self, path: str) -> None:
+        if os.path.exists(path):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+            except ConnectionRefusedError:
+                os.unlink(path)  # a socket file left behind by a server that is gone
+            except OSError:
+                pass  # not a socket, or not ours: bind() says why
+            else:
+                raise OSError(errno.EADDRINUSE, f"a server is listening on {path}")
+            finally:
+                probe.close()
+        self.socket.bind(path)
+        self.server_address = path  # type: ignore[assignment]
+        status = os.stat(path)
+        self._unix_inode = (status.st_dev, status.st_ino)
+
     @property
     def port(self) -> int:
-        """The port the server listens on (useful after binding port 0)."""
+        """The port the server listens on (useful after binding port 0).
+
+        Raises:
+            ValueError: the server listens on a Unix socket (see :attr:`unix_path`).
+        """
+        if not isinstance(self.server_address, tuple):
+            raise ValueError(f"a Unix socket server has no port: {self.server_address}")
         return int(self.server_address[1])
+
+    @property
+    def unix_path(self) -> Optional[str]:
+        """The path of the Unix socket the server listens on, or ``None`` (TCP)."""
+        address = self.server_address
+        return address if isinstance(address, str) and address else None
 
     @property
     def connections(self) -> List[ServerConnection]:
@@ -475,8 +559,21 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             logger.exception("error while closing %r", connection)
 
     def server_close(self) -> None:
-        """Close the listening socket (connections are closed by :meth:`shutdown`)."""
+        """Close the listening socket (connections are closed by :meth:`shutdown`).
+
+        A Unix socket file this server created is removed, unless another
+        server has taken its path since.
+        """
         socketserver.TCPServer.server_close(self)
+        made, self._unix_inode = self._unix_inode, None
+        if made is not None:
+            path = str(self.server_address)
+            try:
+                status = os.stat(path)
+                if (status.st_dev, status.st_ino) == made:
+                    os.unlink(path)
+            except OSError:
+                pass
 
     def __enter__(self) -> WebSocketServer:
         return self
@@ -514,8 +611,30 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
 
     # -- one connection --------------------------------------------------
 
+    def serve_socket(self, sock: socket.socket, address: Any = None) -> None:
+        """Serve one connected socket on the calling thread, until its connection ends.
+
+        For a socket the application accepted itself (from another server, a
+        ``socketpair()``, a tunnel): the same TLS and opening handshakes,
+        limits and handler as a connection this server accepts, and it is
+        closed by :meth:`shutdown` like them. The socket is closed on return.
+
+        Args:
+            sock: a connected stream socket.
+            address: the peer's address, for logs; by default ``getpeername()``.
+        """
+        if address is None:
+            try:
+                address = sock.getpeername()
+            except OSError:
+                address = ""
+        with self._state_lock:
+            self._connection_threads[threading.current_thread()] = sock
+        self._connection_thread(sock, address)
+
     def _serve_connection(self, sock: socket.socket, address: Any) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         deadline = Deadline(self.open_timeout)
         peer = Connection._format_address(address)
         transport: Transport
@@ -622,6 +741,13 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                 extensions=extensions,
                 extra_headers=self._extra_headers(connection, request),
             )
+            self._add_server_header(response)
+            if self.process_response_hook is not None:
+                response = self._call_process_response(connection, request, response)
+                if response.status != 101:
+                    log.info("HTTP %s %s -> %d", request.method, request.target, response.status)
+                    self._send_and_close(transport, response, tracer)
+                    return False
             head = response.serialize()
             if tracer is not None:
                 tracer.handshake(SERVER_TO_CLIENT, head)
@@ -669,6 +795,34 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             self._opening += 1
         return True
 
+    def _add_server_header(self, response: Response) -> None:
+        if self.server_header is not None and "Server" not in response.headers:
+            response.headers.add("Server", self.server_header)
+
+    def _call_process_response(
+        self, connection: ServerConnection, request: Request, response: Response
+    ) -> Response:
+        """Let the application change or replace the 101; a failure becomes a 500."""
+        assert self.process_response_hook is not None
+        try:
+            replacement = self.process_response_hook(connection, request, response)
+        except Exception:
+            connection.logger.exception("process_response failed")
+            return self._internal_error()
+        if replacement is None:
+            return response
+        if not isinstance(replacement, Response):
+            connection.logger.error(
+                "process_response returned %r, not a wsthread.Response or None", replacement
+            )
+            return self._internal_error()
+        return replacement
+
+    def _internal_error(self) -> Response:
+        response = http_response(500, b"internal server error\n")
+        self._add_server_header(response)
+        return response
+
     def _call_process_request(
         self, connection: ServerConnection, request: Request
     ) -> Optional[Response]:
@@ -677,12 +831,12 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             response = self.process_request_hook(connection, request)
         except Exception:
             connection.logger.exception("process_request failed")
-            return http_response(500, b"internal server error\n")
+            return self._internal_error()
         if response is not None and not isinstance(response, Response):
             connection.logger.error(
                 "process_request returned %r, not a wsthread.Response or None", response
             )
-            return http_response(500, b"internal server error\n")
+            return self._internal_error()
         return response
 
     def _extra_headers(
@@ -696,9 +850,11 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         items = getattr(headers, "items", None)
         return list(items()) if callable(items) else list(headers)  # type: ignore[arg-type]
 
-    @staticmethod
-    def _send_and_close(transport: Transport, response: Response, tracer: Optional[Tracer]) -> None:
+    def _send_and_close(
+        self, transport: Transport, response: Response, tracer: Optional[Tracer]
+    ) -> None:
         """Send an HTTP answer that ends the connection, ignoring a peer that left."""
+        self._add_server_header(response)
         if response.headers.get("Connection") is None:
             response.headers.add("Connection", "close")
         if tracer is not None:
@@ -752,6 +908,14 @@ def serve(
             1011 if it raises.
         host: the address to bind; ``port`` 0 picks a free port (see
             :attr:`WebSocketServer.port`).
+        sock: a listening socket to serve instead of binding ``host:port``:
+            one inherited from systemd (``socket.socket(fileno=3)``) or a
+            supervisor, or made by the application; ``listen()`` is called
+            if it is not listening yet. The server owns it from then on and
+            closes it on shutdown.
+        unix_path: the path of a Unix socket to listen on instead of
+            ``host:port`` (see :func:`unix_serve`). A stale socket file
+            there is replaced; the file is removed on shutdown.
         origins: the acceptable ``Origin`` values (``None`` in the list means
             "no Origin header"); others get 403. ``None`` accepts all.
         subprotocols: the subprotocols supported, in order of preference; the
@@ -765,6 +929,15 @@ def serve(
             (see :func:`~wsthread.http_response`) to answer with plain HTTP
             instead: a health check, a page, a 401 or 403. Without it, a plain
             HTTP request gets 426 Upgrade Required with a short explanation.
+        process_response: ``fn(connection, request, response)`` called with
+            the ``101 Switching Protocols`` response about to be sent, after
+            the subprotocol and extensions are agreed: change ``response``
+            in place (``response.headers.add("Set-Cookie", ...)``) and
+            return ``None``, or return another :class:`~wsthread.Response`
+            to send instead; one with another status than 101 ends the
+            connection. An exception in it answers 500.
+        server_header: the ``Server`` header of every response, ``"wsthread"``
+            by default; ``None`` sends none.
         extra_headers: headers added to the 101 response: ``(name, value)``
             pairs, a mapping, or ``fn(connection, request)`` returning one.
         open_timeout: seconds a client has for the TLS and HTTP handshakes.
@@ -814,3 +987,22 @@ def serve(
         as a context manager to shut it down on exit.
     """
     return WebSocketServer(handler, host, port, **options)
+
+
+def unix_serve(
+    handler: Handler,
+    path: Union[str, os.PathLike[str]],
+    **options: Any,
+) -> WebSocketServer:
+    """Create a WebSocket server listening on the Unix socket ``path``.
+
+    For a server behind a reverse proxy on the same machine (nginx's
+    ``proxy_pass http://unix:/run/app.sock;``), or a local sidecar: file
+    permissions decide who may connect, and no port is used. A stale socket
+    file left at ``path`` is replaced; the file is removed on shutdown.
+
+    Takes the same ``options`` as :func:`serve`. ``connection.client_host``
+    is ``"unix"`` for every client (add ``"unix"`` to ``trusted_proxies`` to
+    believe the proxy's ``X-Forwarded-For``).
+    """
+    return WebSocketServer(handler, "", 0, unix_path=path, **options)
