@@ -1,42 +1,39 @@
-"""A WebSocket connection over a socket: readers that take turns, and a locked writer.
+"""The public WebSocket connection: recv, send, ping, close; on application threads and its reader.
 
 Threads around one :class:`Connection`::
 
     socket ──recv──> [whoever has the turn] ──Protocol.receive_data──> events
-                │  pongs and the close reply: under the writer lock
+                │  pongs and the close reply: through the Writer
                 └──messages──> MessageQueue ──recv()──> application
-    any thread ──send()/ping()/close()──> [writer lock] ──write+flush──> socket
-    broadcast ──_send_nowait()──> outbox ──[writer lock, if free]──write──> socket
+    any thread ──send()/ping()/close()──> Writer (lock, write, flush) ──> socket
+    broadcast ──Writer.enqueue()──> outbox ──Writer (if the lock is free)──> socket
                                                   └─ what did not fit: WritePump
 
 Reading the socket and feeding the protocol is done by one thread at a
 time, and by whoever waits for a message: an application thread blocked in
 :meth:`Connection.recv` with nothing queued reads the socket itself, so a
 message reaches it without a switch between threads. The connection's
-reader thread is started (by :class:`ReaderStarter`) only when the socket
-has been left unread for a moment, or when the stream ended, and then it
-reads whenever no application thread does: pings are answered and a close
-is noticed even while the application is busy elsewhere. The turn is kept
-by :class:`MessageQueue`.
+reader thread is started (by :class:`~wsthread.threads.ReaderStarter`) only
+when the socket has been left unread for a moment, or when the stream
+ended, and then it reads whenever no application thread does: pings are
+answered and a close is noticed even while the application is busy
+elsewhere. The turn is kept by :class:`~wsthread.messages.MessageQueue`,
+which is bounded: when the application falls behind, the reader thread
+stops reading and TCP pushes back on the peer.
 
-Every write, whoever makes it, happens under one lock that covers building
-the frames *and* handing them to the transport, so frames from two threads
-never interleave. The message queue is bounded: when the application falls
-behind, the reader thread stops reading and TCP pushes back on the peer.
+Every byte goes out through the connection's :class:`~wsthread.writer.Writer`
+(see :mod:`wsthread.writer`): one lock covers building the frames *and*
+handing them to the transport, so frames from two threads never
+interleave, and one error policy applies to every write.
+:meth:`Connection.send` (and ``ping``, ``close``) waits until the socket
+has taken the frame, at most ``write_timeout`` seconds without progress;
+``broadcast()`` never waits.
 
-Two ways to write:
-
-* :meth:`Connection.send` (and ``ping``, ``close``) waits until the peer's
-  socket has taken the frame, at most ``write_timeout`` seconds without
-  progress; past that the connection is failed (the stream holds half a
-  frame, so nothing else is possible) and ``ConnectionClosed`` is raised.
-* :meth:`Connection._send_nowait`, used by the server's ``broadcast()``,
-  never waits. It puts the message in the connection's outbox; whoever holds
-  the writer lock frames it, and what the socket does not take at once stays
-  in the transport's buffer for the process-wide :class:`WritePump` thread to
-  finish. A peer that lets ``write_limit`` bytes pile up is closed with 1013,
-  one that takes nothing for ``write_timeout`` seconds with 1011: memory per
-  connection stays bounded and no other connection waits for it.
+The connection ends in one place, :meth:`Connection._end_connection`, on
+whichever thread read the end of the stream: it answers the peer, lets the
+sans-I/O core decide whether to wait for the peer to close TCP
+(``Protocol.should_close_transport``), releases the transport and wakes
+every waiter.
 """
 
 from __future__ import annotations
@@ -46,10 +43,8 @@ import os
 import socket
 import threading
 import time
-from collections import deque
 from typing import (
     Any,
-    Deque,
     Dict,
     Iterable,
     Iterator,
@@ -64,9 +59,10 @@ from .deadline import Deadline
 from .exceptions import ConnectionClosed, ConnectionClosedOK
 from .messages import HOLD, Data, MessageQueue, QueueClosed
 from .sansio.frames import CloseCode
-from .sansio.protocol import CloseReceived, Message, Ping, Pong, Protocol, Side, State
-from .threads import ReaderStarter, WritePump, shared, start_thread
+from .sansio.protocol import CloseReceived, Message, Ping, Pong, Protocol, State
+from .threads import ReaderStarter, shared, start_thread
 from .transport import Transport
+from .writer import Writer
 
 __all__ = ["Connection", "Data"]
 
@@ -144,19 +140,19 @@ class Connection:
         self.logger: logging.LoggerAdapter = _PeerLogger(  # type: ignore[type-arg]
             base_logger, {"websocket": self, "peer": self._format_address(self.remote_address)}
         )
-        self._write_lock = threading.Lock()
         self._messages = MessageQueue(max_queue, reader_first=bool(initial_data))
+        # Every byte this connection writes goes through its writer.
+        self.writer = Writer(
+            transport,
+            protocol,
+            write_timeout=write_timeout,
+            write_limit=write_limit,
+            logger=self.logger,
+            on_fail=self._messages.stop_waiting,
+        )
         self._read_error: Optional[OSError] = None
-        self._pings: Dict[bytes, threading.Event] = {}
-        self._transport_closed = False
+        self._pings: Dict[bytes, threading.Event] = {}  # guarded by the writer lock
         self._closed = threading.Event()
-        # Messages waiting for the writer lock (see _send_nowait).
-        self._outbox: Optional[Deque[Tuple[bool, bytes]]] = None  # made by a first broadcast
-        self._outbox_bytes = 0
-        self._outbox_lock = threading.Lock()
-        # When the transport last made progress on a non-blocking write.
-        self._write_progress = 0.0
-        self._pumped = False  # watched by the write pump
         self._reader: Optional[threading.Thread] = None  # made when needed
         # The reader thread starts only once it is needed (see ReaderStarter).
         self._opened = False
@@ -309,23 +305,23 @@ class Connection:
             TypeError: ``message`` is of an unsupported type.
         """
         protocol = self.protocol
+        writer = self.writer
         if isinstance(message, str):
             data = message.encode("utf-8")
-            with self._write_lock:
-                self._write(protocol.send_text(data))
+            with writer:
+                writer.write(protocol.send_text(data))
         elif isinstance(message, (bytes, bytearray, memoryview)):
-            with self._write_lock:
-                self._write(protocol.send_binary(bytes(message)))
+            with writer:
+                writer.write(protocol.send_binary(bytes(message)))
         elif isinstance(message, Iterable):
             self._send_fragments(message)
         else:
             raise TypeError(f"cannot send {type(message).__name__}: expected str or bytes")
-        if self._outbox:
-            self._drain_outbox()
 
     def _send_fragments(self, fragments: Iterable[Data]) -> None:
         protocol = self.protocol
-        with self._write_lock:
+        writer = self.writer
+        with writer:
             kind: Optional[type] = None
             for piece in fragments:
                 if isinstance(piece, str):
@@ -345,13 +341,13 @@ class Connection:
                     )
                 elif piece_kind is not kind:
                     # The message is half sent: the only honest way out is to fail.
-                    self._write(protocol.send_close(CloseCode.INTERNAL_ERROR, "mixed fragments"))
+                    writer.write(protocol.send_close(CloseCode.INTERNAL_ERROR, "mixed fragments"))
                     raise TypeError("all fragments of a message must be str, or all bytes")
                 else:
                     frame = protocol.send_continuation(data, fin=False)
-                self._write(frame)
+                writer.write(frame)
             if kind is not None:
-                self._write(protocol.send_continuation(b"", fin=True))
+                writer.write(protocol.send_continuation(b"", fin=True))
 
     def ping(self, data: Union[str, bytes, None] = None) -> threading.Event:
         """Send a ping; the returned event is set when the matching pong arrives.
@@ -367,12 +363,12 @@ class Connection:
         else:
             payload = bytes(data)
         waiter = threading.Event()
-        with self._write_lock:
+        with self.writer:
             if payload in self._pings:
                 raise ValueError("a ping with this payload is already waiting for its pong")
             frame = self.protocol.send_ping(payload)
             self._pings[payload] = waiter
-            self._write(frame)
+            self.writer.write(frame)
         return waiter
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
@@ -383,15 +379,15 @@ class Connection:
         closed (or the timeout forced it closed).
         """
         self._messages.stop_waiting()
-        with self._write_lock:
+        with self.writer:
             self._send_close_frame(code, reason)
         self._wait_closed()
 
     def _send_close_frame(self, code: int, reason: str) -> None:
         """Send a close frame unless one went out already; the caller holds the lock."""
-        if self.protocol.close_sent is None and not self._transport_closed:
+        if self.protocol.close_sent is None and not self.writer.closed:
             try:
-                self._write(self.protocol.send_close(code, reason))
+                self.writer.write(self.protocol.send_close(code, reason))
             except ConnectionClosed:
                 pass
 
@@ -400,13 +396,13 @@ class Connection:
             return
         if not self._opened and not self._closed.is_set():
             # The connection never opened (the handshake failed): close here.
-            self._shutdown_transport()
+            self.writer.shutdown()
             self._closed.set()
             return
         self._start_reader()  # it reads the peer's close frame and ends the connection
         if not self._closed.wait(self.close_timeout):
             self.logger.debug("closing handshake timed out; closing the TCP connection")
-            self._shutdown_transport()
+            self.writer.shutdown()
             self._closed.wait()
 
     def fail(self, code: int, reason: str) -> None:
@@ -416,198 +412,75 @@ class Connection:
         a stalled peer). Never blocks: the close frame goes out only if the
         writer lock is free and the socket takes it at once.
         """
-        self._messages.stop_waiting()
-        if self._write_lock.acquire(blocking=False):
-            try:
-                if self.protocol.close_sent is None and not self._transport_closed:
-                    self.transport.write(self.protocol.send_close(code, reason))
-            except (ConnectionClosed, OSError):
-                pass
-            finally:
-                self._write_lock.release()
-        self._shutdown_transport()
-
-    # -- non-blocking sends (broadcast) ---------------------------------------
-
-    def _send_nowait(self, is_text: bool, payload: bytes) -> bool:
-        """Queue a message for this peer without ever blocking the caller.
-
-        Returns ``False`` when the connection is closing, or when the peer has
-        let ``write_limit`` bytes pile up: then it is closed with 1013.
-        """
-        if self._transport_closed or self.protocol.state is not State.OPEN:
-            return False
-        limit = self.write_limit
-        with self._outbox_lock:
-            backlog = self._outbox_bytes + self.transport.unsent
-            if limit is not None and backlog > limit:
-                overflow = True
-            else:
-                overflow = False
-                if self._outbox is None:
-                    self._outbox = deque()
-                self._outbox.append((is_text, payload))
-                self._outbox_bytes += len(payload)
-        if overflow:
-            self.logger.warning(
-                "client too slow: %d bytes waiting (write_limit %d): closing with 1013",
-                backlog,
-                limit,
-            )
-            self.fail(CloseCode.TRY_AGAIN_LATER, "client too slow")
-            return False
-        self._drain_outbox()
-        return True
-
-    def _drain_outbox(self) -> None:
-        """Frame and write queued messages if the writer lock is free; never blocks.
-
-        Whoever holds the lock calls this after releasing it, so a message
-        queued while the lock was busy is never left behind.
-        """
-        while self._outbox:
-            if not self._write_lock.acquire(blocking=False):
-                return
-            try:
-                self._write_outbox_locked()
-            finally:
-                self._write_lock.release()
-
-    def _write_outbox_locked(self) -> None:
-        protocol = self.protocol
-        frames = []
-        with self._outbox_lock:
-            items = list(self._outbox or ())
-            if self._outbox:
-                self._outbox.clear()
-            self._outbox_bytes = 0
-        try:
-            for is_text, payload in items:
-                frames.append(
-                    protocol.send_text(payload) if is_text else protocol.send_binary(payload)
-                )
-        except ConnectionClosed:
-            pass  # closing: what is left is dropped, as after a close frame
-        if not frames or self._transport_closed:
-            return
-        try:
-            self.transport.write(b"".join(frames))
-        except OSError as exc:
-            self.logger.debug("write failed: %s", exc)
-            self._shutdown_transport()
-            return
-        if self.transport.unsent:
-            self._hand_to_pump()
-
-    def _hand_to_pump(self) -> None:
-        """Let the process-wide :class:`WritePump` finish what the socket did not take."""
-        if not self._pumped:
-            self._pumped = True
-            self._write_progress = time.monotonic()
-        shared(WritePump).watch(self)
-
-    def pump_socket(self) -> Optional[socket.socket]:
-        """The socket the write pump waits on; ``None`` once it is shut down."""
-        return None if self._transport_closed else self.socket
-
-    def pump(self, now: float) -> bool:
-        """Called by :class:`WritePump` when the socket may take more; True when done."""
-        done = self._pump_step(now)
-        if done:
-            self._pumped = False
-        return done
-
-    def _pump_step(self, now: float) -> bool:
-        if self._transport_closed:
-            return True
-        if not self._write_lock.acquire(blocking=False):
-            return False  # a writer is busy with this connection; look again later
-        try:
-            before = self.transport.unsent
-            try:
-                left = self.transport.send_some()
-            except OSError as exc:
-                self.logger.debug("write failed: %s", exc)
-                self._shutdown_transport()
-                return True
-            if left < before:
-                self._write_progress = now
-        finally:
-            self._write_lock.release()
-        if self._outbox:
-            self._drain_outbox()
-        if self.transport.unsent == 0:
-            return True
-        timeout = self.write_timeout
-        if timeout is not None and now - self._write_progress > timeout:
-            self.logger.warning("client took no data for %s seconds: closing with 1011", timeout)
-            self.fail(CloseCode.INTERNAL_ERROR, "write timeout")
-            return True
-        return False
+        self.writer.fail(code, reason)  # which calls self._messages.stop_waiting()
 
     # -- the reader thread ------------------------------------------------
 
     def _read_loop(self) -> None:
-        try:
-            self._read_until_end()
-            self._after_end()
-        except Exception:  # a bug; never let it pass silently
-            self.logger.exception("unexpected error in the reader thread")
-        finally:
-            self._end()
-
-    def _read_until_end(self) -> None:
-        """The reader thread's loop: read when it is its turn, until the stream ends."""
+        """The reader thread: read whenever it is its turn until the stream ends, then end."""
         protocol = self.protocol
         inbox = self._messages
-        ended = False
-        if self._initial_data:
-            self._receive(self._initial_data)  # the reader starts with the turn
-            ended = protocol.receiving_done
-            if not ended:
-                inbox.reader_done()
         transport = self.transport
-        # Not "while not protocol.receiving_done": when an application
-        # thread read the end, this thread may start after it and must
-        # still finish the job (reader_turn() then returns False).
-        while not ended:
-            if not inbox.reader_turn():
-                # An application thread read the end of the stream.
-                if self._read_error is not None:
-                    if not self._transport_closed:
-                        self.logger.debug("connection lost: %s", self._read_error)
-                    break
-                if not protocol.eof:
-                    self._finish_receiving()
-                break
-            try:
-                data = transport.recv(_RECV_SIZE)
-            except OSError as exc:
-                if not self._transport_closed:
-                    self.logger.debug("connection lost: %s", exc)
-                break
-            if not data:
-                protocol.receive_eof()
-                break
-            self._receive(data)
-            ended = protocol.receiving_done
-            if not ended:
+        try:
+            # The reader starts with the turn when bytes came behind the handshake.
+            if self._initial_data and self._process(self._initial_data, block=True):
                 inbox.reader_done()
+            # An application thread that read the end of the stream leaves the
+            # rest to this thread: reader_turn() then returns False.
+            while not protocol.receiving_done and inbox.reader_turn():
+                try:
+                    data = transport.recv(_RECV_SIZE)
+                except OSError as exc:
+                    self._read_error = exc
+                    break
+                if not data:
+                    protocol.receive_eof()
+                    break
+                if not self._process(data, block=True):
+                    break
+                inbox.reader_done()
+        except Exception:  # a bug; never let it pass silently
+            self.logger.exception("unexpected error in the reader thread")
+        self._end_connection()
 
-    def _after_end(self) -> None:
-        """Once nothing more is read: log a failure; a client waits for the server's EOF."""
+    def _end_connection(self) -> None:
+        """End the connection: the one way, on whichever thread read the end of the stream.
+
+        1. A close frame or a protocol error is answered, once the
+           application has taken the messages that came before it (RFC 6455
+           allows data frames until this side's close frame).
+        2. If the protocol says the TCP connection should not be closed yet
+           (``should_close_transport``: a client lets the server close it
+           first), wait for the peer's EOF, at most ``close_timeout``.
+        3. The transport is released and every waiter woken: ``recv()``,
+           ``close()``, pings.
+        """
         protocol = self.protocol
-        if protocol.failure is not None:
-            self.logger.info(
-                "failing the connection with %d: %s", protocol.failure.code, protocol.failure
-            )
-        elif protocol.side is Side.CLIENT and protocol.close_sent and not protocol.eof:
-            self._wait_for_server_eof()
+        try:
+            if self._read_error is not None:
+                if not self.writer.closed:
+                    self.logger.debug("connection lost: %s", self._read_error)
+            elif not protocol.eof:
+                if not self._messages.empty:
+                    self._messages.wait_drained(self.close_timeout)
+                self._flush_replies()
+            if protocol.failure is not None:
+                self.logger.info(
+                    "failing the connection with %d: %s", protocol.failure.code, protocol.failure
+                )
+            elif self._read_error is None and not protocol.should_close_transport:
+                self._wait_for_eof()
+        except Exception:  # a bug; never let it pass silently
+            self.logger.exception("unexpected error while ending the connection")
+        finally:
+            self._release()
 
-    def _end(self) -> None:
+    def _release(self) -> None:
         """Release the transport and wake everyone waiting on the connection."""
-        self._shutdown_transport()
+        self.writer.shutdown()
         self._messages.close()
+        # Not under the writer lock: a writer may be blocked on the socket
+        # this call has just shut down. list() copies the dict in one step.
         for waiter in list(self._pings.values()):
             waiter.set()
         self._closed.set()
@@ -616,8 +489,8 @@ class Connection:
         """Read and process once on an application thread waiting in :meth:`recv`.
 
         Returns ``False`` at the end of the stream (a close frame, an error,
-        EOF), which the reader thread then handles: it is started if it is
-        not running yet.
+        EOF): the connection is then ended here, or by the reader thread if
+        messages are still queued (it is started if it is not running yet).
 
         Raises:
             socket.timeout: nothing arrived within ``timeout`` seconds.
@@ -641,18 +514,7 @@ class Connection:
             if self._reader_started:
                 return False
             self._reader_started = True  # no reader thread, ever, for this connection
-        protocol = self.protocol
-        try:
-            if self._read_error is not None:
-                if not self._transport_closed:
-                    self.logger.debug("connection lost: %s", self._read_error)
-            elif not protocol.eof:
-                self._flush_replies()
-            self._after_end()
-        except Exception:  # a bug; never let it pass silently
-            self.logger.exception("unexpected error while ending the connection")
-        finally:
-            self._end()
+        self._end_connection()
         return True
 
     def _read_once(self, timeout: Optional[float]) -> bool:
@@ -670,11 +532,6 @@ class Connection:
             protocol.receive_eof()
             return False
         return self._process(data, block=False)
-
-    def _receive(self, data: bytes) -> None:
-        """Process bytes on the reader thread, and finish receiving at the end."""
-        if not self._process(data, block=True):
-            self._finish_receiving()
 
     def _process(self, data: bytes, block: bool) -> bool:
         """Feed the protocol and dispatch its events; ``False`` once receiving ends."""
@@ -694,31 +551,19 @@ class Connection:
                 self.logger.debug("close frame received: %s", event)
         return not ending
 
-    def _finish_receiving(self) -> None:
-        """After a close frame or a protocol error: answer it, on the reader thread.
-
-        Lets the application handle (and answer) the messages that came
-        before the close or the error first: RFC 6455 allows data frames
-        until this side's close frame.
-        """
-        if not self._messages.empty:
-            self._messages.wait_drained(self.close_timeout)
-        self._flush_replies()
-
     def _flush_replies(self) -> None:
         """Write the pongs and the close frame the protocol owes the peer."""
-        with self._write_lock:
+        writer = self.writer
+        with writer:
             output = self.protocol.data_to_send()
             if output:
                 try:
-                    self._write(output)
+                    writer.write(output)
                 except ConnectionClosed:
                     pass
-        if self._outbox:
-            self._drain_outbox()
 
-    def _wait_for_server_eof(self) -> None:
-        """A client waits, at most ``close_timeout``, for the server to close TCP."""
+    def _wait_for_eof(self) -> None:
+        """Wait, at most ``close_timeout``, for the peer to close TCP (a client's last step)."""
         deadline = Deadline(self.close_timeout)
         try:
             while self.transport.recv(_RECV_SIZE, deadline.remaining()):
@@ -727,7 +572,7 @@ class Connection:
             pass
 
     def _acknowledge_pings(self, payload: bytes) -> None:
-        with self._write_lock:
+        with self.writer.lock:
             if payload not in self._pings:
                 return
             if payload == self._keepalive_payload:
@@ -743,34 +588,6 @@ class Connection:
             for key in acknowledged:
                 del self._pings[key]
 
-    # -- writing ------------------------------------------------------------
-
-    def _write(self, data: bytes) -> None:
-        """Write ``data`` and wait until the socket took it; the caller holds the lock."""
-        if self._transport_closed:
-            raise self.protocol.close_exception()
-        try:
-            self.transport.write(data)
-            if self.transport.unsent:
-                self.transport.flush(self.write_timeout)
-        except socket.timeout:
-            self.logger.warning(
-                "client took no data for %s seconds: closing the connection", self.write_timeout
-            )
-            self._shutdown_transport()
-            raise self.protocol.close_exception() from None
-        except OSError as exc:
-            self.logger.debug("write failed: %s", exc)
-            self._shutdown_transport()
-            raise self.protocol.close_exception() from exc
-
-    def _shutdown_transport(self) -> None:
-        """Shut the socket down, which also wakes a reader blocked in ``recv``."""
-        if self._transport_closed:
-            return
-        self._transport_closed = True
-        self.transport.shutdown()
-
     # -- keepalive -----------------------------------------------------------
 
     def keepalive_tick(self, now: float, interval: float, timeout: Optional[float]) -> None:
@@ -778,7 +595,7 @@ class Connection:
 
         Called by :class:`Keepalive`, never by the application; never blocks.
         """
-        if self._transport_closed or self.protocol.state is not State.OPEN:
+        if self.writer.closed or self.protocol.state is not State.OPEN:
             return
         if self._pong_deadline is not None and now >= self._pong_deadline:
             self.logger.info("no pong within %s seconds: closing with 1011", timeout)
@@ -791,7 +608,8 @@ class Connection:
             return
         self._next_ping = now + interval
         # Never wait behind a long send: a busy writer will try again next time.
-        if not self._write_lock.acquire(blocking=False):
+        writer = self.writer
+        if not writer.lock.acquire(blocking=False):
             return
         try:
             payload = os.urandom(4)
@@ -800,16 +618,11 @@ class Connection:
             self._keepalive_payload = payload
             if timeout is not None:
                 self._pong_deadline = now + timeout
-            self.transport.write(frame)
-            if self.transport.unsent:
-                self._hand_to_pump()
+            writer.write(frame, wait=False)
         except ConnectionClosed:
             pass
-        except OSError as exc:
-            self.logger.debug("write failed: %s", exc)
-            self._shutdown_transport()
         finally:
-            self._write_lock.release()
+            writer.lock.release()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.remote_address} {self.protocol.state.name}>"

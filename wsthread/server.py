@@ -414,7 +414,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         else:
             is_text, payload = False, bytes(message)
         targets = self.connections if connections is None else list(connections)
-        return sum(1 for connection in targets if connection._send_nowait(is_text, payload))
+        return sum(1 for connection in targets if connection.writer.enqueue(is_text, payload))
 
     # -- running ------------------------------------------------------------
 
@@ -754,12 +754,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             transport.write(head)
             transport.flush(deadline.remaining())
             if deflate is not None and self.deflate is not None:
-                connection.protocol = Protocol(
-                    Side.SERVER,
-                    max_size=self.max_size,
-                    deflate=self.deflate.codec(deflate, is_server=True),
-                    trace=tracer,
-                )
+                connection.protocol.use_deflate(self.deflate.codec(deflate, is_server=True))
             connection._initial_data = parser.trailing_data
             with self._state_lock:  # the reserved slot becomes the connection's
                 self._opening -= 1

@@ -187,6 +187,14 @@ class Protocol:
         # Whether the message being sent is compressed (set by its first frame).
         self._sending_compressed = False
 
+    def use_deflate(self, deflate: PerMessageDeflate) -> None:
+        """Compress and decompress with ``deflate`` from now on (agreed in the handshake).
+
+        Call it before the first frame is sent or received.
+        """
+        self.deflate = deflate
+        self._parser.allowed_rsv1 = True
+
     # -- state -------------------------------------------------------------
 
     @property

@@ -1,0 +1,315 @@
+"""The one way bytes leave a connection: runs on whichever thread writes (or the write pump).
+
+A :class:`Writer` owns, for one connection:
+
+* the **writer lock**, held while frames are built *and* handed to the
+  transport, so that frames from two threads never interleave (the
+  protocol's sending half is only ever used under it);
+* the **outbox** of messages queued by ``broadcast()``, which never waits;
+* the **write-pump step**, with which the process-wide
+  :class:`~wsthread.threads.WritePump` finishes what a socket did not take.
+
+Every byte goes through :meth:`Writer.write`, and :meth:`Writer._transfer`
+is the only code that calls the transport's output methods. Its error
+policy is the same for every caller: a failed write (an ``OSError``, or no
+progress for ``write_timeout`` seconds while waiting) shuts the transport
+down once, logs once, and raises the connection's
+:class:`~wsthread.exceptions.ConnectionClosed`. Shutting the transport down
+wakes the thread reading the socket, which then ends the connection and
+wakes every other waiter.
+
+The write path::
+
+    send()/ping()/close()/replies ─ with writer: writer.write(frame) ─┐
+    keepalive ping ─ writer.lock (if free) ─ writer.write(frame, wait=False)
+    broadcast ─ writer.enqueue() ─ outbox ─ drain_outbox() (if lock free)
+                                                                      v
+                   _transfer(): transport.write() ── flush (wait=True)
+                                                 └── WritePump (wait=False)
+
+``write(data, wait=False)`` and :meth:`flush` are separate steps, so that a
+policy that gathers several writes before one system call can sit between
+them without touching any caller.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Optional, Tuple
+
+from .exceptions import ConnectionClosed
+from .sansio.frames import CloseCode
+from .sansio.protocol import Protocol, State
+from .threads import WritePump, shared
+from .transport import Transport
+
+__all__ = ["Writer"]
+
+
+class Writer:
+    """Writes a connection's frames to its transport, from any thread.
+
+    Use it as a context manager to hold the writer lock; leaving the block
+    also writes the outbox if a broadcast queued messages meanwhile::
+
+        with writer:
+            writer.write(protocol.send_text(data))
+
+    Args:
+        transport: the connection's transport.
+        protocol: the connection's protocol; its sending half is used only
+            under the writer lock.
+        write_timeout: how long a write may make no progress at all (the
+            peer takes no bytes) before the connection is failed; ``None``
+            waits for ever.
+        write_limit: how many bytes :meth:`enqueue` may leave waiting before
+            the connection is closed with 1013; ``None`` for no limit.
+        logger: where to log (the connection's logger).
+        on_fail: called by :meth:`fail`, before the transport is shut down
+            (the connection stops its reader from waiting on a full queue).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        protocol: Protocol,
+        *,
+        write_timeout: Optional[float],
+        write_limit: Optional[int],
+        logger: Any,
+        on_fail: Optional[Callable[[], None]] = None,
+    ) -> None:
+        self.transport = transport
+        self.protocol = protocol
+        self.write_timeout = write_timeout
+        self.write_limit = write_limit
+        self.logger = logger
+        self._on_fail = on_fail
+        self.lock = threading.Lock()
+        # Guards the outbox and the shutdown flag; never held while writing.
+        self._state_lock = threading.Lock()
+        self._closed = False
+        # Messages waiting for the writer lock (see enqueue).
+        self._outbox: Optional[Deque[Tuple[bool, bytes]]] = None  # made by a first broadcast
+        self._outbox_bytes = 0
+        # For the write pump: whether it watches this writer, and when the
+        # transport last made progress on a write that did not wait.
+        self._pumped = False
+        self._progress = 0.0
+
+    def __enter__(self) -> Writer:
+        self.lock.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.lock.release()
+        if self._outbox:
+            self.drain_outbox()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the transport was shut down (nothing more can be written)."""
+        return self._closed
+
+    # -- writing -------------------------------------------------------------
+
+    def write(self, data: bytes, *, wait: bool = True) -> None:
+        """Write ``data``; the caller holds the writer lock.
+
+        With ``wait``, return once the socket has taken every byte written so
+        far; without, return at once and let the write pump send the rest.
+
+        Raises:
+            ConnectionClosed: the transport is shut down, or this write
+                failed (and shut it down).
+        """
+        if self._closed:
+            raise self.protocol.close_exception()
+        self._transfer(data, wait)
+
+    def flush(self) -> None:
+        """Wait until the socket has taken every byte written; the caller holds the lock.
+
+        Raises:
+            ConnectionClosed: as :meth:`write`.
+        """
+        self.write(b"", wait=True)
+
+    def _transfer(self, data: bytes, wait: bool, pumping: bool = False) -> None:
+        """Hand ``data`` to the transport: the only call of its output methods.
+
+        Bytes the socket does not take are waited for (``wait``), or left to
+        the write pump (which passes ``pumping``: it is already on it). The
+        one error policy: shut down once, log once, raise the connection's
+        ``ConnectionClosed``.
+        """
+        transport = self.transport
+        try:
+            if data:
+                transport.write(data)
+            else:
+                transport.send_some()
+            if transport.unsent:
+                if wait:
+                    transport.flush(self.write_timeout)
+                elif not pumping:
+                    self._hand_to_pump()
+        except socket.timeout:
+            if self.shutdown():
+                self.logger.warning(
+                    "client took no data for %s seconds: closing the connection",
+                    self.write_timeout,
+                )
+            raise self.protocol.close_exception() from None
+        except OSError as exc:
+            if self.shutdown():
+                self.logger.debug("write failed: %s", exc)
+            raise self.protocol.close_exception() from exc
+
+    def shutdown(self) -> bool:
+        """Shut the transport down, which also wakes a reader blocked in ``recv``.
+
+        Returns whether this call did it (``False`` if it was done already).
+        """
+        with self._state_lock:
+            if self._closed:
+                return False
+            self._closed = True
+        self.transport.shutdown()
+        return True
+
+    def fail(self, code: int, reason: str) -> None:
+        """Give up on the connection: send a close frame if that needs no waiting, shut down.
+
+        Never blocks: the close frame goes out only if the writer lock is
+        free and the socket takes it at once.
+        """
+        if self._on_fail is not None:
+            self._on_fail()
+        if self.lock.acquire(blocking=False):
+            try:
+                if self.protocol.close_sent is None and not self._closed:
+                    self.write(self.protocol.send_close(code, reason), wait=False)
+            except ConnectionClosed:
+                pass
+            finally:
+                self.lock.release()
+        self.shutdown()
+
+    # -- messages that never wait (broadcast) ------------------------------
+
+    def enqueue(self, is_text: bool, payload: bytes) -> bool:
+        """Queue a message without ever blocking the caller.
+
+        Returns ``False`` when the connection is closing, or when the peer has
+        let ``write_limit`` bytes pile up: then it is closed with 1013.
+        """
+        if self._closed or self.protocol.state is not State.OPEN:
+            return False
+        limit = self.write_limit
+        with self._state_lock:
+            backlog = self._outbox_bytes + self.transport.unsent
+            overflow = limit is not None and backlog > limit
+            if not overflow:
+                if self._outbox is None:
+                    self._outbox = deque()
+                self._outbox.append((is_text, payload))
+                self._outbox_bytes += len(payload)
+        if overflow:
+            self.logger.warning(
+                "client too slow: %d bytes waiting (write_limit %d): closing with 1013",
+                backlog,
+                limit,
+            )
+            self.fail(CloseCode.TRY_AGAIN_LATER, "client too slow")
+            return False
+        self.drain_outbox()
+        return True
+
+    def drain_outbox(self) -> None:
+        """Frame and write queued messages if the writer lock is free; never blocks.
+
+        Whoever holds the lock calls this after releasing it (leaving a
+        ``with writer:`` block does), so a message queued while the lock was
+        busy is never left behind.
+        """
+        while self._outbox:
+            if not self.lock.acquire(blocking=False):
+                return
+            try:
+                self._write_outbox()
+            finally:
+                self.lock.release()
+
+    def _write_outbox(self) -> None:
+        with self._state_lock:
+            items = list(self._outbox or ())
+            if self._outbox:
+                self._outbox.clear()
+            self._outbox_bytes = 0
+        protocol = self.protocol
+        frames = []
+        try:
+            for is_text, payload in items:
+                frames.append(
+                    protocol.send_text(payload) if is_text else protocol.send_binary(payload)
+                )
+        except ConnectionClosed:
+            pass  # closing: what is left is dropped, as after a close frame
+        if frames:
+            try:
+                self.write(b"".join(frames), wait=False)
+            except ConnectionClosed:
+                pass
+
+    # -- the write pump's side ---------------------------------------------
+
+    def _hand_to_pump(self) -> None:
+        """Let the process-wide :class:`WritePump` finish what the socket did not take."""
+        if not self._pumped:
+            self._pumped = True
+            self._progress = time.monotonic()
+        shared(WritePump).watch(self)
+
+    def pump_socket(self) -> Optional[socket.socket]:
+        """The socket the write pump waits on; ``None`` once it is shut down."""
+        return None if self._closed else self.transport.socket
+
+    def pump(self, now: float) -> bool:
+        """Send what the socket takes now (the write pump's step); ``True`` when done."""
+        done = self._pump_step(now)
+        if done:
+            self._pumped = False
+        return done
+
+    def _pump_step(self, now: float) -> bool:
+        if self._closed:
+            return True
+        if not self.lock.acquire(blocking=False):
+            return False  # a writer is busy with this connection; look again later
+        try:
+            before = self.transport.unsent
+            try:
+                self._transfer(b"", wait=False, pumping=True)
+            except ConnectionClosed:
+                return True
+            if self.transport.unsent < before:
+                self._progress = now
+        finally:
+            self.lock.release()
+        if self._outbox:
+            self.drain_outbox()
+        if self.transport.unsent == 0:
+            return True
+        timeout = self.write_timeout
+        if timeout is not None and now - self._progress > timeout:
+            self.logger.warning("client took no data for %s seconds: closing with 1011", timeout)
+            self.fail(CloseCode.INTERNAL_ERROR, "write timeout")
+            return True
+        return False
+
+    def __repr__(self) -> str:
+        return f"<Writer {self.transport.socket!r}>"
