@@ -60,6 +60,7 @@ __all__ = [
     "Side",
     "State",
     "Message",
+    "Fragment",
     "Ping",
     "Pong",
     "CloseReceived",
@@ -91,6 +92,20 @@ class Message:
 
 
 @dataclass(frozen=True)
+class Fragment:
+    """One frame of a fragmented message, delivered as it arrives (``fragments=True``).
+
+    ``data`` is ``str`` for a text message (each piece already checked and
+    decoded as UTF-8; a character split between frames comes whole in the
+    later piece) and ``bytes`` for a binary one; ``fin`` marks the last
+    piece. A message sent in one frame still arrives as one :class:`Message`.
+    """
+
+    data: Union[str, bytes]
+    fin: bool
+
+
+@dataclass(frozen=True)
 class Ping:
     """A ping arrived; the pong is already waiting in :meth:`Protocol.data_to_send`."""
 
@@ -112,7 +127,7 @@ class CloseReceived:
     reason: str
 
 
-Event = Union[Message, Ping, Pong, CloseReceived]
+Event = Union[Message, Fragment, Ping, Pong, CloseReceived]
 
 _OK_CLOSE_CODES = frozenset(
     {CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD}
@@ -140,6 +155,11 @@ class Protocol:
         deflate: the permessage-deflate codec, if the handshake agreed on it.
             Messages shorter than ``COMPRESSION_THRESHOLD`` bytes are sent
             uncompressed.
+        fragments: deliver a fragmented message frame by frame, as
+            :class:`Fragment` events, instead of one :class:`Message` once it
+            is complete; ``max_size`` still bounds the whole message and its
+            text is still checked as each piece arrives. For streaming large
+            messages without holding them in memory.
         trace: an optional :class:`~wsthread.trace.TraceHook`; its ``frame()``
             is called for every frame parsed and every frame serialised, with
             the wire payload (unmasked, not decompressed) and the masking key.
@@ -160,8 +180,10 @@ class Protocol:
         mask_key: Optional[Callable[[], bytes]] = None,
         deflate: Optional[PerMessageDeflate] = None,
         trace: Optional[TraceHook] = None,
+        fragments: bool = False,
     ) -> None:
         self.side = side
+        self.fragments = fragments
         self._trace = trace
         peer = Side.CLIENT if side is Side.SERVER else Side.SERVER
         self._trace_in = f"{peer.value} -> {side.value}"
@@ -180,6 +202,7 @@ class Protocol:
         self._message_opcode: Optional[Opcode] = None
         self._message_compressed = False
         self._message_parts: List[Union[str, bytes]] = []
+        self._fragmenting = False  # with fragments=True: a message's first Fragment went out
         self._message_size = 0
         self._decoder = Utf8Decoder()
         # Pongs owed to the peer, written by the receiving half, taken by data_to_send().
@@ -321,6 +344,12 @@ class Protocol:
             part = self._decoder.decode(payload, frame.fin)
         else:
             part = payload
+        if self.fragments and (not frame.fin or self._fragmenting):
+            self._fragmenting = not frame.fin
+            if frame.fin:
+                self._message_opcode = None
+                self._message_size = 0
+            return Fragment(part, frame.fin)
         if not frame.fin:
             self._message_parts.append(part)
             return None
