@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import inspect
 import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -492,6 +493,36 @@ def test_connections_snapshot_while_clients_come_and_go(make_server: ServerFacto
     assert sizes and max(sizes) <= 4
 
 
+def test_serve_socket_from_many_threads_then_shutdown(make_server: ServerFactory) -> None:
+    """4 threads each serve_socket() a socketpair at once; shutdown() ends them all with 1001."""
+    server = make_server()
+    pairs = [socket.socketpair() for _ in range(4)]
+    serving = [
+        threading.Thread(target=server.serve_socket, args=(theirs,), daemon=True)
+        for _, theirs in pairs
+    ]
+    for thread in serving:
+        thread.start()
+    clients = [wsthread.connect("ws://localhost/", sock=ours, close_timeout=2) for ours, _ in pairs]
+    try:
+        for n, ws in enumerate(clients):
+            ws.send(body("p", n))
+            assert check(ws.recv(timeout=BOUND)) == ("p", n)
+        assert wait_until(lambda: len(server.connections) == 4)
+        errors = run_threads([server.shutdown] * 2)
+        assert not errors, errors
+        for thread in serving:
+            thread.join(BOUND)
+            assert not thread.is_alive()
+        for ws in clients:
+            with pytest.raises(wsthread.ConnectionClosed):
+                ws.recv(timeout=BOUND)
+            assert ws.close_code == 1001
+    finally:
+        for ws in clients:
+            ws.close()
+
+
 # -- the page ------------------------------------------------------------------------
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "reference" / "threads.md"
@@ -556,6 +587,16 @@ def test_the_page_covers_every_public_method() -> None:
         for title, (cells, names) in expected.items()
     }
     assert not any(missing.values()), f"add rows to docs/reference/threads.md for {missing}"
+    classes = {
+        "ServerConnection and ClientConnection": wsthread.Connection,
+        "ServerConnection": wsthread.ServerConnection,
+        "ClientConnection": wsthread.ClientConnection,
+        "WebSocketServer": wsthread.WebSocketServer,
+    }
+    for title, cls in classes.items():
+        for cell in rows(sections[title]):
+            for name in re.findall(r"`(\w+)(?:\(\))?`", cell):
+                assert hasattr(cls, name), f"threads.md, {title}: {name} no longer exists"
     assert len(expected["WebSocketServer"][1]) >= 20  # the check is not vacuous
 
     text = PAGE.read_text(encoding="utf-8")
