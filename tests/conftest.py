@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -23,6 +24,16 @@ from wsthread.server import ServerConnection, WebSocketServer
 # KeyboardInterrupt handler, and the tests' Ctrl-C never reaches the servers.
 # Handling it here restores the default in children (exec resets it).
 signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# connect() uses the proxy that HTTP_PROXY, HTTPS_PROXY or ALL_PROXY name
+# unless NO_PROXY matches (as curl and requests do), and so would websockets'
+# client. Every test talks to servers on loopback, so a proxy set on the
+# machine running the suite (common on CI runners) must not intercept them:
+# the suite forgets these variables, for itself and every process it starts.
+# tests/test_proxy.py sets its own, and checks NO_PROXY explicitly.
+for _name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+    os.environ.pop(_name, None)
+    os.environ.pop(_name.upper(), None)
 
 
 def echo_handler(ws: ServerConnection) -> None:

@@ -25,6 +25,7 @@ from .exceptions import (
     InvalidURI,
     PayloadTooBig,
     ProtocolError,
+    ProxyError,
     WebSocketError,
 )
 from .sansio.deflate import Deflate
@@ -54,6 +55,7 @@ __all__ = [
     "InvalidStatus",
     "InvalidURI",
     "ProtocolError",
+    "ProxyError",
     "PayloadTooBig",
 ]
 

@@ -10,6 +10,7 @@ with a closing handshake, and the close code and reason are printed.
     python -m wsthread --cafile certs/ca.pem wss://localhost:8765/
     python -m wsthread --trace ws://127.0.0.1:8765/
     python -m wsthread --unix /run/app.sock ws://localhost/chat
+    python -m wsthread --proxy socks5h://127.0.0.1:1080 wss://example.com/
 
 ``--trace`` writes the opening handshake and every frame, annotated (see
 :mod:`wsthread.trace`), to standard error, so that standard output keeps
@@ -25,6 +26,7 @@ from typing import List, Optional
 
 from .client import ClientConnection, connect, unix_connect
 from .exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from .proxy import ProxyOption
 from .tls import client_context
 from .trace import Tracer
 
@@ -45,6 +47,15 @@ def _show(message: object) -> str:
     if isinstance(message, bytes):
         return f"< [binary {len(message)} bytes] {message.hex()}"
     return f"< {message}"
+
+
+def _proxy_option(value: Optional[str]) -> ProxyOption:
+    """``--proxy``: absent means the environment's; ``none`` means no proxy."""
+    if value is None:
+        return True
+    if value.lower() == "none":
+        return None
+    return value
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -70,6 +81,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         action="store_true",
         help="write the handshake and every frame, annotated, to standard error",
     )
+    parser.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="connect through this proxy (http://[user:pass@]host:port, socks5://, socks5h://),"
+        " or 'none' to ignore HTTP_PROXY, HTTPS_PROXY and ALL_PROXY (used by default)",
+    )
     args = parser.parse_args(argv)
 
     context = None
@@ -80,8 +97,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.unix is not None:
             ws = unix_connect(args.unix, args.uri, ssl=context, trace=trace)
         else:
-            ws = connect(args.uri, ssl=context, trace=trace)
-    except (InvalidURI, InvalidHandshake, OSError) as exc:
+            ws = connect(args.uri, ssl=context, trace=trace, proxy=_proxy_option(args.proxy))
+    except (InvalidURI, InvalidHandshake, OSError, ValueError) as exc:
         print(f"Failed to connect to {args.uri}: {exc}", file=sys.stderr)
         return 1
     print(f"Connected to {args.uri}.", file=sys.stderr)

@@ -21,7 +21,8 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Uni
 
 from .connection import Connection
 from .deadline import Deadline
-from .exceptions import InvalidResponse, InvalidStatus, InvalidURI
+from .exceptions import InvalidResponse, InvalidStatus, InvalidURI, ProxyError
+from .proxy import ProxyOption, connect_socket
 from .sansio.deflate import CompressionOption, client_offer, client_settings, negotiate_client
 from .sansio.handshake import (
     Request,
@@ -147,6 +148,7 @@ def connect(
     additional_headers: Optional[Iterable[Tuple[str, str]]] = None,
     user_agent_header: Optional[str] = DEFAULT_USER_AGENT,
     compression: CompressionOption = "deflate",
+    proxy: ProxyOption = True,
     open_timeout: Optional[float] = 10,
     ping_interval: Optional[float] = 20,
     ping_timeout: Optional[float] = 20,
@@ -181,6 +183,12 @@ def connect(
             (``Deflate()``); a :class:`~wsthread.Deflate`, or a list of them
             (several offers, in order of preference), says which parameters
             to offer; ``None`` offers nothing.
+        proxy: ``True`` (the default) uses the proxy that ``HTTPS_PROXY``
+            (``wss://``), ``HTTP_PROXY`` (``ws://``) or ``ALL_PROXY`` set,
+            unless ``NO_PROXY`` matches the host; a URL
+            (``http://[user:pass@]host:port``, ``socks5://...`` or
+            ``socks5h://...``) uses that proxy; ``None`` connects directly.
+            Not used with ``sock``. See :mod:`wsthread.proxy`.
         open_timeout: seconds for TCP, TLS and the HTTP handshake together.
         ping_interval: seconds between keepalive pings; ``None`` disables them.
         ping_timeout: seconds to wait for a pong before closing with 1011.
@@ -198,6 +206,8 @@ def connect(
         InvalidStatus: the server answered with another status than 101
             (its ``status`` attribute tells which).
         InvalidResponse: the server's 101 answer breaks the protocol.
+        ProxyError: the proxy refused or could not open the tunnel (its
+            ``status`` says why: 407 for refused credentials...).
         TimeoutError: the handshake took longer than ``open_timeout``.
         OSError: the connection could not be made (refused, TLS failure...).
     """
@@ -212,7 +222,9 @@ def connect(
         headers.insert(0, ("User-Agent", user_agent_header))
     if sock is None:
         try:
-            sock = socket.create_connection((target.host, target.port), deadline.remaining())
+            sock = connect_socket(
+                target.host, target.port, proxy=proxy, secure=target.secure, deadline=deadline
+            )
         except socket.timeout:
             raise TimeoutError(f"could not connect to {uri} within {open_timeout}s") from None
     try:
@@ -340,7 +352,8 @@ def reconnect(
     multiplied by ``factor`` after each failure, up to ``max_delay``; it
     resets after a successful connection. Network errors, timeouts and 5xx
     answers are retried; an invalid URI, a 4xx answer or a broken handshake
-    is raised. The loop ends after a connection closed cleanly with 1000, or
+    is raised (so is a proxy's refusal below 500, such as 407). The loop
+    ends after a connection closed cleanly with 1000, or
     when the caller breaks out (the current connection is then closed).
 
     Args:
@@ -354,7 +367,7 @@ def reconnect(
     while True:
         try:
             connection = connect(uri, **options)
-        except InvalidStatus as exc:
+        except (InvalidStatus, ProxyError) as exc:
             if exc.status < 500:
                 raise
             failure: BaseException = exc

@@ -16,7 +16,8 @@
     │   ├── RequestTooLarge         414 or 431: request line or headers over the limits
     │   ├── ServiceUnavailable      503: the server is full or shutting down
     │   ├── InvalidStatus           (client) the server answered with another status
-    │   └── InvalidResponse         (client) a 101 answer that breaks the protocol
+    │   ├── InvalidResponse         (client) a 101 answer that breaks the protocol
+    │   └── ProxyError              (client) the proxy did not open a tunnel; carries its status
     └── ProtocolError               the peer broke RFC 6455; carries the close code (1002)
         ├── InvalidUTF8             text that is not UTF-8 (1007)
         └── PayloadTooBig           a message over ``max_size`` (1009)
@@ -49,6 +50,7 @@ __all__ = [
     "ServiceUnavailable",
     "InvalidStatus",
     "InvalidResponse",
+    "ProxyError",
     "ProtocolError",
     "InvalidUTF8",
     "PayloadTooBig",
@@ -174,6 +176,38 @@ class InvalidStatus(InvalidHandshake):
 
 class InvalidResponse(InvalidHandshake):
     """Client side: the server's 101 response breaks the protocol."""
+
+
+class ProxyError(InvalidHandshake):
+    """The proxy did not open a tunnel to the server.
+
+    Attributes:
+        proxy: the proxy's URL, without its password.
+        status: the HTTP status that best describes the failure: the
+            proxy's own for HTTP CONNECT (407: credentials refused; 502,
+            503, 504: the server could not be reached), 407 for refused
+            SOCKS5 credentials, 403 for a SOCKS5 ruleset refusal, 504 for a
+            SOCKS5 TTL expiry, 502 otherwise (including a proxy that
+            closed the connection in the middle of its handshake).
+        proxy_status: the HTTP status the proxy sent, or ``None``.
+        socks_reply: the SOCKS5 reply code (RFC 1928 §6), or ``None``.
+    """
+
+    default_status = HTTPStatus.BAD_GATEWAY
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        proxy: str,
+        status: Optional[HTTPStatus] = None,
+        proxy_status: Optional[int] = None,
+        socks_reply: Optional[int] = None,
+    ) -> None:
+        super().__init__(f"proxy {proxy}: {message}", status=status)
+        self.proxy = proxy
+        self.proxy_status = proxy_status
+        self.socks_reply = socks_reply
 
 
 class ProtocolError(WebSocketError):
