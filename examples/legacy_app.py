@@ -14,16 +14,27 @@ the app changes: wsthread runs beside it in a background thread
 Try it::
 
     curl -d 'item=coffee' http://127.0.0.1:8080/orders   # every open page sees it
+
+A page shows the orders that exist when it loads (rendered by the server,
+so it works without JavaScript too, after the form's redirect), then
+subscribes for the new ones. Between the two, an order may be recorded; so
+the page subscribes with ``?after=N``, the last order it shows, and the
+WebSocket handler first sends every order after ``N``. Nothing falls in the
+gap: the connection is registered with the server (and so reached by every
+later broadcast) before the handler takes its snapshot. An order recorded
+in between may arrive twice (in the snapshot and by broadcast), or out of
+order, so the page files each one by its id and ignores one it already has.
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import http.server
 import json
 import logging
 import threading
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 from urllib.parse import parse_qs
 
 import wsthread
@@ -36,16 +47,24 @@ PAGE = """<!doctype html>
   <input id="item" name="item" placeholder="what?"> <button id="order">Order</button>
 </form>
 <p>Live (pushed over WebSocket, no reload): <span id="status">connecting</span></p>
-<ol id="orders"></ol>
+<ol id="orders" data-last="%(last)d">%(items)s</ol>
 <script>
-  const socket = new WebSocket(`ws://${location.hostname}:%(ws_port)d/`);
+  const list = document.getElementById("orders");
+  // The orders on the page came with it; ask only for those after the last one.
+  const socket = new WebSocket(
+    `ws://${location.hostname}:%(ws_port)d/?after=${list.dataset.last}`);
   socket.onopen = () => { document.getElementById("status").textContent = "connected"; };
   socket.onclose = () => { document.getElementById("status").textContent = "disconnected"; };
   socket.onmessage = (message) => {
     const order = JSON.parse(message.data);
+    if (document.getElementById(`order-${order.id}`)) return;  // already shown
     const item = document.createElement("li");
+    item.id = `order-${order.id}`;
+    item.value = order.id;
     item.textContent = `#${order.id} ${order.item}`;
-    document.getElementById("orders").appendChild(item);
+    // File it by id: one recorded during the page's subscription may come late.
+    const later = [...list.children].find((li) => li.value > order.id);
+    list.insertBefore(item, later || null);
   };
   // Post without leaving the page: the order comes back over the WebSocket,
   // like everyone else's. (Without JavaScript the form still works.)
@@ -58,11 +77,47 @@ PAGE = """<!doctype html>
 </body></html>
 """
 
+ITEM = '<li id="order-%(id)d" value="%(id)d">#%(id)d %(item)s</li>'
 
-def screen(ws: wsthread.ServerConnection) -> None:
-    """A WebSocket client is a screen: it only listens. Read until it leaves."""
-    for _ in ws:
-        pass
+
+class Orders:
+    """The orders, their lock, and the WebSocket side: snapshot first, then live."""
+
+    def __init__(self) -> None:
+        self.orders: List[Dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.events: Optional[wsthread.WebSocketServer] = None
+
+    def record(self, item: str) -> Dict[str, Any]:
+        """Store an order and push it to every screen."""
+        assert self.events is not None
+        with self.lock:
+            order = {"id": len(self.orders) + 1, "item": item}
+            self.orders.append(order)
+            # The one new line: from this request's thread, to every screen.
+            # Under the lock, so screens see the orders in the order of their ids.
+            self.events.broadcast(json.dumps(order))
+        return order
+
+    def snapshot(self, after: int = 0) -> List[Dict[str, Any]]:
+        """The orders whose id is over ``after``."""
+        with self.lock:
+            return self.orders[after:]
+
+    def screen(self, ws: wsthread.ServerConnection) -> None:
+        """A page's WebSocket: send what it missed since ``?after=N``, then only listen.
+
+        The connection is already registered with the server here, so every
+        order recorded from now on is broadcast to it too: taking the
+        snapshot now leaves no gap (an order may come twice; the page
+        ignores the second copy).
+        """
+        assert ws.request is not None
+        after = parse_qs(ws.request.query).get("after", ["0"])[0]
+        for order in self.snapshot(int(after) if after.isdigit() else 0):
+            ws.send(json.dumps(order))
+        for _ in ws:  # a screen only listens; read until it leaves
+            pass
 
 
 class OrderDesk(http.server.ThreadingHTTPServer):
@@ -70,11 +125,9 @@ class OrderDesk(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: Any, events: wsthread.WebSocketServer) -> None:
+    def __init__(self, address: Any, orders: Orders) -> None:
         super().__init__(address, OrderHandler)
-        self.events = events  # the wsthread server that reaches the screens
-        self.orders: List[Dict[str, Any]] = []
-        self.lock = threading.Lock()
+        self.orders = orders  # the orders, and the wsthread server that reaches the screens
 
 
 class OrderHandler(http.server.BaseHTTPRequestHandler):
@@ -84,12 +137,21 @@ class OrderHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         """``/``: the page; ``/orders``: every order as JSON."""
+        orders = self.server.orders
         if self.path == "/":
-            page = PAGE % {"ws_port": self.server.events.port}
+            shown = orders.snapshot()
+            assert orders.events is not None
+            page = PAGE % {
+                "ws_port": orders.events.port,
+                "last": shown[-1]["id"] if shown else 0,
+                "items": "".join(
+                    ITEM % {"id": order["id"], "item": html.escape(order["item"])}
+                    for order in shown
+                ),
+            }
             self.reply(200, page.encode("utf-8"), "text/html; charset=utf-8")
         elif self.path == "/orders":
-            with self.server.lock:
-                body = json.dumps(self.server.orders).encode("utf-8")
+            body = json.dumps(orders.snapshot()).encode("utf-8")
             self.reply(200, body, "application/json")
         else:
             self.reply(404, b"not found\n", "text/plain")
@@ -101,13 +163,7 @@ class OrderHandler(http.server.BaseHTTPRequestHandler):
             return
         length = min(int(self.headers.get("Content-Length") or 0), 10_000)
         form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
-        item = form.get("item", ["?"])[0][:100]
-        with self.server.lock:
-            order = {"id": len(self.server.orders) + 1, "item": item}
-            self.server.orders.append(order)
-            # The one new line: from this request's thread, to every screen.
-            # Under the lock, so screens see the orders in the order of their ids.
-            self.server.events.broadcast(json.dumps(order))
+        order = self.server.orders.record(form.get("item", ["?"])[0][:100])
         if "text/html" in self.headers.get("Accept", ""):  # a browser's form: back to the page
             self.send_response(303)
             self.send_header("Location", "/")
@@ -137,9 +193,11 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    events = wsthread.serve(screen, "127.0.0.1", args.ws_port).start()  # background thread
+    orders = Orders()
+    events = wsthread.serve(orders.screen, "127.0.0.1", args.ws_port).start()  # background
+    orders.events = events
     try:
-        app = OrderDesk(("127.0.0.1", args.port), events)
+        app = OrderDesk(("127.0.0.1", args.port), orders)
     except OSError:
         events.shutdown()
         raise

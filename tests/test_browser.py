@@ -85,12 +85,15 @@ def test_two_pages_chat(chat_and_flags: tuple) -> None:  # type: ignore[type-arg
             alice, bob = browser.new_page(), browser.new_page()
             for page, name in ((alice, "alice"), (bob, "bob")):
                 page.goto(chat.urls[0])
+                # Before joining, the page does not know who is in the room: it says nothing.
+                expect(page.locator("#room")).to_be_hidden()
                 page.fill("#name", name)
                 page.click("#join")
                 expect(page.locator("#status")).to_have_text(f"connected as {name}")
             assert alice.evaluate("location.protocol") == ("https:" if scheme == "wss" else "http:")
             expect(alice.locator("#log")).to_contain_text("bob joined")
             expect(alice.locator("#people")).to_have_text("alice, bob")
+            expect(alice.locator("#room")).to_have_text("In the room: alice, bob")
 
             bob.fill("#message", "hello from bob")
             bob.press("#message", "Enter")
@@ -109,6 +112,7 @@ def test_two_pages_chat(chat_and_flags: tuple) -> None:  # type: ignore[type-arg
             # away, and the server exits without waiting for the browser.
             chat.interrupt()
             expect(alice.locator("#status")).to_have_text("disconnected (code 1001)")
+            expect(alice.locator("#room")).to_be_hidden()
         finally:
             browser.close()
 
@@ -133,6 +137,25 @@ def test_legacy_app_pages_get_orders_pushed() -> None:
                 pages[1].press("#item", "Enter")
                 for page in pages:
                     expect(page.locator("#orders li")).to_have_text(["#1 coffee", "#2 tea"])
+                # A page opened later shows the orders that exist, then new ones.
+                late = browser.new_page()
+                late.goto(app.urls[0])
+                expect(late.locator("#orders li")).to_have_text(["#1 coffee", "#2 tea"])
+                expect(late.locator("#status")).to_have_text("connected")
+                pages[0].fill("#item", "cake")
+                pages[0].click("#order")
+                for page in [*pages, late]:
+                    expect(page.locator("#orders li")).to_have_text(
+                        ["#1 coffee", "#2 tea", "#3 cake"]
+                    )
+                # Without JavaScript: the form posts, redirects, and the page lists the orders.
+                bare = browser.browser.new_context(java_script_enabled=False).new_page()
+                bare.goto(app.urls[0])
+                bare.fill("#item", "soup")
+                bare.click("#order")
+                expect(bare.locator("#orders li")).to_have_text(
+                    ["#1 coffee", "#2 tea", "#3 cake", "#4 soup"]
+                )
             finally:
                 browser.close()
         app.interrupt()
