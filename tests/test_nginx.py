@@ -284,3 +284,39 @@ def test_the_sample_config_in_examples_works(make_server: ServerFactory, tmp_pat
         ) as ws,
     ):
         assert json.loads(ws.recv(timeout=5)) == [CLIENT_HOST, "127.0.0.1", "/who?x=1"]
+
+
+def test_example_config_passes_nginx_t(tmp_path: Path) -> None:
+    """examples/nginx.conf, installed as its header says, passes ``nginx -t``."""
+    root = Path(__file__).resolve().parent.parent
+    # A configuration directory laid out like Debian's /etc/nginx.
+    (tmp_path / "conf.d").mkdir()
+    shutil.copy(root / "examples" / "nginx.conf", tmp_path / "conf.d" / "wsthread.conf")
+    (tmp_path / "wsthread").mkdir()
+    shutil.copy(root / "certs" / "localhost.pem", tmp_path / "wsthread" / "localhost.pem")
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\n"
+        "error_log stderr warn;\n"
+        "events { worker_connections 64; }\n"
+        f"http {{ access_log off; include {tmp_path}/conf.d/*.conf; }}\n",
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+    # Without the certificate, as the issue found it, the check fails.
+    (tmp_path / "wsthread" / "localhost.pem").unlink()
+    result = subprocess.run(
+        [NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0 and "localhost.pem" in result.stderr
