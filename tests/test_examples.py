@@ -384,6 +384,23 @@ def test_polling_vs_websocket_prints_its_table() -> None:
         "WebSocket push",
     ], result.stdout
     assert "events!" not in result.stdout  # every method delivered every event
+    # The tables quoted in the docs and the docstring have today's columns and rows.
+    printed = [line for line in result.stdout.splitlines() if line.startswith("method ")]
+    for where, path in [
+        ("docs/explanation/why.md", EXAMPLES.parent / "docs" / "explanation" / "why.md"),
+        ("the script's docstring", EXAMPLES / "polling_vs_websocket.py"),
+    ]:
+        text = path.read_text(encoding="utf-8")
+        quoted = [line.strip() for line in text.splitlines() if line.strip().startswith("method ")]
+        assert len(quoted) == 1, where
+        assert re.split(r"\s{2,}", quoted[0]) == re.split(r"\s{2,}", printed[0]), where
+        labels = [
+            re.split(r"\s{2,}", line.strip())[0]
+            for line in text.splitlines()
+            if re.match(r"\s*(short poll \d+ ms|long polling|WebSocket push)\s{2,}\d", line)
+        ]
+        expected = ["short poll 50 ms", "short poll 250 ms", "long polling", "WebSocket push"]
+        assert labels == expected, where
     long_polling, websocket = rows["long polling"], rows["WebSocket push"]
     assert long_polling[2] == "5"  # one answered request per event (events 50 ms apart)
     assert websocket[2] == "1"  # the handshake
