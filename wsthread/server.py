@@ -33,6 +33,7 @@ import socket
 import socketserver
 import ssl as ssl_module
 import threading
+from http import HTTPStatus
 from typing import (
     Any,
     Callable,
@@ -56,6 +57,7 @@ from .exceptions import (
     ServiceUnavailable,
 )
 from .forks import ForkGuard
+from .routing import Routes, is_upgrade
 from .sansio.deflate import (
     CompressionOption,
     DeflateParameters,
@@ -77,6 +79,7 @@ from .sansio.protocol import Protocol, Side
 from .threads import Keepalive, start_thread
 from .trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Tracer
 from .transport import TLSTransport, Transport
+from .wsgihttp import WSGIApplication, serve_wsgi
 
 __all__ = [
     "ServerConnection",
@@ -155,6 +158,8 @@ class ServerConnection(Connection):
 
 
 Handler = Callable[[ServerConnection], None]
+RoutesLike = Union[Handler, Mapping[str, Handler]]
+"""One handler for every path, or a mapping of exact paths to handlers."""
 ProcessRequest = Callable[[ServerConnection, Request], Optional[Response]]
 ProcessResponse = Callable[[ServerConnection, Request, Response], Optional[Response]]
 SelectSubprotocol = Callable[[ServerConnection, List[str]], Optional[str]]
@@ -187,12 +192,14 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
 
     def __init__(
         self,
-        handler: Handler,
+        handler: RoutesLike,
         host: str,
         port: int,
         *,
         sock: Optional[socket.socket] = None,
         unix_path: Union[str, os.PathLike[str], None] = None,
+        wsgi: Optional[WSGIApplication] = None,
+        max_body_size: Optional[int] = 2**24,
         origins: Optional[Sequence[Optional[str]]] = None,
         subprotocols: Optional[Sequence[str]] = None,
         select_subprotocol: Optional[SelectSubprotocol] = None,
@@ -221,7 +228,9 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         compression: CompressionOption = "deflate",
     ) -> None:
         self.deflate = server_settings(compression)
-        self.handler = handler
+        self.routes = Routes(handler)
+        self.wsgi_app = wsgi
+        self.max_body_size = max_body_size
         self.ssl_context = ssl
         self.compression = compression
         self.origins = None if origins is None else list(origins)
@@ -633,7 +642,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         self._connection_thread(sock, address)
 
     def _serve_connection(self, sock: socket.socket, address: Any) -> None:
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):  # not a socket pair's AF_UNIX
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         deadline = Deadline(self.open_timeout)
         peer = Connection._format_address(address)
@@ -648,6 +657,43 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
                 self.logger.debug("[%s] TLS handshake failed: %s", peer, exc)
                 return
+        self._run_connection(transport, deadline, None, b"")
+
+    def serve_upgrade(
+        self, transport: Transport, request: Request, trailing_data: bytes = b""
+    ) -> Optional[int]:
+        """Answer an upgrade request already read by someone else, then run its handler.
+
+        This is how a connection taken over from another server joins this
+        one (see :mod:`wsthread.wsgi`): ``request`` was parsed by that
+        server, ``trailing_data`` is what it read beyond the request head.
+        The request goes through the same checks as one read here
+        (routes, ``process_request``, origins, subprotocols, limits); then
+        the 101 is written and the handler runs on the calling thread, which
+        this call holds until the connection ends. The socket is shut down
+        but not closed: closing it is its owner's job.
+
+        Returns:
+            The HTTP status answered (101 when a WebSocket opened), or
+            ``None`` when the client left before any answer.
+        """
+        with self._state_lock:
+            self._connection_threads[threading.current_thread()] = transport.socket
+        try:
+            deadline = Deadline(self.open_timeout)
+            return self._run_connection(transport, deadline, request, trailing_data)
+        finally:
+            with self._state_lock:
+                self._connection_threads.pop(threading.current_thread(), None)
+
+    def _run_connection(
+        self,
+        transport: Transport,
+        deadline: Deadline,
+        request: Optional[Request],
+        trailing_data: bytes,
+    ) -> Optional[int]:
+        peer = Connection._format_address(Connection._peername(transport.socket))
         tracer = None if self.trace is None else self.trace.connection(peer)
         connection = ServerConnection(
             transport,
@@ -660,13 +706,15 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             logger=self.logger,
             thread_stack_size=self.thread_stack_size,
         )
-        if not self._handshake(connection, deadline, tracer):
-            return
+        status = self._handshake(connection, deadline, tracer, request, trailing_data)
+        if status != 101:
+            return status
         try:
             self._run_handler(connection)
         finally:
             with self._state_lock:
                 self._connections.pop(connection, None)
+        return status
 
     def _run_handler(self, connection: ServerConnection) -> None:
         connection.start()
@@ -681,7 +729,9 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         )
         code, reason = CloseCode.NORMAL_CLOSURE, ""
         try:
-            self.handler(connection)
+            handler = self.routes.match(connection.request.path)
+            assert handler is not None  # the handshake answered 404 otherwise
+            handler(connection)
         except ConnectionClosed:
             pass
         except Exception:
@@ -699,30 +749,50 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             )
 
     def _handshake(
-        self, connection: ServerConnection, deadline: Deadline, tracer: Optional[Tracer]
-    ) -> bool:
-        """Read and answer the opening handshake; register the connection if it opened."""
+        self,
+        connection: ServerConnection,
+        deadline: Deadline,
+        tracer: Optional[Tracer],
+        request: Optional[Request] = None,
+        trailing_data: bytes = b"",
+    ) -> Optional[int]:
+        """Read and answer the opening handshake; register the connection if it opened.
+
+        Returns the status answered: 101 when the WebSocket opened, ``None``
+        when nothing was answered (the client left, or a WSGI application
+        answered plain HTTP requests until the connection ended).
+        """
         transport = connection.transport
         log = connection.logger
         parser = RequestParser()
         reserved = False
         try:
-            request = None
-            while request is None:
-                data = transport.recv(65536, deadline.remaining())
-                if not data:
-                    log.debug("closed during the handshake")
-                    return False
-                request = parser.feed(data)
+            if request is None:
+                while request is None:
+                    data = transport.recv(65536, deadline.remaining())
+                    if not data:
+                        log.debug("closed during the handshake")
+                        return None
+                    request = parser.feed(data)
+                trailing_data = parser.trailing_data
             connection.request = request
             if tracer is not None:
                 tracer.handshake(CLIENT_TO_SERVER, request.serialize())
+            if self.wsgi_app is not None and not (
+                is_upgrade(request) and self.routes.match(request.path) is not None
+            ):
+                serve_wsgi(self, transport, request, trailing_data)
+                return None
             if self.process_request_hook is not None:
                 response = self._call_process_request(connection, request)
                 if response is not None:
                     log.info("HTTP %s %s -> %d", request.method, request.target, response.status)
                     self._send_and_close(transport, response, tracer)
-                    return False
+                    return response.status
+            if self.routes.match(request.path) is None:
+                raise InvalidHandshake(
+                    f"no WebSocket endpoint at {request.path[:200]}", status=HTTPStatus.NOT_FOUND
+                )
             key = validate_request(request)
             self._check_origin(request)
             connection.subprotocol = self._select_subprotocol(connection, request)
@@ -755,7 +825,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             transport.flush(deadline.remaining())
             if deflate is not None and self.deflate is not None:
                 connection.protocol.use_deflate(self.deflate.codec(deflate, is_server=True))
-            connection._initial_data = parser.trailing_data
+            connection._initial_data = trailing_data
             with self._state_lock:  # the reserved slot becomes the connection's
                 self._opening -= 1
                 reserved = False
@@ -764,18 +834,18 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             level = logging.WARNING if isinstance(exc, ServiceUnavailable) else logging.DEBUG
             log.log(level, "rejected handshake: %d %s", int(exc.status), exc)
             self._send_and_close(transport, error_response(exc), tracer)
-            return False
+            return int(exc.status)
         except socket.timeout:
             log.debug("handshake timed out after %ss", self.open_timeout)
-            return False
+            return None
         except OSError as exc:
             log.debug("handshake failed: %s", exc)
-            return False
+            return None
         finally:
             if reserved:
                 with self._state_lock:
                     self._opening -= 1
-        return True
+        return 101
 
     def _reserve_slot(self) -> bool:
         """Count a handshake against ``max_connections``, or refuse it with 503."""
@@ -890,7 +960,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
 
 
 def serve(
-    handler: Handler,
+    handler: RoutesLike,
     host: str = "127.0.0.1",
     port: int = 8765,
     **options: Any,

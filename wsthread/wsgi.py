@@ -1,0 +1,427 @@
+"""WebSockets in a WSGI app (Flask, Django...): a middleware, run on the WSGI server's threads.
+
+Wrap the application; requests for the WebSocket paths are taken over,
+every other request goes to the application unchanged::
+
+    from wsthread.wsgi import middleware
+
+    app = middleware(flask_app, {"/ws": feed})   # feed(ws) as for wsthread.serve
+
+How an upgrade request is served::
+
+    WSGI server thread ── middleware(environ) ── Upgrade: websocket on a route?
+        no ── app(environ, start_response), unchanged
+        yes ── the server's socket (gunicorn.socket, werkzeug.socket, or
+               wsthread's own) ── checks (origins, limits...) ── 101 written
+               on the socket ── handler(ws) on this same thread
+               ── close ── socket shut down (not closed) ── start_response
+               ── the server's own write fails as if the client had left:
+               it closes the socket and takes the thread back
+
+Which servers can hand the socket over:
+
+* gunicorn, ``gthread`` workers (each WebSocket holds one of ``--threads``)
+  and ``sync`` workers (one WebSocket per process; run with ``--timeout 0``);
+* Werkzeug's development server (``flask run``), threaded;
+* wsthread's own: ``python -m wsthread.wsgi module:app`` or
+  ``wsthread.serve(routes, wsgi=app)``.
+
+Others (waitress, mod_wsgi, wsgiref) do not expose the socket: an upgrade
+then gets ``501 Not Implemented`` and one log line naming the servers that
+work. TLS must end before the application (a proxy, or wsthread's own
+``ssl=``): a WSGI server's TLS socket cannot be shared by two threads.
+
+Also here: ``python -m wsthread.wsgi module:app --ws /path=module:handler``
+serves a WSGI application and its WebSocket routes on one port, and
+:func:`post_worker_init` is a gunicorn hook that closes WebSockets with 1001
+when a worker stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import socket
+import ssl
+import sys
+import threading
+import urllib.parse
+import weakref
+from http import HTTPStatus
+from types import FrameType
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, cast
+
+from .routing import Routes, is_upgrade
+from .sansio.handshake import Headers, Request
+from .server import RoutesLike, ServerConnection, WebSocketServer
+from .transport import Transport
+from .wsgihttp import HIJACKED, WSGIApplication
+
+__all__ = [
+    "middleware",
+    "WebSocketMiddleware",
+    "request_from_environ",
+    "post_worker_init",
+    "main",
+]
+
+logger = logging.getLogger("wsthread")
+
+WORKING_SERVERS = (
+    "gunicorn (gthread or sync workers), Werkzeug (flask run) or python -m wsthread.wsgi"
+)
+
+# Options of serve() that belong to the WSGI server when running as middleware.
+_SERVER_ONLY = ("ssl", "reuse_port", "wsgi", "max_body_size", "host", "port")
+
+_middlewares: weakref.WeakSet[WebSocketMiddleware] = weakref.WeakSet()
+_middlewares_lock = threading.Lock()
+
+
+class _DetachedServer(WebSocketServer):
+    """A :class:`WebSocketServer` that never listens: connections come from a WSGI server."""
+
+    def server_bind(self) -> None:
+        """Bind nothing: release the socket socketserver made."""
+        self.socket.close()
+
+    def server_activate(self) -> None:
+        """Listen on nothing."""
+
+
+def request_from_environ(environ: Dict[str, Any]) -> Request:
+    """Rebuild the HTTP request head a WSGI server parsed from its ``environ``.
+
+    The target is the raw one when the server kept it (``RAW_URI``,
+    ``REQUEST_URI``), else ``SCRIPT_NAME`` + ``PATH_INFO`` quoted again,
+    plus the query string.
+    """
+    target = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if not target:
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        target = urllib.parse.quote(path.encode("latin-1")) or "/"
+        if environ.get("QUERY_STRING"):
+            target += "?" + environ["QUERY_STRING"]
+    headers = Headers()
+    for key, value in environ.items():
+        if key.startswith("HTTP_") and isinstance(value, str):
+            headers.add(key[5:].replace("_", "-").title(), value)
+    for key, name in (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length")):
+        if environ.get(key):
+            headers.add(name, environ[key])
+    return Request(
+        environ.get("REQUEST_METHOD", "GET"),
+        target,
+        environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+        headers,
+    )
+
+
+class _BorrowedTransport(Transport):
+    """A transport over a socket that belongs to a WSGI server: shut down, never closed."""
+
+    def close(self) -> None:
+        """Shut the socket down; the WSGI server closes it."""
+        self.shutdown()
+
+
+class WebSocketMiddleware:
+    """A WSGI application: WebSocket routes taken over, everything else passed to ``app``.
+
+    Build it with :func:`middleware`.
+
+    Attributes:
+        app: the wrapped WSGI application.
+        server: the :class:`~wsthread.WebSocketServer` (listening on no
+            port) that owns the WebSocket connections: use
+            ``server.broadcast()`` and ``server.connections`` from your
+            views, as with :func:`wsthread.serve`.
+    """
+
+    def __init__(self, app: WSGIApplication, routes: RoutesLike, **options: Any) -> None:
+        misplaced = [name for name in _SERVER_ONLY if name in options]
+        if misplaced:
+            raise TypeError(
+                f"middleware() does not take {', '.join(misplaced)}: "
+                "that is the WSGI server's business"
+            )
+        self.app = app
+        self.routes = Routes(routes)
+        self.server: WebSocketServer = _DetachedServer(routes, "127.0.0.1", 0, **options)
+        self._active = 0
+        self._idle = threading.Condition()
+        self._refusals = 0
+        with _middlewares_lock:
+            _middlewares.add(self)
+
+    def broadcast(self, message: Any) -> int:
+        """Send ``message`` to every WebSocket here; see :meth:`WebSocketServer.broadcast`."""
+        return self.server.broadcast(message)
+
+    @property
+    def connections(self) -> List[ServerConnection]:
+        """The open WebSocket connections (a snapshot)."""
+        return self.server.connections
+
+    def __call__(
+        self, environ: Dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """The WSGI entry point."""
+        path = environ.get("PATH_INFO") or "/"
+        if self.routes.match(path) is None:
+            return self.app(environ, start_response)
+        request = request_from_environ(environ)
+        if not is_upgrade(request):
+            return self.app(environ, start_response)
+        transport = self._take_socket(environ)
+        if transport is None:
+            return self._refuse(environ, start_response)
+        trailing = environ.get("wsthread.trailing_data", b"")
+        with self._idle:
+            self._active += 1
+        try:
+            status = self.server.serve_upgrade(transport, request, trailing)
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+            environ[HIJACKED] = True
+            # Whatever the server writes next fails as if the client had
+            # left, and it reads nothing more: it closes the connection.
+            transport.shutdown()
+        if status is None:
+            status = 400
+        start_response(f"{status} {_phrase(status)}", [])
+        return []
+
+    def _take_socket(self, environ: Dict[str, Any]) -> Optional[Transport]:
+        own = environ.get("wsthread.transport")
+        if isinstance(own, Transport):
+            return own  # wsthread's own WSGI serving: its connection thread closes it
+        sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+        if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket):
+            return None
+        return _BorrowedTransport(sock)
+
+    def _refuse(
+        self, environ: Dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        server = environ.get("SERVER_SOFTWARE", "this WSGI server")
+        tls = isinstance(
+            environ.get("gunicorn.socket") or environ.get("werkzeug.socket"), ssl.SSLSocket
+        )
+        reason = (
+            "the WSGI server terminates TLS itself; end TLS in a proxy in front of it"
+            if tls
+            else f"{server} does not hand over its sockets"
+        )
+        with self._idle:
+            self._refusals += 1
+            first = self._refusals == 1
+        logger.log(
+            logging.ERROR if first else logging.DEBUG,
+            "WebSocket upgrade to %s refused with 501: %s; run the application under %s",
+            environ.get("PATH_INFO"),
+            reason,
+            WORKING_SERVERS,
+        )
+        body = f"WebSocket not available: {reason}; use {WORKING_SERVERS}\n".encode()
+        start_response(
+            "501 Not Implemented",
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    def shutdown(self, timeout: Optional[float] = None) -> None:
+        """Close every WebSocket with 1001 and wait for their handlers to return.
+
+        Later upgrades get 503. Waits at most ``timeout`` seconds (by
+        default the ``close_timeout`` option) for the handlers.
+        """
+        self.server.shutdown()
+        if timeout is None:
+            timeout = self.server.close_timeout
+        with self._idle:
+            if not self._idle.wait_for(lambda: self._active == 0, timeout):
+                logger.warning("%d WebSocket handlers still running after shutdown", self._active)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def middleware(app: WSGIApplication, routes: RoutesLike, **options: Any) -> WebSocketMiddleware:
+    """Add WebSocket routes to a WSGI application.
+
+    Args:
+        app: the WSGI application (a Flask app, Django's
+            ``get_wsgi_application()``...), which gets every other request.
+        routes: ``{"/path": handler}`` (exact paths), or one handler for an
+            upgrade on any path. ``handler(ws)`` gets a
+            :class:`~wsthread.ServerConnection`, on the WSGI server's
+            request thread; ``ws.request.path`` and ``ws.request.query`` tell
+            what was asked for.
+        options: the WebSocket options of :func:`wsthread.serve`
+            (``origins``, ``subprotocols``, ``process_request``,
+            ``max_size``, ``ping_interval``, ``max_connections``, ``hub``,
+            ``compression``...); not those of the listening socket (``ssl``,
+            ``reuse_port``), which belong to the WSGI server.
+
+    Returns:
+        The WSGI application to serve instead of ``app``; its ``server``
+        attribute (or :meth:`~WebSocketMiddleware.broadcast`) reaches the
+        connections.
+    """
+    return WebSocketMiddleware(app, routes, **options)
+
+
+def post_worker_init(worker: Any) -> None:
+    """A gunicorn hook: when the worker is told to stop, close its WebSockets with 1001.
+
+    Without it a stopping gunicorn worker waits ``graceful_timeout`` for its
+    WebSockets to end by themselves. Enable it in ``gunicorn.conf.py``::
+
+        from wsthread.wsgi import post_worker_init
+    """
+
+    def chain(previous: Any) -> Callable[[int, Optional[FrameType]], None]:
+        def on_signal(signum: int, frame: Optional[FrameType]) -> None:
+            threading.Thread(target=shutdown_all, name="wsthread-wsgi-stop", daemon=True).start()
+            if callable(previous):
+                previous(signum, frame)
+
+        return on_signal
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, chain(signal.getsignal(signum)))
+
+
+def shutdown_all() -> None:
+    """Shut down every :class:`WebSocketMiddleware` of this process."""
+    with _middlewares_lock:
+        every = list(_middlewares)
+    for each in every:
+        each.shutdown()
+
+
+# -- python -m wsthread.wsgi ---------------------------------------------------
+
+
+def _load(spec: str) -> Any:
+    """``package.module:name`` (or ``module:name.attr``) to the object it names."""
+    module_name, colon, attribute = spec.partition(":")
+    if not colon or not module_name or not attribute:
+        raise ValueError(f"{spec!r}: expected module:name")
+    target: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def _route(text: str) -> Tuple[str, str]:
+    path, equals, spec = text.partition("=")
+    if not equals or not path.startswith("/"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected /path=module:handler")
+    return path, spec
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m wsthread.wsgi module:app --ws /path=module:handler``: serve on one port."""
+    parser = argparse.ArgumentParser(
+        prog="python -m wsthread.wsgi",
+        description="Serve a WSGI application and WebSocket routes on one port, with threads.",
+    )
+    parser.add_argument(
+        "app", help="the WSGI application, as module:name (e.g. mysite.wsgi:application)"
+    )
+    parser.add_argument(
+        "--ws",
+        action="append",
+        type=_route,
+        default=[],
+        metavar="/PATH=MODULE:HANDLER",
+        help="a WebSocket route (repeat for more)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    parser.add_argument("--origin", action="append", dest="origins", help="an allowed Origin")
+    parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    sys.path.insert(0, ".")
+    try:
+        app = _load(args.app)
+        routes = {path: _load(spec) for path, spec in args.ws}
+    except (ImportError, AttributeError, ValueError) as exc:
+        parser.error(f"cannot load: {exc}")
+    options: Dict[str, Any] = {"origins": args.origins}
+    if args.workers > 1:
+        from .workers import run_workers
+
+        return run_workers(
+            cast(Any, _Routes(list(args.ws))),
+            args.host,
+            args.port,
+            workers=args.workers,
+            on_ready=lambda port, pids: print(
+                f"serving {args.app} on http://{args.host}:{port}/ with {len(pids)} workers",
+                flush=True,
+            ),
+            wsgi=_LazyApp(args.app),
+            **options,
+        )
+    from .server import serve
+
+    def on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    with serve(routes, args.host, args.port, wsgi=app, **options) as server:
+        print(
+            f"serving {args.app} on http://{args.host}:{server.port}/ (Ctrl-C to stop)", flush=True
+        )
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("shutting down", flush=True)
+    return 0
+
+
+class _LazyApp:
+    """A picklable WSGI application that imports ``module:name`` on first use (for workers)."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self._app: Any = None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {"spec": self.spec, "_app": None}
+
+    def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if self._app is None:
+            self._app = _load(self.spec)
+        return self._app(environ, start_response)
+
+
+class _Routes(dict):  # type: ignore[type-arg]
+    """Picklable ``--ws`` routes, imported in the worker that unpickles them."""
+
+    def __init__(self, routes: List[Tuple[str, str]]) -> None:
+        super().__init__({path: _load(spec) for path, spec in routes})
+        self.specs = routes
+
+    def __reduce__(self) -> Any:
+        return (_Routes, (self.specs,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,422 @@
+"""Plain HTTP requests served to a WSGI application, on the connection's own thread.
+
+``serve(handler, wsgi=app)`` sends here every request that is not a
+WebSocket upgrade for one of its routes. The request head was already read
+by the server's handshake parser; this module reads the body, builds the
+environ, and runs the application through the standard library's
+:class:`wsgiref.handlers.SimpleHandler`, which writes the status line and
+headers. It then waits for the next request on the same connection
+(HTTP/1.1 keep-alive)::
+
+    head (parsed) ── body: Content-Length (streamed) or chunked (buffered)
+        ── environ ── wsgiref runs app(environ, start_response) ── response
+        ── keep-alive? next head within open_timeout : end
+
+Limits: every head within ``open_timeout`` (414/431 as for a handshake),
+each read of a body within ``open_timeout`` of the last, bodies up to
+``max_body_size`` (413 beyond). A response without ``Content-Length`` ends
+the connection, which is what delimits its body. ``HEAD``, 1xx, 204 and
+304 answers carry no body, whatever the application returns.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+import sys
+import urllib.parse
+import wsgiref.handlers
+from http import HTTPStatus
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+
+from .deadline import Deadline
+from .exceptions import InvalidHandshake, InvalidRequest
+from .routing import is_upgrade
+from .sansio.handshake import Request, RequestParser, error_response
+from .transport import Transport
+
+__all__ = ["serve_wsgi", "WSGIApplication", "HIJACKED"]
+
+logger = logging.getLogger("wsthread")
+
+WSGIApplication = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+"""A WSGI application (PEP 3333)."""
+
+HIJACKED = "wsthread.hijacked"
+"""The environ key a middleware sets once it has taken the connection over."""
+
+_READ = 65536
+_MAX_CHUNK_LINE = 4096
+_DRAIN = 65536  # unread body bytes skipped to keep a connection alive; beyond, it closes
+
+
+class _Stream:
+    """The connection's incoming bytes: what the head parser left over, then the socket."""
+
+    def __init__(self, transport: Transport, buffered: bytes, timeout: Optional[float]) -> None:
+        self.transport = transport
+        self.buffer = bytearray(buffered)
+        self.timeout = timeout
+
+    def read_some(self, limit: int) -> bytes:
+        """Up to ``limit`` bytes (``b""`` at the end of the stream), waiting at most ``timeout``."""
+        if not self.buffer:
+            data = self.transport.recv(_READ, self.timeout)
+            if not data:
+                return b""
+            self.buffer += data
+        chunk = bytes(self.buffer[:limit])
+        del self.buffer[:limit]
+        return chunk
+
+    def read_line(self, limit: int) -> bytes:
+        """One CRLF-ended line (without the CRLF), at most ``limit`` bytes long."""
+        while True:
+            end = self.buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self.buffer[: end + 1])
+                del self.buffer[: end + 1]
+                return line.rstrip(b"\r\n")
+            if len(self.buffer) > limit:
+                raise InvalidRequest("chunk header line too long")
+            data = self.transport.recv(_READ, self.timeout)
+            if not data:
+                raise InvalidRequest("the body ended early")
+            self.buffer += data
+
+
+class _LengthBody(io.RawIOBase):
+    """``wsgi.input`` for a body of known length, read from the socket as the app asks."""
+
+    def __init__(self, stream: _Stream, length: int) -> None:
+        super().__init__()
+        self.stream = stream
+        self.remaining = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.remaining <= 0:
+            return 0
+        data = self.stream.read_some(min(len(buffer), self.remaining))
+        if not data:
+            raise ConnectionResetError("the client closed the connection in the request body")
+        self.remaining -= len(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _read_chunked(stream: _Stream, limit: Optional[int]) -> bytes:
+    """Decode a whole chunked body, refusing more than ``limit`` bytes (413)."""
+    body = bytearray()
+    while True:
+        line = stream.read_line(_MAX_CHUNK_LINE)
+        size_text = line.split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise InvalidRequest("malformed chunk size") from None
+        if size < 0 or not size_text.isalnum():
+            raise InvalidRequest("malformed chunk size")
+        if size == 0:
+            break
+        if limit is not None and len(body) + size > limit:
+            raise InvalidHandshake(
+                f"request body over {limit} bytes", status=HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+            )
+        while size:
+            data = stream.read_some(size)
+            if not data:
+                raise InvalidRequest("the body ended early")
+            body += data
+            size -= len(data)
+        if stream.read_line(_MAX_CHUNK_LINE):
+            raise InvalidRequest("chunk data not followed by CRLF")
+    trailers = 0
+    while stream.read_line(_MAX_CHUNK_LINE):  # trailers, ignored
+        trailers += 1
+        if trailers > 100:
+            raise InvalidRequest("too many trailers")
+    return bytes(body)
+
+
+class _Handler(wsgiref.handlers.SimpleHandler):
+    """wsgiref's handler, writing to a transport, keeping connections alive when it can."""
+
+    os_environ: Dict[str, str] = {}  # not the process's environment, as CGI would
+    http_version = "1.1"
+    origin_server = True
+    server_software = "wsthread"
+    # Set by wsgiref's BaseHandler (typeshed does not declare them).
+    status: Optional[str]
+    headers: Any
+    environ: Dict[str, Any]
+
+    def __init__(
+        self,
+        transport: Transport,
+        stdin: Any,
+        environ: Dict[str, Any],
+        write_timeout: Optional[float],
+        no_body: bool,
+        log: logging.Logger,
+    ) -> None:
+        super().__init__(stdin, io.BytesIO(), sys.stderr, environ, multithread=True)
+        self.transport = transport
+        self.write_timeout = write_timeout
+        self.no_body = no_body
+        self.head_sent = False
+        self.failed = False
+        self.keep_alive = True
+        self.log = log
+
+    def cleanup_headers(self) -> None:
+        status = int(str(self.status)[:3])
+        if status < 200 or status in (204, 304):
+            self.no_body = True
+            if status != 304:
+                del self.headers["Content-Length"]
+        else:
+            super().cleanup_headers()
+        if "Content-Length" not in self.headers and not self.no_body:
+            self.keep_alive = False  # the end of the connection delimits the body
+        if (self.headers.get("Connection") or "").lower() == "close":
+            self.keep_alive = False
+        if not self.keep_alive:
+            self.headers["Connection"] = "close"
+
+    def send_headers(self) -> None:
+        super().send_headers()
+        self.head_sent = True
+
+    def _write(self, data: bytes) -> None:
+        if self.environ.get(HIJACKED) or (self.head_sent and self.no_body):
+            return
+        self.transport.write(bytes(data))
+
+    def _flush(self) -> None:
+        if not self.environ.get(HIJACKED):
+            self.transport.flush(self.write_timeout)
+
+    def log_exception(self, exc_info: Any) -> None:
+        self.failed = True
+        self.log.error(
+            "WSGI application failed on %s %s",
+            self.environ.get("REQUEST_METHOD"),
+            self.environ.get("PATH_INFO"),
+            exc_info=exc_info,
+        )
+
+
+def _environ(
+    server: Any, transport: Transport, request: Request, stdin: Any, length: Optional[int]
+) -> Dict[str, Any]:
+    target = request.target
+    if not target.startswith("/") and target != "*":
+        parts = urllib.parse.urlsplit(target)  # absolute form, as sent to proxies
+        target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+    path, _, query = target.partition("?")
+    host, port = _server_address(server, request)
+    peer = _peer(transport)
+    environ: Dict[str, Any] = {
+        "REQUEST_METHOD": request.method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": urllib.parse.unquote(path, "latin-1"),
+        "QUERY_STRING": query,
+        "SERVER_NAME": host,
+        "SERVER_PORT": port,
+        "SERVER_PROTOCOL": request.version,
+        "REMOTE_ADDR": peer[0],
+        "REMOTE_PORT": peer[1],
+        "RAW_URI": request.target,
+        "wsgi.url_scheme": "https" if getattr(server, "ssl_context", None) else "http",
+        "wsthread.transport": transport,
+    }
+    if length is not None:
+        environ["CONTENT_LENGTH"] = str(length)
+    for name, value in request.headers.items():
+        key = name.upper().replace("-", "_")
+        if "_" in name:
+            continue  # a header that would alias another once dashes became underscores
+        if key == "CONTENT_TYPE":
+            environ["CONTENT_TYPE"] = value
+        elif key == "CONTENT_LENGTH":
+            continue
+        else:
+            key = "HTTP_" + key
+            environ[key] = environ[key] + "," + value if key in environ else value
+    return environ
+
+
+def _peer(transport: Transport) -> Tuple[str, str]:
+    """The client's address and port as strings, for ``REMOTE_ADDR``/``REMOTE_PORT``."""
+    try:
+        address = transport.socket.getpeername()
+    except OSError:
+        return "", ""
+    if isinstance(address, tuple):
+        return str(address[0]), str(address[1])
+    return str(address or ""), ""
+
+
+def _server_address(server: Any, request: Request) -> Tuple[str, str]:
+    address = getattr(server, "server_address", ("", 0))
+    if isinstance(address, tuple) and len(address) >= 2:
+        return str(address[0]), str(address[1])
+    return "localhost", "0"
+
+
+def serve_wsgi(
+    server: Any,
+    transport: Transport,
+    request: Request,
+    trailing_data: bytes,
+) -> None:
+    """Serve ``request``, then every following request of the connection, with ``server.wsgi_app``.
+
+    ``server`` provides ``wsgi_app``, ``max_body_size``, ``open_timeout``,
+    ``write_timeout`` and ``logger``. Returns when the connection should end
+    (the caller closes it), or when a middleware took it over for a
+    WebSocket. A later request on the same connection that is a WebSocket
+    upgrade to one of the server's routes goes to
+    ``server.serve_upgrade()`` instead of the application.
+    """
+    log: logging.Logger = server.logger
+    stream = _Stream(transport, trailing_data, server.open_timeout)
+    current: Optional[Request] = request
+    while current is not None:
+        try:
+            keep_alive = _serve_one(server, transport, stream, current, log)
+        except socket.timeout:
+            log.debug("HTTP request body timed out after %ss", server.open_timeout)
+            return
+        except InvalidHandshake as exc:
+            log.debug("rejected HTTP request: %d %s", int(exc.status), exc)
+            _answer_and_end(transport, error_response(exc))
+            return
+        except OSError as exc:
+            log.debug("HTTP connection failed: %s", exc)
+            return
+        if not keep_alive:
+            return
+        current = _next_request(server, transport, stream, log)
+        if current is not None and is_upgrade(current) and server.routes.match(current.path):
+            server.serve_upgrade(transport, current, bytes(stream.buffer))
+            return
+
+
+def _next_request(
+    server: Any, transport: Transport, stream: _Stream, log: logging.Logger
+) -> Optional[Request]:
+    """The next request head on a kept-alive connection, or ``None`` if it ends."""
+    deadline = Deadline(server.open_timeout)
+    parser = RequestParser()
+    try:
+        request = parser.feed(bytes(stream.buffer)) if stream.buffer else None
+        while request is None:
+            data = transport.recv(_READ, deadline.remaining())
+            if not data:
+                return None
+            request = parser.feed(data)
+    except socket.timeout:
+        return None  # an idle kept-alive connection: end it quietly
+    except InvalidHandshake as exc:
+        log.debug("rejected HTTP request: %d %s", int(exc.status), exc)
+        _answer_and_end(transport, error_response(exc))
+        return None
+    except OSError:
+        return None
+    stream.buffer = bytearray(parser.trailing_data)
+    return request
+
+
+def _serve_one(
+    server: Any, transport: Transport, stream: _Stream, request: Request, log: logging.Logger
+) -> bool:
+    """Serve one request; whether the connection may carry another."""
+    headers = request.headers
+    keep_alive = request.version == "HTTP/1.1" and not any(
+        token.strip().lower() == "close"
+        for value in headers.get_all("Connection")
+        for token in value.split(",")
+    )
+    lengths = headers.get_all("Content-Length")
+    encodings = headers.get_all("Transfer-Encoding")
+    limit = server.max_body_size
+    length: Optional[int] = None
+    stdin: Any
+    if encodings:
+        if lengths:
+            raise InvalidRequest("both Content-Length and Transfer-Encoding")
+        if [e.strip().lower() for e in ",".join(encodings).split(",")] != ["chunked"]:
+            raise InvalidHandshake(
+                "unsupported Transfer-Encoding", status=HTTPStatus.NOT_IMPLEMENTED
+            )
+        _continue(transport, request)
+        body = _read_chunked(stream, limit)
+        length = len(body)
+        stdin = io.BytesIO(body)
+        remaining: Callable[[], int] = lambda: 0  # noqa: E731
+    else:
+        if len(set(lengths)) > 1:
+            raise InvalidRequest("conflicting Content-Length headers")
+        if lengths:
+            text = lengths[0].strip()
+            if not text.isdigit() or len(text) > 18:
+                raise InvalidRequest("malformed Content-Length")
+            length = int(text)
+            if limit is not None and length > limit:
+                raise InvalidHandshake(
+                    f"request body over {limit} bytes",
+                    status=HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                )
+            _continue(transport, request)
+        body_reader = _LengthBody(stream, length or 0)
+        stdin = io.BufferedReader(body_reader)
+        remaining = lambda: body_reader.remaining  # noqa: E731
+    environ = _environ(server, transport, request, stdin, length)
+    environ["wsthread.trailing_data"] = bytes(stream.buffer) if length in (None, 0) else b""
+    handler = _Handler(
+        transport,
+        stdin,
+        environ,
+        server.write_timeout,
+        request.method == "HEAD",
+        log,
+    )
+    handler.run(server.wsgi_app)
+    if environ.get(HIJACKED):
+        return False
+    if handler.failed and handler.head_sent:
+        return False  # the response may be cut short: only closing tells the client
+    if not handler.keep_alive:
+        return False
+    left = remaining()
+    if left:
+        if left > _DRAIN:
+            return False
+        while left:
+            data = stream.read_some(left)
+            if not data:
+                return False
+            left -= len(data)
+    return keep_alive
+
+
+def _continue(transport: Transport, request: Request) -> None:
+    """Answer ``Expect: 100-continue`` once the body is known to be acceptable."""
+    if request.version == "HTTP/1.1" and any(
+        value.strip().lower() == "100-continue" for value in request.headers.get_all("Expect")
+    ):
+        transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+def _answer_and_end(transport: Transport, response: Any) -> None:
+    try:
+        transport.write(response.serialize())
+        transport.flush(1)
+        transport.socket.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
