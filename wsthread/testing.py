@@ -113,8 +113,7 @@ def connect(
             :func:`wsthread.wsgi.middleware`.
         path: the request target, with a query string if you like
             (``"/ws?room=1"``).
-        origin, subprotocols, additional_headers, compression, open_timeout,
-        close_timeout, max_size, max_queue, write_timeout: as for
+        origin: and the other options up to ``write_timeout``, as for
             :func:`wsthread.connect` (no keepalive pings are sent).
         server_options: options of :func:`wsthread.serve` for the server
             side of a handler or mapping (``origins``, ``max_size``...).

@@ -40,6 +40,7 @@ when a worker stops.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import logging
 import signal
@@ -64,6 +65,7 @@ __all__ = [
     "WebSocketMiddleware",
     "request_from_environ",
     "post_worker_init",
+    "shutdown_all",
     "main",
 ]
 
@@ -78,6 +80,7 @@ _SERVER_ONLY = ("ssl", "reuse_port", "wsgi", "max_body_size", "host", "port")
 
 _middlewares: weakref.WeakSet[WebSocketMiddleware] = weakref.WeakSet()
 _middlewares_lock = threading.Lock()
+_atexit_registered = False
 
 
 class _DetachedServer(WebSocketServer):
@@ -153,8 +156,14 @@ class WebSocketMiddleware:
         self._active = 0
         self._idle = threading.Condition()
         self._refusals = 0
+        global _atexit_registered
         with _middlewares_lock:
             _middlewares.add(self)
+            if not _atexit_registered:
+                # Werkzeug's request threads are daemons: at exit, close
+                # their WebSockets with 1001 rather than dropping them.
+                atexit.register(shutdown_all)
+                _atexit_registered = True
 
     def broadcast(self, message: Any) -> int:
         """Send ``message`` to every WebSocket here; see :meth:`WebSocketServer.broadcast`."""
@@ -393,6 +402,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             server.serve_forever()
         except KeyboardInterrupt:
             print("shutting down", flush=True)
+        finally:
+            shutdown_all()  # WebSockets of a middleware inside the app: 1001 too
     return 0
 
 
@@ -424,4 +435,8 @@ class _Routes(dict):  # type: ignore[type-arg]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main(), not this __main__ copy's: the
+    # application imports wsthread.wsgi, and its middlewares are known there.
+    from wsthread.wsgi import main as _main
+
+    sys.exit(_main())

@@ -51,6 +51,14 @@ _MAX_CHUNK_LINE = 4096
 _DRAIN = 65536  # unread body bytes skipped to keep a connection alive; beyond, it closes
 
 
+class _BodyTimeout(socket.timeout):
+    """The request body stopped arriving for ``open_timeout`` seconds."""
+
+
+class _ClientGone(ConnectionResetError):
+    """The client closed the connection in the middle of its request body."""
+
+
 class _Stream:
     """The connection's incoming bytes: what the head parser left over, then the socket."""
 
@@ -62,7 +70,10 @@ class _Stream:
     def read_some(self, limit: int) -> bytes:
         """Up to ``limit`` bytes (``b""`` at the end of the stream), waiting at most ``timeout``."""
         if not self.buffer:
-            data = self.transport.recv(_READ, self.timeout)
+            try:
+                data = self.transport.recv(_READ, self.timeout)
+            except socket.timeout:
+                raise _BodyTimeout(f"no bytes for {self.timeout}s") from None
             if not data:
                 return b""
             self.buffer += data
@@ -80,7 +91,10 @@ class _Stream:
                 return line.rstrip(b"\r\n")
             if len(self.buffer) > limit:
                 raise InvalidRequest("chunk header line too long")
-            data = self.transport.recv(_READ, self.timeout)
+            try:
+                data = self.transport.recv(_READ, self.timeout)
+            except socket.timeout:
+                raise _BodyTimeout(f"no bytes for {self.timeout}s") from None
             if not data:
                 raise InvalidRequest("the body ended early")
             self.buffer += data
@@ -102,7 +116,7 @@ class _LengthBody(io.RawIOBase):
             return 0
         data = self.stream.read_some(min(len(buffer), self.remaining))
         if not data:
-            raise ConnectionResetError("the client closed the connection in the request body")
+            raise _ClientGone("the client closed the connection in the request body")
         self.remaining -= len(data)
         buffer[: len(data)] = data
         return len(data)
@@ -202,6 +216,15 @@ class _Handler(wsgiref.handlers.SimpleHandler):
 
     def log_exception(self, exc_info: Any) -> None:
         self.failed = True
+        if isinstance(exc_info[1], _BodyTimeout):
+            # The client stopped sending its body: not the application's fault.
+            self.error_status = "408 Request Timeout"
+            self.error_body = b"the request body did not arrive in time\n"
+            self.log.debug("HTTP request body timed out")
+            return
+        if isinstance(exc_info[1], _ClientGone):
+            self.log.debug("the client left in the middle of its request body")
+            return
         self.log.error(
             "WSGI application failed on %s %s",
             self.environ.get("REQUEST_METHOD"),

@@ -1,0 +1,276 @@
+"""wsthread.wsgi.middleware in a Flask app under gunicorn, Werkzeug, wsthread and waitress.
+
+Each server runs in its own process, on a free loopback port, serving
+``tests/wsgiapps/flaskapp.py``. For each one the test checks plain HTTP, a
+WebSocket echo, path and query, a broadcast from a Flask view, a 404 path,
+a refused origin, that worker threads come back, and a clean shutdown
+(the WebSocket closed with 1001, the process gone, no traceback logged).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+
+import wsthread
+from conftest import wait_until
+
+pytest.importorskip("flask")
+
+APPS = Path(__file__).resolve().parent / "wsgiapps"
+ROOT = APPS.parent.parent
+
+WERKZEUG_RUNNER = """
+import sys
+sys.path.insert(0, ".")
+import flaskapp
+from werkzeug.serving import make_server
+server = make_server("127.0.0.1", 0, flaskapp.app, threaded=True)
+print("serving on port", server.port, flush=True)
+try:
+    server.serve_forever()
+except KeyboardInterrupt:
+    pass
+"""
+
+WAITRESS_RUNNER = """
+import logging, sys
+logging.basicConfig(level=logging.INFO)
+sys.path.insert(0, ".")
+import flaskapp, waitress
+server = waitress.create_server(flaskapp.app, host="127.0.0.1", port=0, threads=2)
+print("serving on port", server.effective_port, flush=True)
+server.run()
+"""
+
+
+class Served:
+    """A server process and where it listens."""
+
+    def __init__(self, process: subprocess.Popen[str], port: int, log: Path) -> None:
+        self.process = process
+        self.port = port
+        self.log = log
+
+    def url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def http_request(
+    port: int, method: str, path: str, body: Optional[bytes] = None
+) -> Tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        connection.request(method, path, body=body)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def environment(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(APPS), env.get("PYTHONPATH", "")])
+    env.update(extra or {})
+    return env
+
+
+def no_control_socket() -> List[str]:
+    """gunicorn 24+ opens a control socket in $HOME unless told not to (older: no flag)."""
+    import gunicorn.config
+
+    names = {setting.name for setting in gunicorn.config.KNOWN_SETTINGS}
+    return ["--no-control-socket"] if "control_socket_disable" in names else []
+
+
+def start(kind: str, tmp_path: Path, redis_url: Optional[str] = None) -> Served:
+    """Start ``kind`` serving flaskapp:app on a free port; return once it answers HTTP."""
+    log = tmp_path / f"{kind}.log"
+    extra = {"WSGI_TEST_REDIS": redis_url} if redis_url else {}
+    if kind in ("gthread", "sync"):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        port = listener.getsockname()[1]
+        workers = ["-k", "gthread", "--threads", "4", "-w", "1"]
+        if kind == "sync":
+            workers = ["-k", "sync", "-w", "2", "--timeout", "0"]
+        command = [
+            sys.executable, "-m", "gunicorn", *workers, *no_control_socket(),
+            "--bind", f"fd://{listener.fileno()}",
+            "-c", "gunicorn_conf.py", "--graceful-timeout", "20", "--log-level", "debug",
+            "flaskapp:app",
+        ]  # fmt: skip
+        with open(log, "w") as output:
+            process = subprocess.Popen(
+                command, cwd=APPS, env=environment(extra), stdout=output,
+                stderr=subprocess.STDOUT, text=True, pass_fds=[listener.fileno()],
+            )  # fmt: skip
+        listener.close()
+    else:
+        if kind == "werkzeug":
+            command = [sys.executable, "-c", WERKZEUG_RUNNER]
+        elif kind == "waitress":
+            command = [sys.executable, "-c", WAITRESS_RUNNER]
+        else:
+            command = [sys.executable, "-m", "wsthread.wsgi", "flaskapp:app", "--port", "0"]
+        output_file = open(log, "w")  # noqa: SIM115 - the process writes it
+        process = subprocess.Popen(
+            command, cwd=APPS, env=environment(extra), stdout=subprocess.PIPE,
+            stderr=output_file, text=True,
+        )  # fmt: skip
+        output_file.close()
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert "port" in line or "127.0.0.1:" in line, line
+        port = int(re.search(r"(?:port |127\.0\.0\.1:)(\d+)", line).group(1))  # type: ignore[union-attr]
+    served = Served(process, port, log)
+
+    def answers() -> bool:
+        assert process.poll() is None, log.read_text()
+        try:
+            return http_request(port, "GET", "/")[0] == 200
+        except OSError:
+            return False
+
+    assert wait_until(answers, 60), log.read_text()
+    return served
+
+
+def stats(port: int) -> Dict[str, Any]:
+    status, body = http_request(port, "GET", "/stats")
+    assert status == 200, body
+    return dict(json.loads(body))
+
+
+def no_websocket_left(port: int) -> bool:
+    """The answering process has no open WebSocket and no reader thread left."""
+    current = stats(port)
+    readers = [name for name in current["threads"] if name.startswith("wsthread-reader")]
+    return current["connections"] == 0 and not readers
+
+
+@pytest.fixture
+def servers() -> Iterator[List[Served]]:
+    started: List[Served] = []
+    yield started
+    for served in started:
+        served.stop()
+
+
+KINDS = ["gthread", "sync", "werkzeug", "wsthread"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_flask_app_with_websockets(
+    kind: str, tmp_path: Path, servers: List[Served], request: pytest.FixtureRequest
+) -> None:
+    """HTTP, echo, path, broadcast from a view, 404, refused origin, threads back, shutdown."""
+    # Two sync workers: a WebSocket holds one, so the view runs in the other,
+    # and the broadcast crosses processes through Redis.
+    redis_url = request.getfixturevalue("redis_server").url if kind == "sync" else None
+    pytest.importorskip("gunicorn" if kind in ("gthread", "sync") else "flask")
+    served = start(kind, tmp_path, redis_url)
+    servers.append(served)
+    port = served.port
+
+    # Plain HTTP goes to Flask, bodies included.
+    assert http_request(port, "GET", "/") == (200, b"hello from flask")
+    status, body = http_request(port, "POST", "/upload", b"x" * 100_000)
+    assert (status, json.loads(body)) == (200, {"size": 100_000})
+    assert http_request(port, "GET", "/missing")[0] == 404
+
+    # A WebSocket echo, text and binary.
+    with wsthread.connect(served.url("/ws"), ping_interval=None) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "hello"
+        ws.send(b"\x00\xff" * 1000)
+        assert ws.recv(timeout=10) == b"\x00\xff" * 1000
+
+    # The handler reads its path and query.
+    with wsthread.connect(served.url("/where?room=7"), ping_interval=None) as ws:
+        assert ws.recv(timeout=10) == "/where?room=7"
+
+    # A Flask view broadcasts to the WebSocket clients.
+    with wsthread.connect(served.url("/feed"), ping_interval=None) as feed:
+        assert feed.recv(timeout=10) == "subscribed"
+        status, body = http_request(port, "POST", "/broadcast", b"news")
+        assert status == 200, body
+        assert feed.recv(timeout=10) == "news"
+
+    # A path that is not a route: 404, before any upgrade.
+    with pytest.raises(wsthread.InvalidStatus) as not_found:
+        wsthread.connect(served.url("/nope"), ping_interval=None)
+    assert not_found.value.status == 404
+
+    # An origin that is not allowed: 403.
+    with pytest.raises(wsthread.InvalidStatus) as refused:
+        wsthread.connect(served.url("/ws"), origin="http://evil.example", ping_interval=None)
+    assert refused.value.status == 403
+    with wsthread.connect(served.url("/ws"), origin="http://good.example") as ws:
+        ws.send("allowed")
+        assert ws.recv(timeout=10) == "allowed"
+
+    # Worker threads come back: more WebSockets, one after another, than
+    # gunicorn has threads (4); then nothing is left open.
+    for index in range(10):
+        with wsthread.connect(served.url("/ws"), ping_interval=None) as ws:
+            ws.send(str(index))
+            assert ws.recv(timeout=10) == str(index)
+    assert wait_until(lambda: no_websocket_left(port), 20), stats(port)
+    assert http_request(port, "GET", "/")[0] == 200
+
+    # Shutdown: the open WebSocket is closed with 1001 (going away), the
+    # process exits, and nothing was logged as an error on the way.
+    feed = wsthread.connect(served.url("/feed"), ping_interval=None)
+    assert feed.recv(timeout=10) == "subscribed"
+    started = time.monotonic()
+    served.process.send_signal(signal.SIGINT if kind == "werkzeug" else signal.SIGTERM)
+    with pytest.raises(wsthread.ConnectionClosed) as closed:
+        feed.recv(timeout=30)
+    assert closed.value.code == 1001, closed.value
+    assert served.process.wait(30) == 0
+    assert time.monotonic() - started < 20
+    log = served.log.read_text()
+    assert "Traceback" not in log, log
+    assert "Error handling request" not in log, log
+    assert "already" not in log.lower(), log  # "headers already sent" and the like
+
+
+def test_waitress_refuses_the_upgrade_clearly(tmp_path: Path, servers: List[Served]) -> None:
+    """waitress cannot hand its socket over: 501, one ERROR line naming the servers that work."""
+    pytest.importorskip("waitress")
+    served = start("waitress", tmp_path)
+    servers.append(served)
+    assert http_request(served.port, "GET", "/") == (200, b"hello from flask")
+    for _ in range(3):
+        started = time.monotonic()
+        with pytest.raises(wsthread.InvalidStatus) as refused:
+            wsthread.connect(served.url("/ws"), ping_interval=None, open_timeout=10)
+        assert refused.value.status == 501
+        assert b"gunicorn" in refused.value.body if hasattr(refused.value, "body") else True
+        assert time.monotonic() - started < 5  # answered, not left hanging
+    assert http_request(served.port, "GET", "/")[0] == 200
+    served.process.terminate()
+    served.process.wait(10)
+    log = served.log.read_text()
+    errors = [line for line in log.splitlines() if "refused with 501" in line]
+    assert len(errors) == 1, log
+    assert "gunicorn" in errors[0] and "Werkzeug" in errors[0]
+    assert "Traceback" not in log
