@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Set, Tuple
 
 import pytest
 
@@ -20,6 +20,12 @@ pytestmark = pytest.mark.slow
 
 ACCEPTED_BEHAVIOR = {"OK", "NON-STRICT", "INFORMATIONAL"}
 ACCEPTED_CLOSE = {"OK", "INFORMATIONAL"}
+# The server suite is judged strictly: NON-STRICT counts as a failure (6.4.3
+# and 6.4.4, invalid UTF-8 inside a frame that arrives in pieces, are OK
+# since the text of an incomplete frame is checked as it arrives).
+STRICT_BEHAVIOR = {"OK", "INFORMATIONAL"}
+# The cases whose outcome is only informational (the suite judges nothing).
+INFORMATIONAL_CASES = 3
 
 
 @pytest.fixture
@@ -66,13 +72,15 @@ def read_report(outdir: Path) -> Dict[str, dict]:
     return next(iter(index.values()))  # type: ignore[no-any-return]
 
 
-def judge(cases: Dict[str, dict]) -> Tuple[Dict[Tuple[str, str], int], Dict[str, Tuple[str, str]]]:
-    """Tally the outcomes and list the cases whose outcome is not accepted."""
+def judge(
+    cases: Dict[str, dict], accepted: Set[str] = ACCEPTED_BEHAVIOR
+) -> Tuple[Dict[Tuple[str, str], int], Dict[str, Tuple[str, str]]]:
+    """Tally the outcomes and list the cases whose outcome is not ``accepted``."""
     tally = collections.Counter((c["behavior"], c["behaviorClose"]) for c in cases.values())
     failures = {
         case_id: (c["behavior"], c["behaviorClose"])
         for case_id, c in cases.items()
-        if c["behavior"] not in ACCEPTED_BEHAVIOR or c["behaviorClose"] not in ACCEPTED_CLOSE
+        if c["behavior"] not in accepted or c["behaviorClose"] not in ACCEPTED_CLOSE
     }
     return dict(tally), failures
 
@@ -88,7 +96,7 @@ def test_autobahn_server_whole_suite(echo_server: int, tmp_path: Path) -> None:
     cases = run_kosoku(echo_server, tmp_path / "parallel", ["12.*"])
     cases.update(run_kosoku(echo_server, tmp_path / "serial", [], ["12.*"], parallel=1))
     elapsed = time.monotonic() - started
-    tally, failures = judge(cases)
+    tally, failures = judge(cases, STRICT_BEHAVIOR)
     compression = sum(c["duration"] for k, c in cases.items() if k.startswith(("12.", "13.")))
     print(
         f"\nAutobahn server: {len(cases)} cases in {elapsed:.1f}s "
@@ -100,7 +108,9 @@ def test_autobahn_server_whole_suite(echo_server: int, tmp_path: Path) -> None:
     slowest = max(cases, key=lambda case_id: cases[case_id]["duration"])
     print(f"slowest case: {slowest} ({cases[slowest]['duration'] / 1000:.1f}s)")
     assert len(cases) == 517, f"{len(cases)} cases ran, not 517"
-    assert not failures, f"failing cases: {failures}"
+    assert not failures, f"failing cases (NON-STRICT counts): {failures}"
+    not_ok = {case_id: c["behavior"] for case_id, c in cases.items() if c["behavior"] != "OK"}
+    assert len(not_ok) == INFORMATIONAL_CASES, f"not OK: {not_ok}"
 
 
 def free_port() -> int:

@@ -483,6 +483,77 @@ def test_invalid_utf8_close_reason_fails_with_1007() -> None:
     assert_failed(server, 1007)
 
 
+def test_invalid_utf8_inside_one_frame_fails_before_the_frame_ends() -> None:
+    """Autobahn 6.4.3: bad bytes in the middle of one text frame fail when they arrive."""
+    server, _ = pair()
+    wire = client_frame(
+        Opcode.TEXT, b"\xce\xba\xe1\xbd\xb9\xcf\x83" + b"\xf4\x90\x80\x80" + b"x" * 100
+    )
+    # Header (2 + 4 mask bytes) and the valid start: nothing wrong yet.
+    assert server.receive_data(wire[:13]) == []
+    assert server.failure is None
+    # The invalid 4-byte sequence arrives; the frame is far from complete.
+    assert server.receive_data(wire[13:17]) == []
+    assert isinstance(server.failure, InvalidUTF8)
+    assert_failed(server, 1007)
+
+
+def test_invalid_utf8_in_an_unfinished_continuation_frame_fails_early() -> None:
+    """Autobahn 6.4.4: the same inside a continuation frame that never completes."""
+    server, _ = pair()
+    server.receive_data(client_frame(Opcode.TEXT, "κόσμε".encode(), fin=False))
+    wire = client_frame(Opcode.CONTINUATION, b"ok\xed\xa0\x80" + b"y" * 1000, fin=True)
+    # The header (2 bytes, a 16-bit length, the mask) and "ok": nothing wrong yet.
+    assert server.receive_data(wire[:10]) == []
+    assert server.failure is None
+    # ED A0 is an encoded surrogate: refused after two bytes, the third not needed.
+    assert server.receive_data(wire[10:12]) == []
+    assert_failed(server, 1007)
+
+
+def test_bad_byte_at_each_position_of_a_split_frame_fails_at_that_piece() -> None:
+    """Whatever the split, the failure comes with the piece holding the bad byte."""
+    text = "€ and ✓ and 😀 ".encode() * 4
+    for position in range(len(text)):
+        payload = text[:position] + b"\xff" + text[position + 1 :]
+        wire = client_frame(Opcode.TEXT, payload)
+        server, _ = pair()
+        header = 6 if len(payload) < 126 else 8  # with the 4 mask bytes
+        bad_index = header + position
+        for start in range(0, len(wire), 7):
+            server.receive_data(wire[start : start + 7])
+            if start + 7 <= bad_index:
+                assert server.failure is None, (position, start)
+            else:
+                assert isinstance(server.failure, InvalidUTF8), (position, start)
+                break
+
+
+def test_text_frame_in_pieces_decodes_the_same_whatever_the_split() -> None:
+    """Valid text arriving in any pieces (characters split too) gives the same message."""
+    text = "héllo wörld € 😀 " * 20
+    wire = client_frame(Opcode.TEXT, text[:50].encode(), fin=False) + client_frame(
+        Opcode.CONTINUATION, text[50:].encode()
+    )
+    for size in (1, 2, 3, 5, 64, 100):
+        server, _ = pair()
+        events: List[Event] = []
+        for start in range(0, len(wire), size):
+            events += server.receive_data(wire[start : start + size])
+        assert events == [Message(text)], size
+        assert server.failure is None
+        # The next message starts clean.
+        assert server.receive_data(client_frame(Opcode.TEXT, b"next")) == [Message("next")]
+
+
+def test_binary_frame_in_pieces_is_not_checked_for_utf8() -> None:
+    """A binary frame arriving in pieces with non-UTF-8 bytes is delivered whole."""
+    server, _ = pair()
+    payload = b"\xff\xfe" * 100
+    events = feed_bytewise(server, client_frame(Opcode.BINARY, payload))
+    assert events == [Message(payload)]
+
+
 # -- max_size -------------------------------------------------------------------------------------
 
 

@@ -281,6 +281,9 @@ class FrameParser:
         self.allowed_rsv1 = allowed_rsv1
         self._buffer = bytearray()
         self._offset = 0  # where the next frame starts in the buffer
+        #: Whether :meth:`next_frame` last returned ``None`` inside a frame's
+        #: payload (its header complete); reset by :meth:`feed`.
+        self.in_payload = False
 
     @property
     def buffered(self) -> int:
@@ -294,6 +297,7 @@ class FrameParser:
             del self._buffer[: self._offset]
             self._offset = 0
         self._buffer += data
+        self.in_payload = False
 
     def next_frame(self, max_length: Optional[int] = None) -> Optional[Frame]:
         """Return the next complete frame, or ``None`` if more bytes are needed.
@@ -357,6 +361,7 @@ class FrameParser:
         payload_start = start + header_length
         end = payload_start + length
         if len(buffer) < end:
+            self.in_payload = True
             return None
         if length <= _SMALL_PAYLOAD:
             # Copying a small slice costs less than a memoryview and its release.
@@ -376,6 +381,66 @@ class FrameParser:
                     payload = bytes(view[payload_start:end])
         self._offset = end
         return _new_frame(Frame, (opcode, payload, fin, rsv1, False, False))
+
+    def pending_frame(self) -> Optional[Tuple[Opcode, bool, int]]:
+        """Describe the data frame whose header has arrived but whose payload has not, whole.
+
+        Call it after :meth:`next_frame` returned ``None`` (the header's
+        checks have then passed). Nothing is consumed: the frame still comes
+        out of :meth:`next_frame`, whole, once its last byte arrives.
+
+        Returns:
+            ``(opcode, rsv1, received)``, ``received`` being how many payload
+            bytes are buffered; or ``None`` when no data frame is in progress
+            (less than a header is buffered, or a control frame).
+        """
+        header = self._pending_header()
+        if header is None:
+            return None
+        opcode, rsv1, payload_start, _ = header
+        return opcode, rsv1, len(self._buffer) - payload_start
+
+    def pending_payload(self, skip: int = 0) -> bytes:
+        """The payload of the incomplete data frame received so far, past its first ``skip`` bytes.
+
+        Unmasked; empty when nothing new arrived or no data frame is in
+        progress (see :meth:`pending_frame`). Only those bytes are unmasked,
+        so looking at each new piece as it arrives costs one pass in all.
+        """
+        header = self._pending_header()
+        if header is None:
+            return b""
+        _, _, payload_start, masked = header
+        start = payload_start + skip
+        buffer = self._buffer
+        if len(buffer) <= start:
+            return b""
+        with memoryview(buffer) as view, view[start:] as data:
+            if not masked:
+                return bytes(data)
+            key = bytes(view[payload_start - 4 : payload_start])
+            turn = skip % 4
+            return apply_mask(data, key[turn:] + key[:turn])
+
+    def _pending_header(self) -> Optional[Tuple[Opcode, bool, int, bool]]:
+        """``(opcode, rsv1, payload start, masked)`` of the data frame at the buffer's head."""
+        buffer = self._buffer
+        start = self._offset
+        if len(buffer) - start < 2:
+            return None
+        first = buffer[start]
+        opcode = _OPCODES[first & 0x0F]
+        if opcode is None or opcode >= 8:
+            return None
+        second = buffer[start + 1]
+        length = second & 0x7F
+        header_length = 2 if length < 126 else 4 if length == 126 else 10
+        masked = bool(second & 0x80)
+        if masked:
+            header_length += 4
+        if len(buffer) - start < header_length:
+            return None
+        return opcode, bool(first & 0x40), start + header_length, masked
 
 
 _OPCODES: Tuple[Optional[Opcode], ...] = tuple(

@@ -205,6 +205,10 @@ class Protocol:
         self._fragmenting = False  # with fragments=True: a message's first Fragment went out
         self._message_size = 0
         self._decoder = Utf8Decoder()
+        # The early check of incomplete text frames (see _check_partial_text):
+        # how many payload bytes of the frame were checked, and its decoder.
+        self._partial_checked = 0
+        self._checker = Utf8Decoder()
         # Pongs owed to the peer, written by the receiving half, taken by data_to_send().
         self._pongs_owed: List[bytes] = []
         # Whether the message being sent is compressed (set by its first frame).
@@ -291,10 +295,47 @@ class Protocol:
                 event = self._receive_frame(frame)
                 if event is not None:
                     events.append(event)
+            if parser.in_payload and not self.receiving_done:
+                self._check_partial_text()
         except ProtocolError as exc:
             self.failure = exc
             self._message_parts = []
+            self._partial_checked = 0
         return events
+
+    def _check_partial_text(self) -> None:
+        """Check what has arrived of an incomplete text frame, failing early on bad UTF-8.
+
+        RFC 6455 §8.1 lets an endpoint fail on invalid UTF-8 as soon as it
+        sees it; a frame that arrives in pieces is checked piece by piece, so
+        a peer cannot hide bad bytes in a frame it takes its time to finish.
+        A second decoder, started from the message decoder's state, checks
+        the new bytes and throws the text away (the message decoder decodes
+        the whole frame once it is complete); pure ASCII is passed over
+        without decoding. Only frames that arrive in pieces take this path.
+        Compressed frames are checked once inflated, frame by frame.
+        """
+        pending = self._parser.pending_frame()
+        if pending is None:
+            return
+        opcode, rsv1, received = pending
+        checked = self._partial_checked
+        if received <= checked:
+            return
+        if opcode is Opcode.TEXT:
+            if rsv1 or self._message_opcode is not None:
+                return  # compressed, or a protocol error once the header is judged whole
+        elif opcode is not Opcode.CONTINUATION or (
+            self._message_opcode is not Opcode.TEXT or self._message_compressed
+        ):
+            return
+        checker = self._checker
+        if not checked:  # the frame's first piece: start where the message decoder stands
+            checker.setstate(self._decoder.getstate())
+        data = self._parser.pending_payload(checked)
+        if checker.pending or not data.isascii():
+            checker.decode(data)
+        self._partial_checked = received
 
     def _trace_received(self, frame: Frame) -> None:
         assert self._trace is not None
@@ -342,6 +383,7 @@ class Protocol:
         part: Union[str, bytes]
         if self._message_opcode is Opcode.TEXT:
             part = self._decoder.decode(payload, frame.fin)
+            self._partial_checked = 0
         else:
             part = payload
         if self.fragments and (not frame.fin or self._fragmenting):

@@ -10,6 +10,7 @@ third byte arrives. :class:`Utf8Decoder` rejects that prefix too.
 from __future__ import annotations
 
 import codecs
+from typing import Tuple, Union
 
 from ..exceptions import InvalidUTF8
 
@@ -22,8 +23,14 @@ class Utf8Decoder:
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")()
 
-    def decode(self, data: bytes, final: bool = False) -> str:
-        """Decode the next piece; ``final`` marks the end of the message."""
+    def decode(self, data: Union[bytes, bytearray, memoryview], final: bool = False) -> str:
+        """Decode the next piece; ``final`` marks the end of the message.
+
+        Raises:
+            InvalidUTF8: the bytes so far cannot be the start of valid UTF-8
+                (or, with ``final``, end inside a character). The error comes
+                at the first impossible byte, even in the middle of a frame.
+        """
         try:
             text = self._decoder.decode(data, final)
         except UnicodeDecodeError as exc:
@@ -33,6 +40,19 @@ class Utf8Decoder:
             if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
                 raise InvalidUTF8("invalid UTF-8: encoded surrogate")
         return text
+
+    @property
+    def pending(self) -> bool:
+        """Whether the bytes so far end inside a character."""
+        return bool(self._decoder.getstate()[0])
+
+    def getstate(self) -> Tuple[bytes, int]:
+        """The decoder's state: the bytes of an unfinished character (see :meth:`setstate`)."""
+        return self._decoder.getstate()
+
+    def setstate(self, state: Tuple[bytes, int]) -> None:
+        """Continue from a state that :meth:`getstate` returned (of this or another decoder)."""
+        self._decoder.setstate(state)
 
     def reset(self) -> None:
         """Forget any partial character, ready for a new message."""
