@@ -252,6 +252,11 @@ class Connection:
         return self.protocol.close_exception().reason
 
     @property
+    def received_bytes(self) -> int:
+        """Bytes of received messages waiting for :meth:`recv` (their size in memory)."""
+        return self._messages.backlog_bytes
+
+    @property
     def closed(self) -> bool:
         """Whether the connection is fully closed (reader finished, TCP closed)."""
         return self._closed.is_set()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from sys import getsizeof
 from typing import Callable, Deque, Optional, Union
 
 from .deadline import Deadline
@@ -59,6 +60,7 @@ class MessageQueue:
     def __init__(self, max_size: Optional[int], reader_first: bool = False) -> None:
         self.max_size = max_size
         self._items: Deque[Data] = deque()
+        self._bytes = 0  # the memory the queued messages take (sys.getsizeof)
         lock = threading.Lock()
         self._condition = threading.Condition(lock)  # getters, and a blocked put
         self._reader_wakeup = threading.Condition(lock)  # the reader thread's turn
@@ -92,6 +94,7 @@ class MessageQueue:
                     finally:
                         self._putters_waiting -= 1
             self._items.append(item)
+            self._bytes += getsizeof(item)
             if self._getters_waiting:
                 self._condition.notify_all()
             return True
@@ -116,6 +119,7 @@ class MessageQueue:
             while True:
                 if self._items:
                     item = self._items.popleft()
+                    self._bytes -= getsizeof(item)
                     self._taken += 1
                     self._held_since = time.monotonic()
                     if self._putters_waiting or self._drain_waiting:
@@ -241,6 +245,11 @@ class MessageQueue:
     def backlog(self) -> int:
         """How many messages wait for the application."""
         return len(self._items)
+
+    @property
+    def backlog_bytes(self) -> int:
+        """The memory, in bytes, that the messages waiting for the application take."""
+        return self._bytes
 
     @property
     def empty(self) -> bool:

@@ -76,6 +76,7 @@ from .sansio.handshake import (
     validate_request,
 )
 from .sansio.protocol import Protocol, Side
+from .stats import LogLimiter, ServerCounters
 from .threads import Keepalive, start_thread
 from .trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Tracer
 from .transport import TLSTransport, Transport
@@ -256,6 +257,9 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             Keepalive(ping_interval, ping_timeout) if ping_interval is not None else None
         )
         self._connections: Dict[ServerConnection, None] = {}
+        # Counters for stats(), and the log lines of repeated events folded into summaries.
+        self._counters = ServerCounters()
+        self._log_limiter = LogLimiter(self.logger)
         self._opening = 0  # handshakes past the max_connections check, not yet registered
         # Every connection thread with its socket, from accept to close.
         self._connection_threads: Dict[threading.Thread, socket.socket] = {}
@@ -371,6 +375,45 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         self._fork_guard.check("connections")
         with self._state_lock:
             return list(self._connections)
+
+    def stats(self) -> Dict[str, Any]:
+        """Counters of what the server did, and what it buffers now; safe from any thread.
+
+        A plain ``dict`` of ``dict`` objects with string keys, ready for
+        ``json.dumps`` (a health or metrics endpoint)::
+
+            {
+                "connections": {"open": 12, "opening": 1, "opened": 3400, "closed": 3387},
+                "closes": {"1000": 3300, "1001": 80, "1006": 7},
+                "rejections": {"503": 1000, "400": 3},
+                "http_responses": {"200": 12},
+                "failures": {"tls": 2, "handshake_timeout": 5, "handshake_error": 1},
+                "accept_errors": {"EMFILE": 151},
+                "buffered": {"received": 5242880, "to_send": 0},
+            }
+
+        ``closes`` counts opened connections by the peer's close code (1006:
+        no close frame); ``rejections`` the handshakes refused, by HTTP
+        status (503 when full); ``http_responses`` the plain HTTP answers of
+        ``process_request``; ``failures`` the connections lost before
+        opening; ``accept_errors`` the failed ``accept()`` calls, by errno
+        name. ``buffered`` is a snapshot in bytes: ``received``, messages
+        received and not yet read by handlers; ``to_send``, bytes written
+        but not yet taken by the clients' sockets. Counts start at 0 when
+        the server is made and only grow; log lines about repeated events
+        are rate-limited, these counts never are.
+        """
+        stats = self._counters.snapshot()
+        with self._state_lock:
+            connections = list(self._connections)
+            opening = self._opening
+        stats["connections"]["open"] = len(connections)
+        stats["connections"]["opening"] = opening
+        stats["buffered"] = {
+            "received": sum(connection.received_bytes for connection in connections),
+            "to_send": sum(connection.transport.unsent for connection in connections),
+        }
+        return stats
 
     # -- broadcast ------------------------------------------------------------
 
@@ -544,6 +587,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                     self.logger.warning("%s is still running after shutdown", thread.name)
         if self._keepalive is not None:
             self._keepalive.stop()
+        self._log_limiter.flush(everything=True)
         if self.hub is not None:
             try:
                 self.hub.close()
@@ -566,6 +610,10 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             connection.close(code, reason)
         except Exception:
             logger.exception("error while closing %r", connection)
+
+    def service_actions(self) -> None:
+        """Run by the accept loop about twice a second: write the due log summaries."""
+        self._log_limiter.flush()
 
     def server_close(self) -> None:
         """Close the listening socket (connections are closed by :meth:`shutdown`).
@@ -655,7 +703,14 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                     sock, self.ssl_context, server_side=True, deadline=deadline
                 )
             except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
-                self.logger.debug("[%s] TLS handshake failed: %s", peer, exc)
+                self._counters.failed("tls")
+                self._log_limiter.log(
+                    "TLS handshake failed",
+                    logging.DEBUG,
+                    "[%s] TLS handshake failed: %s",
+                    peer,
+                    exc,
+                )
                 return
         self._run_connection(transport, deadline, None, b"")
 
@@ -724,6 +779,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         if self._keepalive is not None:
             self._keepalive.add(connection)
         assert connection.request is not None
+        self._counters.opened()
         connection.logger.info(
             "connection open: %s from %s", connection.request.target, connection.client_host
         )
@@ -741,6 +797,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             connection.close(code, reason)
             if self._keepalive is not None:
                 self._keepalive.remove(connection)
+            self._counters.closed(connection.close_code)
             said = connection.close_reason
             connection.logger.info(
                 "connection closed: code %s%s",
@@ -786,6 +843,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             if self.process_request_hook is not None:
                 response = self._call_process_request(connection, request)
                 if response is not None:
+                    self._counters.http_response(response.status)
                     log.info("HTTP %s %s -> %d", request.method, request.target, response.status)
                     self._send_and_close(transport, response, tracer)
                     return response.status
@@ -831,15 +889,34 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                 reserved = False
                 self._connections[connection] = None
         except InvalidHandshake as exc:
+            status = int(exc.status)
+            self._counters.rejected(status)
             level = logging.WARNING if isinstance(exc, ServiceUnavailable) else logging.DEBUG
-            log.log(level, "rejected handshake: %d %s", int(exc.status), exc)
+            self._log_limiter.log(
+                f"rejected handshake: {status}",
+                level,
+                "rejected handshake: %d %s",
+                status,
+                exc,
+                logger=log,
+            )
             self._send_and_close(transport, error_response(exc), tracer)
             return int(exc.status)
         except socket.timeout:
-            log.debug("handshake timed out after %ss", self.open_timeout)
+            self._counters.failed("handshake_timeout")
+            self._log_limiter.log(
+                "handshake timed out",
+                logging.DEBUG,
+                "handshake timed out after %ss",
+                self.open_timeout,
+                logger=log,
+            )
             return None
         except OSError as exc:
-            log.debug("handshake failed: %s", exc)
+            self._counters.failed("handshake_error")
+            self._log_limiter.log(
+                "handshake failed", logging.DEBUG, "handshake failed: %s", exc, logger=log
+            )
             return None
         finally:
             if reserved:
