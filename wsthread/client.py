@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Uni
 from .connection import Connection
 from .deadline import Deadline
 from .exceptions import InvalidResponse, InvalidStatus, InvalidURI, ProxyError
+from .fdlimit import describe_limit, is_resource_error
 from .proxy import ProxyOption, connect_socket
 from .sansio.deflate import CompressionOption, client_offer, client_settings, negotiate_client
 from .sansio.handshake import (
@@ -227,6 +228,10 @@ def connect(
             )
         except socket.timeout:
             raise TimeoutError(f"could not connect to {uri} within {open_timeout}s") from None
+        except OSError as exc:
+            if is_resource_error(exc):  # say which limit, and how to raise it
+                raise OSError(exc.errno, f"{exc.strerror}; {describe_limit()}") from exc
+            raise
     try:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -364,6 +369,7 @@ def reconnect(
         options: keyword arguments for :func:`connect`.
     """
     backoff = min_delay
+    short_of_resources = False  # warned once per episode of EMFILE and the like
     while True:
         try:
             connection = connect(uri, **options)
@@ -375,6 +381,7 @@ def reconnect(
             failure = exc
         else:
             backoff = min_delay
+            short_of_resources = False
             try:
                 yield connection
             finally:
@@ -384,6 +391,10 @@ def reconnect(
             logger.info("connection to %s lost (code %s); reconnecting", uri, connection.close_code)
             continue
         delay = random.uniform(0, backoff)
-        logger.info("cannot connect to %s (%s); retrying in %.1fs", uri, failure, delay)
+        if is_resource_error(failure) and not short_of_resources:
+            short_of_resources = True
+            logger.warning("cannot connect to %s (%s); retrying with backoff", uri, failure)
+        else:
+            logger.info("cannot connect to %s (%s); retrying in %.1fs", uri, failure, delay)
         time.sleep(delay)
         backoff = min(max_delay, backoff * factor)

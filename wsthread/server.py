@@ -56,6 +56,7 @@ from .exceptions import (
     InvalidRequest,
     ServiceUnavailable,
 )
+from .fdlimit import AcceptGuard, is_resource_error
 from .forks import ForkGuard
 from .routing import Routes, is_upgrade
 from .sansio.deflate import (
@@ -260,6 +261,8 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         # Counters for stats(), and the log lines of repeated events folded into summaries.
         self._counters = ServerCounters()
         self._log_limiter = LogLimiter(self.logger)
+        # At the open-files limit: a reserve descriptor, backing off, one warning per episode.
+        self._accept_guard = AcceptGuard(self.logger, self._counters.accept_error)
         self._opening = 0  # handshakes past the max_connections check, not yet registered
         # Every connection thread with its socket, from accept to close.
         self._connection_threads: Dict[threading.Thread, socket.socket] = {}
@@ -495,6 +498,9 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                     if selector.select(poll_interval) and not self._stop_serving.is_set():
                         # socketserver's accept step: get, verify, process one request.
                         self._handle_request_noblock()  # type: ignore[attr-defined]
+                        pause = self._accept_guard.pause()
+                        if pause:  # out of descriptors: wait, or until a connection ends
+                            self._accept_guard.wait(pause)
                     self.service_actions()
         finally:
             with self._state_lock:
@@ -545,6 +551,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         self._stop_serving.set()
         if already_closed:
             return
+        self._accept_guard.close()  # wakes an accept loop that backs off
         atexit.unregister(self.shutdown)
         if serving_thread is not None and serving_thread is not threading.current_thread():
             # Wake the accept loop now rather than at its next poll (on Linux,
@@ -611,6 +618,17 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         except Exception:
             logger.exception("error while closing %r", connection)
 
+    def get_request(self) -> Tuple[socket.socket, Any]:
+        """Accept a connection (socketserver hook); see :mod:`wsthread.fdlimit` for the limit."""
+        try:
+            request = self.socket.accept()
+        except OSError as exc:
+            self._accept_guard.failed(exc, self.socket)
+            raise  # socketserver skips this round
+        if self._accept_guard.at_limit:
+            self._accept_guard.accepted()
+        return request
+
     def service_actions(self) -> None:
         """Run by the accept loop about twice a second: write the due log summaries."""
         self._log_limiter.flush()
@@ -631,6 +649,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                     os.unlink(path)
             except OSError:
                 pass
+        self._accept_guard.close()
 
     def __enter__(self) -> WebSocketServer:
         return self
@@ -661,6 +680,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             self.shutdown_request(request)
             with self._state_lock:
                 self._connection_threads.pop(threading.current_thread(), None)
+            self._accept_guard.descriptor_freed()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Log an unexpected error in a connection thread (never print it)."""
@@ -704,9 +724,10 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                 )
             except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
                 self._counters.failed("tls")
+                short = is_resource_error(exc)  # out of memory or descriptors: worth a warning
                 self._log_limiter.log(
-                    "TLS handshake failed",
-                    logging.DEBUG,
+                    "TLS handshake failed" + (": out of resources" if short else ""),
+                    logging.WARNING if short else logging.DEBUG,
                     "[%s] TLS handshake failed: %s",
                     peer,
                     exc,
