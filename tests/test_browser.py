@@ -14,6 +14,7 @@ Playwright's own browser downloads are never needed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import shutil
 import tempfile
@@ -159,3 +160,38 @@ def test_legacy_app_pages_get_orders_pushed() -> None:
             finally:
                 browser.close()
         app.interrupt()
+
+
+def test_flask_example_page_and_websocket_on_one_port() -> None:
+    """examples/flask_app: the page's WebSocket uses the page's own port; posts reach every page."""
+    expect = playwright.expect
+    with contextlib.ExitStack() as stack:
+        app = stack.enter_context(example("flask_app/app.py"))
+        driver = stack.enter_context(playwright.sync_playwright())
+        profile = stack.enter_context(tempfile.TemporaryDirectory())
+        browser = driver.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=FLAGS
+        )
+        try:
+            browser.set_default_timeout(15_000)
+            pages = [browser.new_page(), browser.new_page()]
+            for page in pages:
+                page.goto(app.urls[0])
+                expect(page.locator("#status")).to_have_text("connected")
+            # One port for both: the WebSocket went to the page's host:port.
+            assert pages[0].evaluate("ws.url") == app.urls[0].replace("http", "ws") + "ws"
+            assert pages[0].evaluate("location.port") == str(app.port)
+            pages[0].fill("#text", "first post")
+            pages[0].click("#post")
+            pages[1].fill("#text", "second post")
+            pages[1].press("#text", "Enter")
+            for page in pages:
+                expect(page.locator("#feed li")).to_have_text(["second post", "first post"])
+            # A page opened later gets the recent posts first.
+            late = browser.new_page()
+            late.goto(app.urls[0])
+            expect(late.locator("#feed li")).to_have_text(["second post", "first post"])
+            app.interrupt()
+            expect(pages[0].locator("#status")).to_have_text("disconnected (code 1001)")
+        finally:
+            browser.close()

@@ -1,0 +1,14 @@
+"""The one model of the notes example."""
+
+from django.db import models
+
+
+class Note(models.Model):
+    """A note, written by the WebSocket handler."""
+
+    text = models.CharField(max_length=500)
+    created = models.DateTimeField(auto_now_add=True)
+
+    def as_dict(self) -> dict:
+        """What the pages and the WebSocket clients get."""
+        return {"id": self.id, "text": self.text, "created": self.created.isoformat()}

@@ -1,0 +1,86 @@
+"""examples/django_app: a message on one WebSocket becomes an ORM write that another client sees.
+
+The project is served as its README says: ``manage.py migrate``, then
+``python -m wsthread.wsgi mysite.wsgi:application``, on a free port, with
+its SQLite database in the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Dict, Iterator
+
+import pytest
+
+import wsthread
+
+pytest.importorskip("django")
+
+PROJECT = Path(__file__).resolve().parent.parent / "examples" / "django_app"
+ROOT = PROJECT.parent.parent
+
+
+@pytest.fixture
+def notes_server(tmp_path: Path) -> Iterator[Dict[str, object]]:
+    """The migrated project, served by python -m wsthread.wsgi on a free port."""
+    env = dict(os.environ, NOTES_DB=str(tmp_path / "notes.sqlite3"))
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
+        cwd=PROJECT, env=env, check=True, timeout=120,
+    )  # fmt: skip
+    log = tmp_path / "server.log"
+    with open(log, "w") as errors:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "wsthread.wsgi", "mysite.wsgi:application", "--port", "0"],
+            cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=errors, text=True,
+        )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"127\.0\.0\.1:(\d+)", line)
+        assert match, line + log.read_text()
+        yield {"port": int(match.group(1)), "process": process, "log": log, "db": env["NOTES_DB"]}
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+def test_a_note_saved_over_one_websocket_reaches_another(notes_server: Dict[str, object]) -> None:
+    """Client A's message is saved with the ORM; client B is told, the view and the DB agree."""
+    port = notes_server["port"]
+    url = f"ws://127.0.0.1:{port}/ws"
+    with wsthread.connect(url) as alice, wsthread.connect(url) as bob:
+        alice.send("buy milk")
+        for ws in (alice, bob):
+            note = json.loads(ws.recv(timeout=10))
+            assert note["text"] == "buy milk" and note["id"] == 1
+        bob.send("and bread")
+        assert json.loads(alice.recv(timeout=10))["text"] == "and bread"
+        assert json.loads(bob.recv(timeout=10))["id"] == 2
+    # An ordinary Django view reads what the handlers wrote.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/notes/", timeout=10) as response:
+        texts = [note["text"] for note in json.loads(response.read())["notes"]]
+    assert texts == ["and bread", "buy milk"]
+    # And so does the database itself.
+    with sqlite3.connect(str(notes_server["db"])) as db:
+        rows = db.execute("SELECT text FROM notes_note ORDER BY id").fetchall()
+    assert rows == [("buy milk",), ("and bread",)]
+    # A client that connects later gets the saved notes first.
+    with wsthread.connect(url) as carol:
+        assert [json.loads(carol.recv(timeout=10))["text"] for _ in range(2)] == texts[::-1]
+    process = notes_server["process"]
+    assert isinstance(process, subprocess.Popen)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 0
+    log = Path(str(notes_server["log"])).read_text()
+    assert "Traceback" not in log, log
