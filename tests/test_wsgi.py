@@ -84,6 +84,22 @@ def http_request(
         connection.close()
 
 
+def raw_answer(port: int, request: bytes) -> bytes:
+    """Send raw bytes; what the server answers before it closes (within 20 s)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(request)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
 def environment(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(APPS), env.get("PYTHONPATH", "")])
@@ -226,6 +242,20 @@ def test_flask_app_with_websockets(
     with wsthread.connect(served.url("/ws"), origin="http://good.example") as ws:
         ws.send("allowed")
         assert ws.recv(timeout=10) == "allowed"
+
+    # Broken upgrades get a clear 4xx from the middleware, and nothing hangs.
+    bad_key = (
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n"
+    )
+    assert raw_answer(port, bad_key).startswith(b"HTTP/1.1 400 ")
+    old_version = bad_key.replace(b"13", b"8").replace(b"short", b"dGhlIHNhbXBsZSBub25jZQ==")
+    assert raw_answer(port, old_version).startswith(b"HTTP/1.1 426 ")
+    # A client that leaves right after its upgrade request.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(old_version.replace(b"\r\n\r\n", b"\r\n"))
+    # Garbage is the server's own business: it answers (each in its way) and closes.
+    assert b" 101 " not in raw_answer(port, b"\x16\x03\x01garbage\r\n\r\n")
 
     # Worker threads come back: more WebSockets, one after another, than
     # gunicorn has threads (4); then nothing is left open.
