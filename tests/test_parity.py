@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -346,3 +347,133 @@ def test_local_and_remote_addresses_over_tcp(make_server: ServerFactory) -> None
         assert ws.remote_address == ("127.0.0.1", server.port)
         client_local = ws.local_address
     assert seen == [(("127.0.0.1", server.port), client_local)]
+
+
+# -- decode= and text= ------------------------------------------------------------
+
+
+def test_send_text_and_recv_decode_both_ways(make_server: ServerFactory) -> None:
+    """bytes sent as text and str sent as binary arrive as such; decode= converts on receipt."""
+    frames: List[Any] = []
+
+    def relay(ws: ServerConnection) -> None:
+        for _ in range(4):
+            frames.append(ws.recv(decode=False))  # text comes as its UTF-8 bytes
+        ws.send(b"caf\xc3\xa9", text=True)  # UTF-8 bytes out as a text frame, untouched
+        ws.send("bin", text=False)  # a str out as a binary frame
+        ws.send([b"fr", b"ag"], text=True)  # fragments of bytes as one text message
+        ws.send(b"\xc3\xa9t\xc3\xa9")
+        ws.recv()
+
+    server = make_server(relay)
+    with websockets.sync.client.connect(f"ws://127.0.0.1:{server.port}/") as other:
+        other.send("é text")
+        other.send(b"\x00binary")
+        other.send(["fr", "agmented"])
+        other.send("")
+        assert other.recv(timeout=5) == "café"  # websockets saw a text frame
+        assert other.recv(timeout=5) == b"bin"  # ... and a binary one
+        assert other.recv(timeout=5) == "frag"
+        assert other.recv(timeout=5) == b"\xc3\xa9t\xc3\xa9"
+        other.send("done")
+    assert frames == ["é text".encode(), b"\x00binary", b"fragmented", b""]
+    with wsthread.connect(f"ws://127.0.0.1:{make_server(relay).port}/") as ws:
+        ws.send("é text")
+        ws.send(b"\x00binary")
+        ws.send(["fr", "agmented"])
+        ws.send("")
+        assert ws.recv(timeout=5, decode=False) == b"caf\xc3\xa9"
+        assert ws.recv(timeout=5, decode=True) == "bin"
+        assert ws.recv(timeout=5, decode=None) == "frag"
+        assert ws.recv(timeout=5, decode=True) == "été"
+        ws.send("done")
+
+
+def test_recv_decode_true_on_binary_that_is_not_utf8(make_server: ServerFactory) -> None:
+    """decode=True on binary that is not UTF-8 raises UnicodeDecodeError; the connection goes on."""
+
+    def handler(ws: ServerConnection) -> None:
+        ws.send(b"\xff\xfe")
+        ws.send("after")
+        ws.recv()
+
+    server = make_server(handler)
+    with wsthread.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+        with pytest.raises(UnicodeDecodeError):
+            ws.recv(timeout=5, decode=True)
+        assert ws.recv(timeout=5) == "after"
+        ws.send("bye")
+
+
+# -- latency and stats ------------------------------------------------------------
+
+
+def test_latency_after_a_ping(make_server: ServerFactory) -> None:
+    """latency is None until a pong comes back, then the round trip of that ping."""
+    server = make_server(echo_handler, ping_interval=None)
+    with wsthread.connect(f"ws://127.0.0.1:{server.port}/", ping_interval=None) as ws:
+        assert ws.latency is None
+        started = time.monotonic()
+        assert ws.ping().wait(5)
+        elapsed = time.monotonic() - started
+        assert ws.latency is not None and 0 < ws.latency <= elapsed
+        assert ws.stats()["latency"] == ws.latency
+
+
+def test_latency_from_keepalive_pings(make_server: ServerFactory) -> None:
+    """The server's keepalive pings keep each connection's latency up to date."""
+    seen: List[Optional[float]] = []
+
+    def handler(ws: ServerConnection) -> None:
+        assert wait_until(lambda: ws.latency is not None, timeout=10)
+        seen.append(ws.latency)
+
+    server = make_server(handler, ping_interval=0.1, ping_timeout=5)
+    with wsthread.connect(f"ws://127.0.0.1:{server.port}/", ping_interval=None) as ws:  # noqa: SIM117
+        with pytest.raises(wsthread.ConnectionClosedOK):
+            ws.recv(timeout=15)
+    assert seen and seen[0] is not None and 0 < seen[0] < 5
+
+
+def test_connection_stats_count_both_ways(make_server: ServerFactory) -> None:
+    """Messages and wire bytes each way, and what waits in the queue."""
+    ready = threading.Event()
+    release = threading.Event()
+    server_stats: List[Any] = []
+
+    def handler(ws: ServerConnection) -> None:
+        assert ws.recv() == "a" * 10
+        ws.send(b"b" * 200)
+        ready.set()
+        release.wait(10)
+        # "x", then the three pieces of the fragmented message (its frames)
+        assert wait_until(lambda: ws.stats()["queued"] == 4)
+        server_stats.append(ws.stats())
+        ws.recv()
+        ws.recv()
+
+    server = make_server(handler, compression=None)
+    with wsthread.connect(
+        f"ws://127.0.0.1:{server.port}/", compression=None, ping_interval=None
+    ) as ws:
+        assert ws.stats() == {
+            "messages_received": 0,
+            "bytes_received": 0,
+            "messages_sent": 0,
+            "bytes_sent": 0,
+            "queued": 0,
+            "latency": None,
+        }
+        ws.send("a" * 10)  # 2 + 4 (mask) + 10 bytes on the wire
+        assert ws.recv(timeout=5) == b"b" * 200  # 2 + 2 (length) + 200
+        assert ready.wait(5)
+        ws.send("x")
+        ws.send(["y", "z"])  # one message in three frames: 7 + 7 + 6 bytes
+        stats = ws.stats()  # before the server's close frame, and the reply, can come
+        release.set()
+        assert wait_until(lambda: bool(server_stats))
+        assert stats["messages_sent"] == 3 and stats["bytes_sent"] == 16 + 7 + 20
+        assert stats["messages_received"] == 1 and stats["bytes_received"] == 204
+    assert server_stats[0]["messages_received"] == 3
+    assert server_stats[0]["bytes_received"] == 16 + 7 + 20
+    assert server_stats[0]["messages_sent"] == 1 and server_stats[0]["bytes_sent"] == 204

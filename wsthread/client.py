@@ -195,7 +195,8 @@ def connect(
         ping_timeout: seconds to wait for a pong before closing with 1011.
         close_timeout: seconds to wait for the closing handshake.
         max_size: the largest message accepted (1009 beyond); ``None``: no limit.
-        max_queue: received messages buffered before reading pauses.
+        max_queue: received messages buffered before reading pauses (each
+            frame of a fragmented message counts as one).
         write_timeout: seconds a write may make no progress (the server
             takes no data) before the connection is given up; ``None``: never.
         trace: a :class:`wsthread.trace.Tracer` that writes the opening

@@ -38,6 +38,7 @@ every waiter.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import socket
@@ -57,9 +58,9 @@ from typing import (
 
 from .deadline import Deadline
 from .exceptions import ConnectionClosed, ConnectionClosedOK
-from .messages import HOLD, Data, MessageQueue, QueueClosed
+from .messages import HOLD, Data, Item, MessageQueue, QueueClosed
 from .sansio.frames import CloseCode
-from .sansio.protocol import CloseReceived, Message, Ping, Pong, Protocol, State
+from .sansio.protocol import CloseReceived, Fragment, Message, Ping, Pong, Protocol, State
 from .threads import ReaderStarter, shared, start_thread
 from .transport import Transport
 from .writer import Writer
@@ -82,6 +83,25 @@ class _PeerLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     ) -> Tuple[Any, MutableMapping[str, Any]]:
         extra = self.extra or {}
         return f"[{extra.get('peer')}] {msg}", kwargs
+
+
+class _Converter:
+    """Turn the pieces of one message into the type ``recv_streaming(decode=...)`` asks for."""
+
+    def __init__(self, decode: Optional[bool]) -> None:
+        self.decode = decode
+        self._decoder: Optional[codecs.IncrementalDecoder] = None
+
+    def __call__(self, piece: Data, final: bool) -> Data:
+        if self.decode is None:
+            return piece
+        if not self.decode:
+            return piece.encode("utf-8") if isinstance(piece, str) else piece
+        if isinstance(piece, str):
+            return piece
+        if self._decoder is None:
+            self._decoder = codecs.getincrementaldecoder("utf-8")()
+        return self._decoder.decode(piece, final)
 
 
 class Connection:
@@ -152,6 +172,18 @@ class Connection:
         )
         self._read_error: Optional[OSError] = None
         self._pings: Dict[bytes, threading.Event] = {}  # guarded by the writer lock
+        self._ping_times: Dict[bytes, float] = {}  # when each ping went out; the same lock
+        self._latency: Optional[float] = None
+        # Fragmented messages come out of the protocol piece by piece; recv()
+        # joins them, recv_streaming() hands them on. One receiver at a time.
+        protocol.fragments = True
+        self._recv_lock = threading.Lock()
+        self._parts: List[Data] = []  # pieces of a message a timed-out recv() began
+        self._skip_rest = False  # an abandoned recv_streaming(): drop the rest of its message
+        # Counters for stats(); each is written under one lock or by the one
+        # thread holding the read turn, and read without locking.
+        self._messages_received = 0
+        self._bytes_received = 0
         self._closed = threading.Event()
         self._reader: Optional[threading.Thread] = None  # made when needed
         # The reader thread starts only once it is needed (see ReaderStarter).
@@ -261,19 +293,137 @@ class Connection:
         """Whether the connection is fully closed (reader finished, TCP closed)."""
         return self._closed.is_set()
 
-    def recv(self, timeout: Optional[float] = None) -> Data:
+    @property
+    def latency(self) -> Optional[float]:
+        """The round trip, in seconds, of the last ping that got its pong; ``None`` before.
+
+        Keepalive pings (``ping_interval``) keep it up to date; :meth:`ping`
+        updates it too.
+        """
+        return self._latency
+
+    def stats(self) -> Dict[str, Any]:
+        """What went through this connection; cheap, safe from any thread.
+
+        A ``dict`` ready for ``json.dumps``::
+
+            {"messages_received": 12, "bytes_received": 1410,
+             "messages_sent": 12, "bytes_sent": 1374,
+             "queued": 0, "latency": 0.00021}
+
+        Bytes are counted on the wire (frame headers and control frames
+        included, after compression); ``queued`` is how many messages (or
+        pieces of a fragmented one) wait for :meth:`recv`; ``latency`` is
+        :attr:`latency`. The counters are plain integers bumped where the
+        connection already holds a lock or the read turn, so keeping them
+        costs next to nothing.
+        """
+        writer = self.writer
+        return {
+            "messages_received": self._messages_received,
+            "bytes_received": self._bytes_received,
+            "messages_sent": writer.messages_sent,
+            "bytes_sent": writer.bytes_sent,
+            "queued": self._messages.backlog,
+            "latency": self._latency,
+        }
+
+    def recv(self, timeout: Optional[float] = None, decode: Optional[bool] = None) -> Data:
         """Return the next message: ``str`` for text, ``bytes`` for binary.
 
         Args:
-            timeout: seconds to wait; ``None`` waits for ever.
+            timeout: seconds to wait; ``None`` waits for ever. A fragmented
+                message that is not complete in time stays half read, and
+                the next call goes on with it.
+            decode: ``None`` keeps each message's own type; ``False``
+                returns text messages as their UTF-8 bytes too (a relay
+                that passes text on as it came); ``True`` decodes binary
+                messages as UTF-8 too (``UnicodeDecodeError`` if they are
+                not).
 
         Raises:
             TimeoutError: no message arrived in time (the connection is fine).
             ConnectionClosed: the connection is closed and every message
                 received before the close has been returned.
         """
+        deadline = Deadline(timeout)
+        if not self._recv_lock.acquire(True, -1 if timeout is None else timeout):
+            raise TimeoutError(f"no message within {timeout} seconds")
         try:
-            return self._messages.get(timeout, self._read_directly)
+            if self._skip_rest:
+                self._skip_fragments(deadline, timeout)
+            if self._parts:
+                message = self._assemble(None, deadline, timeout)
+            else:
+                item = self._next_item(deadline, timeout)
+                if type(item) is Fragment:
+                    message = self._assemble(item, deadline, timeout)
+                else:
+                    message = item  # type: ignore[assignment]
+        finally:
+            self._recv_lock.release()
+        if decode is None:
+            return message
+        if decode:
+            return message if isinstance(message, str) else message.decode("utf-8")
+        return message.encode("utf-8") if isinstance(message, str) else message
+
+    def recv_streaming(self, decode: Optional[bool] = None) -> Iterator[Data]:
+        """Yield the next message piece by piece, as its frames arrive.
+
+        For messages too large to hold at once (an upload, a file): each
+        frame's payload is yielded as soon as it is read, and a consumer
+        that is slow to ask for the next piece makes the connection stop
+        reading, so TCP pushes back on the sender. ``max_size`` still bounds
+        the whole message, and text is checked as UTF-8 piece by piece (an
+        invalid piece fails the connection with 1007, before it is
+        yielded). A message sent in one frame comes as one piece.
+
+        Iterate to the end, or close the iterator, before calling
+        :meth:`recv` again: no other receiver gets a message meanwhile. If
+        the iterator is dropped early, the rest of its message is skipped.
+
+        Args:
+            decode: as for :meth:`recv`, applied to each piece (binary
+                pieces are decoded incrementally, so a character may span
+                two pieces).
+
+        Raises:
+            ConnectionClosed: the connection closed before the message
+                ended (or before it began).
+        """
+        self._recv_lock.acquire()
+        finished = False
+        try:
+            deadline = Deadline(None)
+            if self._skip_rest:
+                self._skip_fragments(deadline, None)
+            convert = _Converter(decode)
+            pending, self._parts = self._parts, []
+            for piece in pending:  # what a timed-out recv() had begun
+                yield convert(piece, False)
+            item = self._next_item(deadline, None)
+            while True:
+                if type(item) is not Fragment:
+                    assert not pending, "a whole message inside a fragmented one"
+                    finished = True
+                    yield convert(item, True)  # type: ignore[arg-type]
+                    break
+                fin = item.fin
+                finished = fin
+                yield convert(item.data, fin)
+                if fin:
+                    break
+                item = self._next_item(deadline, None)
+        finally:
+            if not finished:
+                self._skip_rest = True
+            self._recv_lock.release()
+
+    def _next_item(self, deadline: Deadline, timeout: Optional[float]) -> Item:
+        """Take the next message or piece from the queue, reading the socket if it is free."""
+        try:
+            return self._messages.get(deadline.remaining(), self._read_directly)
         except QueueClosed:
             self._closed.wait()
             raise self.protocol.close_exception() from None
@@ -282,6 +432,31 @@ class Connection:
         finally:
             if not self._reader_started and not self._reader_check_pending:
                 self._arm_reader_check(HOLD)
+
+    def _assemble(
+        self, item: Optional[Fragment], deadline: Deadline, timeout: Optional[float]
+    ) -> Data:
+        """Join a fragmented message; its pieces so far stay in ``_parts`` if time runs out."""
+        parts = self._parts
+        while True:
+            if item is not None:
+                parts.append(item.data)
+                if item.fin:
+                    break
+            taken = self._next_item(deadline, timeout)
+            assert type(taken) is Fragment, "a whole message inside a fragmented one"
+            item = taken
+        self._parts = []
+        return "".join(parts) if isinstance(parts[0], str) else b"".join(parts)  # type: ignore[arg-type]
+
+    def _skip_fragments(self, deadline: Deadline, timeout: Optional[float]) -> None:
+        """Drop the rest of a message whose streaming reader gave up on it."""
+        self._parts = []
+        while True:
+            item = self._next_item(deadline, timeout)
+            if type(item) is not Fragment or item.fin:
+                break
+        self._skip_rest = False
 
     def __iter__(self) -> Iterator[Data]:
         """Yield messages until the connection closes normally.
@@ -295,7 +470,7 @@ class Connection:
             except ConnectionClosedOK:
                 return
 
-    def send(self, message: Union[Data, Iterable[Data]]) -> None:
+    def send(self, message: Union[Data, Iterable[Data]], *, text: Optional[bool] = None) -> None:
         """Send a message: ``str`` as text, ``bytes``-like as binary.
 
         An iterable of ``str`` or of bytes-like pieces is sent as one
@@ -303,6 +478,14 @@ class Connection:
         between its frames. Safe to call from any thread. Returns once the
         socket has taken the whole message; if the peer takes nothing for
         ``write_timeout`` seconds, the connection is failed.
+
+        Args:
+            message: what to send.
+            text: ``None`` sends ``str`` as text and bytes as binary;
+                ``True`` sends bytes as a text message as they are, without
+                decoding them (they must be UTF-8: the peer fails the
+                connection with 1007 otherwise); ``False`` sends ``str`` as a
+                binary message (its UTF-8 bytes).
 
         Raises:
             ConnectionClosed: the connection is closed or closing (or was
@@ -314,16 +497,21 @@ class Connection:
         if isinstance(message, str):
             data = message.encode("utf-8")
             with writer:
-                writer.write(protocol.send_text(data))
+                writer.write(
+                    protocol.send_text(data) if text is not False else protocol.send_binary(data)
+                )
+                writer.messages_sent += 1
         elif isinstance(message, (bytes, bytearray, memoryview)):
+            data = bytes(message)
             with writer:
-                writer.write(protocol.send_binary(bytes(message)))
+                writer.write(protocol.send_binary(data) if not text else protocol.send_text(data))
+                writer.messages_sent += 1
         elif isinstance(message, Iterable):
-            self._send_fragments(message)
+            self._send_fragments(message, text)
         else:
             raise TypeError(f"cannot send {type(message).__name__}: expected str or bytes")
 
-    def _send_fragments(self, fragments: Iterable[Data]) -> None:
+    def _send_fragments(self, fragments: Iterable[Data], text: Optional[bool]) -> None:
         protocol = self.protocol
         writer = self.writer
         with writer:
@@ -339,9 +527,10 @@ class Connection:
                     raise TypeError(f"cannot send a fragment of type {type(piece).__name__}")
                 if kind is None:
                     kind = piece_kind
+                    as_text = kind is str if text is None else text
                     frame = (
                         protocol.send_text(data, fin=False)
-                        if kind is str
+                        if as_text
                         else protocol.send_binary(data, fin=False)
                     )
                 elif piece_kind is not kind:
@@ -353,6 +542,7 @@ class Connection:
                 writer.write(frame)
             if kind is not None:
                 writer.write(protocol.send_continuation(b"", fin=True))
+                writer.messages_sent += 1
 
     def ping(self, data: Union[str, bytes, None] = None) -> threading.Event:
         """Send a ping; the returned event is set when the matching pong arrives.
@@ -373,6 +563,7 @@ class Connection:
                 raise ValueError("a ping with this payload is already waiting for its pong")
             frame = self.protocol.send_ping(payload)
             self._pings[payload] = waiter
+            self._ping_times[payload] = time.monotonic()
             self.writer.write(frame)
         return waiter
 
@@ -541,6 +732,7 @@ class Connection:
     def _process(self, data: bytes, block: bool) -> bool:
         """Feed the protocol and dispatch its events; ``False`` once receiving ends."""
         protocol = self.protocol
+        self._bytes_received += len(data)
         events = protocol.receive_data(data)
         ending = protocol.failure is not None or protocol.close_rcvd is not None
         if not ending and any(type(event) is Ping for event in events):
@@ -548,8 +740,14 @@ class Connection:
         for event in events:
             kind = type(event)
             if kind is Message:
+                self._messages_received += 1
                 if not self._messages.put(event.data, block):  # type: ignore[union-attr]
                     self.logger.debug("message dropped: the connection is closing")
+            elif kind is Fragment:
+                if event.fin:  # type: ignore[union-attr]
+                    self._messages_received += 1
+                if not self._messages.put(event, block):  # type: ignore[arg-type]
+                    self.logger.debug("fragment dropped: the connection is closing")
             elif kind is Pong:
                 self._acknowledge_pings(event.data)  # type: ignore[union-attr, arg-type]
             elif kind is CloseReceived:
@@ -577,12 +775,16 @@ class Connection:
             pass
 
     def _acknowledge_pings(self, payload: bytes) -> None:
+        now = time.monotonic()
         with self.writer.lock:
             if payload not in self._pings:
                 return
             if payload == self._keepalive_payload:
                 self._pong_deadline = None
                 self._keepalive_payload = None
+            sent = self._ping_times.get(payload)
+            if sent is not None:
+                self._latency = now - sent
             # A pong acknowledges the ping it answers and every earlier one.
             acknowledged: List[bytes] = []
             for key, waiter in self._pings.items():
@@ -592,6 +794,7 @@ class Connection:
                     break
             for key in acknowledged:
                 del self._pings[key]
+                self._ping_times.pop(key, None)
 
     # -- keepalive -----------------------------------------------------------
 
@@ -620,6 +823,7 @@ class Connection:
             payload = os.urandom(4)
             frame = self.protocol.send_ping(payload)
             self._pings[payload] = threading.Event()
+            self._ping_times[payload] = time.monotonic()
             self._keepalive_payload = payload
             if timeout is not None:
                 self._pong_deadline = now + timeout

@@ -16,10 +16,14 @@ from sys import getsizeof
 from typing import Callable, Deque, Optional, Union
 
 from .deadline import Deadline
+from .sansio.protocol import Fragment
 
-__all__ = ["MessageQueue", "QueueClosed", "Data", "HOLD"]
+__all__ = ["MessageQueue", "QueueClosed", "Data", "Item", "HOLD"]
 
 Data = Union[str, bytes]
+
+Item = Union[Data, Fragment]
+"""What the queue holds: a whole message, or one piece of a fragmented one."""
 """A message: ``str`` for text, ``bytes`` for binary."""
 
 
@@ -35,6 +39,13 @@ _APP_READING = 2  # an application thread, inside recv()
 # How long the reader thread leaves the socket to an application thread that
 # returned from recv(), expecting it to call recv() again soon.
 HOLD = 0.05
+
+
+def _footprint(item: Item) -> int:
+    """The memory a queued item holds: a message, or a piece of one and its wrapper."""
+    if type(item) is Fragment:
+        return getsizeof(item) + getsizeof(item.data)  # type: ignore[union-attr]
+    return getsizeof(item)
 
 
 class MessageQueue:
@@ -59,7 +70,7 @@ class MessageQueue:
 
     def __init__(self, max_size: Optional[int], reader_first: bool = False) -> None:
         self.max_size = max_size
-        self._items: Deque[Data] = deque()
+        self._items: Deque[Item] = deque()
         self._bytes = 0  # the memory the queued messages take (sys.getsizeof)
         lock = threading.Lock()
         self._condition = threading.Condition(lock)  # getters, and a blocked put
@@ -75,7 +86,7 @@ class MessageQueue:
         self._reader_waits_untimed = False
         self._ending = False  # an application thread read the end of the stream
 
-    def put(self, item: Data, block: bool = True) -> bool:
+    def put(self, item: Item, block: bool = True) -> bool:
         """Add a message; the reader thread waits while the queue is full.
 
         An application thread reading for itself passes ``block=False``: it
@@ -94,7 +105,7 @@ class MessageQueue:
                     finally:
                         self._putters_waiting -= 1
             self._items.append(item)
-            self._bytes += getsizeof(item)
+            self._bytes += _footprint(item)
             if self._getters_waiting:
                 self._condition.notify_all()
             return True
@@ -103,7 +114,7 @@ class MessageQueue:
         self,
         timeout: Optional[float] = None,
         read: Optional[Callable[[Optional[float]], bool]] = None,
-    ) -> Data:
+    ) -> Item:
         """Take the oldest message, reading the socket with ``read`` if it is free.
 
         ``read(timeout)`` reads once and feeds the protocol; it returns
@@ -119,7 +130,7 @@ class MessageQueue:
             while True:
                 if self._items:
                     item = self._items.popleft()
-                    self._bytes -= getsizeof(item)
+                    self._bytes -= _footprint(item)
                     self._taken += 1
                     self._held_since = time.monotonic()
                     if self._putters_waiting or self._drain_waiting:

@@ -1110,7 +1110,8 @@ def serve(
         write_timeout: seconds a write may make no progress (the client
             takes no data) before the connection is given up; ``None``: never.
         max_size: the largest message accepted (1009 beyond); ``None``: no limit.
-        max_queue: received messages buffered before reading pauses.
+        max_queue: received messages buffered before reading pauses (each
+            frame of a fragmented message counts as one).
         write_limit: bytes a :meth:`~WebSocketServer.broadcast` may leave
             waiting for one client before closing it with 1013; ``None``: no limit.
         max_connections: open connections allowed at once; beyond, the

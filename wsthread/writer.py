@@ -99,6 +99,9 @@ class Writer:
         # transport last made progress on a write that did not wait.
         self._pumped = False
         self._progress = 0.0
+        # For Connection.stats(): bumped under the writer lock, read without it.
+        self.messages_sent = 0
+        self.bytes_sent = 0
 
     def __enter__(self) -> Writer:
         self.lock.acquire()
@@ -128,6 +131,7 @@ class Writer:
         """
         if self._closed:
             raise self.protocol.close_exception()
+        self.bytes_sent += len(data)
         self._transfer(data, wait)
 
     def flush(self) -> None:
@@ -260,6 +264,7 @@ class Writer:
         except ConnectionClosed:
             pass  # closing: what is left is dropped, as after a close frame
         if frames:
+            self.messages_sent += len(frames)
             try:
                 self.write(b"".join(frames), wait=False)
             except ConnectionClosed:
