@@ -44,7 +44,7 @@ HOLD = 0.05
 def _footprint(item: Item) -> int:
     """The memory a queued item holds: a message, or a piece of one and its wrapper."""
     if type(item) is Fragment:
-        return getsizeof(item) + getsizeof(item.data)  # type: ignore[union-attr]
+        return getsizeof(item) + getsizeof(item.data)
     return getsizeof(item)
 
 
