@@ -7,6 +7,7 @@ Where it makes the test stronger, the other end is the ``websockets`` library
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -477,3 +478,46 @@ def test_connection_stats_count_both_ways(make_server: ServerFactory) -> None:
     assert server_stats[0]["messages_received"] == 3
     assert server_stats[0]["bytes_received"] == 16 + 7 + 20
     assert server_stats[0]["messages_sent"] == 1 and server_stats[0]["bytes_sent"] == 204
+
+
+def test_server_stats_roll_up_open_and_closed_connections(make_server: ServerFactory) -> None:
+    """server.stats() adds up every connection's traffic, the queue and the latencies."""
+    hold = threading.Event()
+
+    def handler(ws: ServerConnection) -> None:
+        for message in ws:
+            if message == "hold":
+                hold.wait(10)
+            ws.send(message)
+
+    server = make_server(handler, compression=None, ping_interval=None)
+    uri = f"ws://127.0.0.1:{server.port}/"
+    with wsthread.connect(uri, compression=None, ping_interval=None) as first:
+        first.send("12345")  # 2 + 4 + 5 = 11 bytes in, 7 out
+        assert first.recv(timeout=5) == "12345"
+    # The closed connection's totals stay: its close frames too (8 in, 4 out).
+    assert wait_until(lambda: server.stats()["connections"]["closed"] == 1)
+    stats = server.stats()
+    assert stats["traffic"] == {
+        "messages_received": 1,
+        "bytes_received": 11 + 8,
+        "messages_sent": 1,
+        "bytes_sent": 7 + 4,
+    }
+    assert stats["latency"] == {"max": None, "mean": None} and stats["queued"] == 0
+    with wsthread.connect(uri, compression=None, ping_interval=None) as second:
+        assert wait_until(lambda: len(server.connections) == 1)
+        assert server.connections[0].ping().wait(5)
+        second.send("hold")
+        second.send("a")
+        second.send("b")
+        assert wait_until(lambda: server.stats()["queued"] == 2)
+        stats = server.stats()
+        assert stats["traffic"]["messages_received"] == 1 + 3
+        assert stats["traffic"]["bytes_received"] == 19 + 10 + 7 + 7 + 10  # and the 4-byte pong
+        latency = server.connections[0].latency
+        assert latency is not None
+        assert stats["latency"] == {"max": latency, "mean": latency}
+        json.dumps(stats)  # ready for a metrics endpoint
+        hold.set()
+        assert [second.recv(timeout=5) for _ in range(3)] == ["hold", "a", "b"]
