@@ -1,12 +1,15 @@
-"""WebSockets inside a Flask app under gunicorn gthread: wsthread.wsgi.middleware vs Flask-Sock.
+"""WebSockets for a WSGI app: wsthread.wsgi.middleware vs Flask-Sock under gunicorn, and Channels.
 
     python benchmarks/wsgi.py            # about 2 minutes
     python benchmarks/wsgi.py --quick    # a smoke run
 
 Both apps (``benchmarks/servers/wsgi_apps.py``) are the same Flask app with
 an echo at ``/ws``, served by ``gunicorn -k gthread -w 1 --threads 600``,
-compression and pings off. The same client (wsthread's, one thread per
-connection) drives both. Figures:
+compression and pings off. With ``channels`` and ``daphne`` installed, a
+Django Channels echo (a synchronous ``WebsocketConsumer``,
+``benchmarks/servers/channels_echo.py``) runs under daphne as a third
+column. The same client (wsthread's, one thread per connection) drives
+them all. Figures:
 
 1. round trips/s, 1 connection, 16-byte text, strict ping-pong;
 2. round trips/s summed over 20 connections, each in strict ping-pong;
@@ -39,12 +42,16 @@ sys.path.insert(0, str(ROOT))
 
 import wsthread  # noqa: E402
 
-APPS = {"wsthread middleware": "wsgi_apps:middleware_app", "Flask-Sock": "wsgi_apps:flask_sock_app"}
+APPS = {
+    "wsthread middleware": "wsgi_apps:middleware_app",
+    "Flask-Sock": "wsgi_apps:flask_sock_app",
+    "Django Channels (daphne)": "channels_echo:application",
+}
 
 
 @contextlib.contextmanager
 def gunicorn(app: str, threads: int) -> Iterator[Tuple[int, int]]:
-    """Run gunicorn gthread on a free port; yield (port, worker pid)."""
+    """Run gunicorn gthread (or daphne, for Channels) on a free port; yield (port, worker pid)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1024)
@@ -55,6 +62,9 @@ def gunicorn(app: str, threads: int) -> Iterator[Tuple[int, int]]:
         "--bind", f"fd://{listener.fileno()}", "--log-level", "error", "--graceful-timeout", "5",
         "--backlog", "2048", app,
     ]  # fmt: skip
+    daphne = app.startswith("channels_")
+    if daphne:  # an ASGI server, one process, its own thread pool for sync consumers
+        command = [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "-v", "0", app]
     process = subprocess.Popen(command, env=env, pass_fds=[listener.fileno()])
     listener.close()
     try:
@@ -70,6 +80,9 @@ def gunicorn(app: str, threads: int) -> Iterator[Tuple[int, int]]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{app} did not start")
             time.sleep(0.1)
+        if daphne:
+            yield port, process.pid
+            return
         children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
         yield port, int(children[0])
     finally:
@@ -148,6 +161,16 @@ def idle(port: int, pid: int, count: int) -> Tuple[float, float]:
     return (rss1 - rss0) / count, (threads1 - threads0) / count
 
 
+def has_channels() -> bool:
+    """Whether Django Channels and daphne are installed."""
+    try:
+        import channels  # noqa: F401
+        import daphne  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -163,6 +186,9 @@ def main() -> int:
     figures: Dict[str, Dict[str, float]] = {name: {} for name in APPS}
     print(f"load before: {load()}", flush=True)
     for name, app in APPS.items():
+        if app.startswith("channels_") and not has_channels():
+            print(f"{name}: skipped (pip install channels daphne)", flush=True)
+            continue
         with gunicorn(app, threads=idle_count + 100) as (port, pid):
             one = [round_trips(port, 1, seconds) for _ in range(rounds)]
             many = [round_trips(port, 20, seconds) for _ in range(rounds)]
@@ -172,9 +198,9 @@ def main() -> int:
             kb, threads = idle(port, pid, idle_count)
             figures[name]["kb"], figures[name]["threads"] = kb, threads
         print(f"{name}: done (load {load()})", flush=True)
-    names = list(APPS)
+    names = [name for name in APPS if figures[name]]
     print()
-    print(f"| gunicorn gthread, 1 worker | {' | '.join(names)} | ratio |")
+    print(f"| one process (gunicorn gthread; daphne) | {' | '.join(names)} | ratio |")
     print("| --- |" + " --- |" * (len(names) + 1))
     rows = [
         ("round trips/s, 1 connection", "rt1", 0),
@@ -187,6 +213,7 @@ def main() -> int:
         ratio = values[0] / values[1] if values[1] else float("nan")
         cells = " | ".join(f"{value:,.{digits}f}" for value in values)
         print(f"| {label} | {cells} | {ratio:.2f}× |")
+    print("\n(ratio: wsthread middleware / Flask-Sock)")
     print(f"\nload after: {load()} ({os.cpu_count()} cores)")
     return 0
 
