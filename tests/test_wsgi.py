@@ -304,3 +304,35 @@ def test_waitress_refuses_the_upgrade_clearly(tmp_path: Path, servers: List[Serv
     assert len(errors) == 1, log
     assert "gunicorn" in errors[0] and "Werkzeug" in errors[0]
     assert "Traceback" not in log
+
+
+def test_the_command_line_with_workers_and_routes(tmp_path: Path) -> None:
+    """python -m wsthread.wsgi APP --ws PATH=HANDLER --workers 2: both routes, one port, Ctrl-C."""
+    log = tmp_path / "cli.log"
+    with open(log, "w") as errors:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "wsthread.wsgi", "flaskapp:app", "--port", "0",
+                "--workers", "2", "--ws", "/plain=flaskapp:echo",
+            ],
+            cwd=APPS, env=environment(), stdout=subprocess.PIPE, stderr=errors, text=True,
+        )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"127\.0\.0\.1:(\d+)", line)
+        assert match, line + log.read_text()
+        port = int(match.group(1))
+        assert http_request(port, "GET", "/") == (200, b"hello from flask")
+        for path in ("/ws", "/plain"):  # the middleware's route, the command line's route
+            for _ in range(4):  # connections spread over the workers
+                with wsthread.connect(f"ws://127.0.0.1:{port}{path}", ping_interval=None) as ws:
+                    ws.send(path)
+                    assert ws.recv(timeout=10) == path
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert "Traceback" not in log.read_text(), log.read_text()
