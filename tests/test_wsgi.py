@@ -119,7 +119,7 @@ def start(kind: str, tmp_path: Path, redis_url: Optional[str] = None) -> Served:
     """Start ``kind`` serving flaskapp:app on a free port; return once it answers HTTP."""
     log = tmp_path / f"{kind}.log"
     extra = {"WSGI_TEST_REDIS": redis_url} if redis_url else {}
-    if kind in ("gthread", "sync"):
+    if kind in ("gthread", "sync", "preload"):
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
         listener.listen(128)
@@ -127,6 +127,8 @@ def start(kind: str, tmp_path: Path, redis_url: Optional[str] = None) -> Served:
         workers = ["-k", "gthread", "--threads", "4", "-w", "1"]
         if kind == "sync":
             workers = ["-k", "sync", "-w", "2", "--timeout", "0"]
+        elif kind == "preload":  # the app (and its middleware) imported in the master
+            workers.append("--preload")
         command = [
             sys.executable, "-m", "gunicorn", *workers, *no_control_socket(),
             "--bind", f"fd://{listener.fileno()}",
@@ -190,7 +192,7 @@ def servers() -> Iterator[List[Served]]:
         served.stop()
 
 
-KINDS = ["gthread", "sync", "werkzeug", "wsthread"]
+KINDS = ["gthread", "sync", "preload", "werkzeug", "wsthread"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -201,7 +203,7 @@ def test_flask_app_with_websockets(
     # Two sync workers: a WebSocket holds one, so the view runs in the other,
     # and the broadcast crosses processes through Redis.
     redis_url = request.getfixturevalue("redis_server").url if kind == "sync" else None
-    pytest.importorskip("gunicorn" if kind in ("gthread", "sync") else "flask")
+    pytest.importorskip("gunicorn" if kind in ("gthread", "sync", "preload") else "flask")
     served = start(kind, tmp_path, redis_url)
     servers.append(served)
     port = served.port

@@ -54,6 +54,7 @@ from http import HTTPStatus
 from types import FrameType
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, cast
 
+from .forks import ForkGuard
 from .routing import Routes, is_upgrade
 from .sansio.handshake import Headers, Request
 from .server import RoutesLike, ServerConnection, WebSocketServer
@@ -137,10 +138,7 @@ class WebSocketMiddleware:
 
     Attributes:
         app: the wrapped WSGI application.
-        server: the :class:`~wsthread.WebSocketServer` (listening on no
-            port) that owns the WebSocket connections: use
-            ``server.broadcast()`` and ``server.connections`` from your
-            views, as with :func:`wsthread.serve`.
+        routes: the WebSocket routes.
     """
 
     def __init__(self, app: WSGIApplication, routes: RoutesLike, **options: Any) -> None:
@@ -152,7 +150,11 @@ class WebSocketMiddleware:
             )
         self.app = app
         self.routes = Routes(routes)
-        self.server: WebSocketServer = _DetachedServer(routes, "127.0.0.1", 0, **options)
+        self._routes_given = routes
+        self._options = options
+        self._server_lock = threading.Lock()
+        self._server: WebSocketServer = _DetachedServer(routes, "127.0.0.1", 0, **options)
+        self._server_guard = ForkGuard("WebSocketMiddleware")
         self._active = 0
         self._idle = threading.Condition()
         self._refusals = 0
@@ -164,6 +166,29 @@ class WebSocketMiddleware:
                 # their WebSockets with 1001 rather than dropping them.
                 atexit.register(shutdown_all)
                 _atexit_registered = True
+
+    @property
+    def server(self) -> WebSocketServer:
+        """The :class:`~wsthread.WebSocketServer` of this process's WebSocket connections.
+
+        A middleware made before a fork (``gunicorn --preload`` imports the
+        application in its master) gets a fresh server in each worker, on
+        first use: the master's cannot work there. A ``hub`` given to the
+        middleware was attached in the master and cannot follow it: create
+        the middleware after the fork (without ``--preload``) to use one.
+        """
+        with self._server_lock:
+            if self._server_guard.inherited:
+                options = dict(self._options)
+                if options.pop("hub", None) is not None:
+                    logger.warning(
+                        "WebSocketMiddleware: the hub was made before this worker was forked "
+                        "and cannot be used here; broadcasts stay in this process (do not "
+                        "preload the application to use a hub)"
+                    )
+                self._server = _DetachedServer(self._routes_given, "127.0.0.1", 0, **options)
+                self._server_guard = ForkGuard("WebSocketMiddleware")
+            return self._server
 
     def broadcast(self, message: Any) -> int:
         """Send ``message`` to every WebSocket here; see :meth:`WebSocketServer.broadcast`."""
