@@ -74,6 +74,8 @@ logger = logging.getLogger("wsthread")
 # held a fresh mapping per idle connection (measured: 40 KB -> 37 KB of RSS).
 _RECV_SIZE = 64 * 1024
 
+_NO_DEADLINE = Deadline(None)  # shared: a Deadline without a timeout never changes
+
 
 class _PeerLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Put the peer's address at the start of every line a connection logs."""
@@ -346,7 +348,7 @@ class Connection:
             ConnectionClosed: the connection is closed and every message
                 received before the close has been returned.
         """
-        deadline = Deadline(timeout)
+        deadline = _NO_DEADLINE if timeout is None else Deadline(timeout)
         if not self._recv_lock.acquire(True, -1 if timeout is None else timeout):
             raise TimeoutError(f"no message within {timeout} seconds")
         try:
@@ -395,7 +397,7 @@ class Connection:
         self._recv_lock.acquire()
         finished = False
         try:
-            deadline = Deadline(None)
+            deadline = _NO_DEADLINE
             if self._skip_rest:
                 self._skip_fragments(deadline, None)
             convert = _Converter(decode)
