@@ -488,13 +488,19 @@ def test_shutdown_does_not_wait_for_clients_still_silent_in_the_handshake() -> N
     server = wsthread.serve(idle_handler, "127.0.0.1", 0, open_timeout=30, close_timeout=2)
     server.start()
     silent = socket.create_connection(("127.0.0.1", server.port))
+
+    def connection_threads() -> List[threading.Thread]:
+        name = f"wsthread-conn-{silent.getsockname()}"
+        return [thread for thread in threading.enumerate() if thread.name == name]
+
     try:
-        assert wait_until(lambda: len(server._connection_threads) == 1)
+        assert wait_until(lambda: len(connection_threads()) == 1)
+        (thread,) = connection_threads()
         started = time.monotonic()
         server.shutdown()
         # open_timeout is 30 s: returning well before it means the thread was woken.
         assert time.monotonic() - started < 10
-        assert not server._connection_threads
+        assert not thread.is_alive()
     finally:
         silent.close()
 

@@ -65,7 +65,7 @@ from .threads import ReaderStarter, shared, start_thread
 from .transport import Transport
 from .writer import Writer
 
-__all__ = ["Connection", "Data"]
+__all__ = ["Connection", "Data", "format_address", "peer_address"]
 
 logger = logging.getLogger("wsthread")
 
@@ -73,6 +73,32 @@ logger = logging.getLogger("wsthread")
 # 64 KiB stays under glibc's mmap threshold: a blocked recv() of 256 KiB
 # held a fresh mapping per idle connection (measured: 40 KB -> 37 KB of RSS).
 _RECV_SIZE = 64 * 1024
+_HANDSHAKE_READ = 65536
+
+
+def peer_address(sock: socket.socket) -> Any:
+    """The address of ``sock``'s peer, or ``None`` if it has none (any more)."""
+    try:
+        return sock.getpeername()
+    except OSError:
+        return None
+
+
+def _sockname(sock: socket.socket) -> Any:
+    try:
+        return sock.getsockname()
+    except OSError:
+        return None
+
+
+def format_address(address: Any) -> str:
+    """A socket address for logs: ``host:port``, ``[v6 host]:port``, ``unix:path``."""
+    if isinstance(address, str):  # a Unix socket: its path, or "" when unnamed
+        return f"unix:{address}" if address else "unix"
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = str(address[0])
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    return str(address)
 
 _NO_DEADLINE = Deadline(None)  # shared: a Deadline without a timeout never changes
 
@@ -154,13 +180,13 @@ class Connection:
         self.write_timeout = write_timeout
         self.write_limit = write_limit
         self._initial_data = initial_data
-        self.remote_address: Any = self._peername(transport.socket)
+        self.remote_address: Any = peer_address(transport.socket)
         """The peer's address: ``(host, port)`` over TCP, a path over a Unix socket."""
-        self.local_address: Any = self._sockname(transport.socket)
+        self.local_address: Any = _sockname(transport.socket)
         """This side's address: ``(host, port)`` over TCP, a path over a Unix socket."""
         base_logger = logger if logger is not None else globals()["logger"]
         self.logger: logging.LoggerAdapter = _PeerLogger(  # type: ignore[type-arg]
-            base_logger, {"websocket": self, "peer": self._format_address(self.remote_address)}
+            base_logger, {"websocket": self, "peer": format_address(self.remote_address)}
         )
         self._messages = MessageQueue(max_queue, reader_first=bool(initial_data))
         # Every byte this connection writes goes through its writer.
@@ -198,29 +224,6 @@ class Connection:
         self._pong_deadline: Optional[float] = None
         self._keepalive_payload: Optional[bytes] = None
 
-    @staticmethod
-    def _peername(sock: socket.socket) -> Any:
-        try:
-            return sock.getpeername()
-        except OSError:
-            return None
-
-    @staticmethod
-    def _sockname(sock: socket.socket) -> Any:
-        try:
-            return sock.getsockname()
-        except OSError:
-            return None
-
-    @staticmethod
-    def _format_address(address: Any) -> str:
-        if isinstance(address, str):  # a Unix socket: its path, or "" when unnamed
-            return f"unix:{address}" if address else "unix"
-        if isinstance(address, tuple) and len(address) >= 2:
-            host = str(address[0])
-            return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
-        return str(address)
-
     def start(self) -> None:
         """Begin receiving. Call it once, right after the handshake.
 
@@ -235,6 +238,30 @@ class Connection:
             self._start_reader()  # the bytes behind the handshake are the reader's
         else:
             self._arm_reader_check(HOLD)
+
+    def _handshake_done(self, trailing_data: bytes) -> None:
+        """Keep the bytes that came right behind the handshake: the reader thread's first."""
+        if trailing_data:
+            self._initial_data = trailing_data
+            self._messages.reader_first()
+
+    def _read_http(self, parser: Any, deadline: Deadline) -> Any:
+        """Read the peer's handshake until ``parser.feed()`` returns it; ``None`` at EOF.
+
+        The opening handshake's read loop, for both sides.
+
+        Raises:
+            socket.timeout: the deadline passed.
+            InvalidHandshake: what ``parser.feed()`` raises for a bad message.
+            OSError: the connection failed.
+        """
+        while True:
+            data = self.transport.recv(_HANDSHAKE_READ, deadline.remaining())
+            if not data:
+                return None
+            message = parser.feed(data)
+            if message is not None:
+                return message
 
     def _start_reader(self) -> None:
         """Start the reader thread unless it runs (or ran) already."""

@@ -86,6 +86,11 @@ class MessageQueue:
         self._reader_waits_untimed = False
         self._ending = False  # an application thread read the end of the stream
 
+    def reader_first(self) -> None:
+        """Give the first turn to the reader thread: it has received bytes to process already."""
+        with self._condition:
+            self._token = _READER
+
     def put(self, item: Item, block: bool = True) -> bool:
         """Add a message; the reader thread waits while the queue is full.
 

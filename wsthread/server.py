@@ -1,25 +1,48 @@
-"""The WebSocket server: a :class:`socketserver.ThreadingTCPServer` that speaks RFC 6455.
+"""The WebSocket server on socketserver.ThreadingTCPServer: accept thread, a thread per connection.
 
 The life of a connection::
 
-    accept thread ── get_request() ── process_request() starts a thread ──┐
-                                                                          v
-    connection thread: TLS handshake, if serving wss:// (within open_timeout)
-                       read the HTTP request (within open_timeout)
-                       process_request hook ── a Response: send it, close
-                       validate it (sans-I/O) ── reject: 4xx/503 answer, close
-                       write 101 Switching Protocols
-                       handler(connection)          <- your code, blocking;
-                                                       recv() reads the socket
-                                                       (a reader thread takes
-                                                       over when it does not)
-                       close(1000), or close(1011) if the handler raised
-                       close the socket, forget the connection
+    accept thread ── handle_request(): get_request(), verify_request(),
+                     process_request() starts the connection's thread ──┐
+                                                                        v
+    connection thread: socketserver's process_request_thread():
+      finish_request() ── the request handler (_RequestHandler):
+        setup():   TLS handshake, if serving wss:// (within open_timeout)
+        handle():  ServerConnection.handshake(): read the HTTP request
+                     process_request hook ── a Response: send it, close
+                     validate it (sans-I/O) ── reject: 4xx/503 answer, close
+                     write 101 Switching Protocols
+                   handler(connection)          <- your code, blocking;
+                                                   recv() reads the socket
+                                                   (a reader thread takes
+                                                   over when it does not)
+                   close(1000), or close(1011) if the handler raised
+        finish():  forget the connection
+      shutdown_request(): close the socket
+
+Which parts of :mod:`socketserver` are used, and which are not:
+
+* Used as designed: ``TCPServer``'s listening socket (``server_bind``,
+  ``server_activate``, ``allow_reuse_address``, ``request_queue_size``),
+  its accept step (``handle_request``: ``get_request``, ``verify_request``,
+  ``process_request``, ``handle_error``, ``shutdown_request``),
+  ``ThreadingMixIn.process_request_thread`` on each connection's thread, and
+  a ``BaseRequestHandler`` whose ``setup``/``handle``/``finish`` do the TLS
+  handshake, the opening handshake and the handler, and the teardown.
+* Replaced: ``serve_forever`` (so that :meth:`WebSocketServer.shutdown`
+  works from any thread, the serving one and a signal handler included)
+  and ``ThreadingMixIn.process_request`` (to set each thread's stack size
+  and name, and to keep each thread with its socket, so that shutdown can
+  wake a thread still waiting in the opening handshake).
+* Not used: ``ThreadingMixIn``'s thread tracking (``daemon_threads``,
+  ``block_on_close``): :meth:`WebSocketServer.shutdown` closes every
+  connection with 1001 and then waits for the threads, within
+  ``close_timeout``, which ``server_close()`` joining blindly could not.
 
 Nothing slow runs on the accept thread: the handshakes, like the handler, run
 on the connection's own thread, so a client that sends nothing delays nobody.
 :meth:`WebSocketServer.broadcast` sends one message to many connections
-without waiting for any of them (see :mod:`wsthread.connection`).
+without waiting for any of them (see :mod:`wsthread.writer`).
 """
 
 from __future__ import annotations
@@ -28,7 +51,6 @@ import atexit
 import errno
 import logging
 import os
-import selectors
 import socket
 import socketserver
 import ssl as ssl_module
@@ -47,7 +69,7 @@ from typing import (
     Union,
 )
 
-from .connection import Connection, Data
+from .connection import Connection, Data, format_address, peer_address
 from .deadline import Deadline
 from .exceptions import (
     ConnectionClosed,
@@ -108,6 +130,9 @@ DEFAULT_SERVER_HEADER = "wsthread"
 class ServerConnection(Connection):
     """A connection accepted by a :class:`WebSocketServer`; handed to your handler.
 
+    It runs its own opening handshake (:meth:`handshake`) with the server's
+    settings, on the connection's thread.
+
     Attributes:
         request: the HTTP request that opened the connection (``path``,
             ``query``, ``headers``, ``cookies``); ``None`` until it is read.
@@ -121,12 +146,14 @@ class ServerConnection(Connection):
         protocol: Protocol,
         *,
         server: WebSocketServer,
+        tracer: Optional[Tracer] = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(transport, protocol, **kwargs)
         self.request: Optional[Request] = None
         self.subprotocol: Optional[str] = None
         self.server = server
+        self._tracer = tracer
 
     @property
     def client_host(self) -> str:
@@ -158,6 +185,264 @@ class ServerConnection(Connection):
                 return host
         return chain[0] if chain else peer
 
+    # -- the opening handshake -------------------------------------------------
+
+    def handshake(
+        self,
+        deadline: Deadline,
+        request: Optional[Request] = None,
+        trailing_data: bytes = b"",
+    ) -> Optional[int]:
+        """Read and answer the opening handshake, on the connection's thread, within ``deadline``.
+
+        A request that is not a valid upgrade to one of the routes, or that
+        the hooks refuse, gets an HTTP answer and the connection ends here;
+        so does a client that leaves or times out, or finds the server full
+        (503). An accepted connection is registered with the server (it
+        counts against ``max_connections`` from the moment its 101 is
+        decided). With the server's ``wsgi`` application, a request that is
+        not such an upgrade goes to it instead.
+
+        Args:
+            deadline: when the client's time for the handshake is up.
+            request: the request, when another server read it already
+                (:meth:`WebSocketServer.serve_upgrade`); then
+                ``trailing_data`` is what it read beyond the request head.
+
+        Returns:
+            The HTTP status answered, 101 when the connection opened;
+            ``None`` when nothing was answered (the client left, or the WSGI
+            application served the connection until it ended).
+        """
+        server = self.server
+        log = self.logger
+        parser = RequestParser()
+        reserved = False
+        try:
+            if request is None:
+                request = self._read_http(parser, deadline)
+                if request is None:
+                    log.debug("closed during the handshake")
+                    return None
+                trailing_data = parser.trailing_data
+            self.request = request
+            if self._tracer is not None:
+                self._tracer.handshake(CLIENT_TO_SERVER, request.serialize())
+            if server.wsgi_app is not None and not (
+                is_upgrade(request) and server.routes.match(request.path) is not None
+            ):
+                serve_wsgi(server, self.transport, request, trailing_data)
+                return None
+            response = self._call_hook(server.process_request_hook, "process_request", request)
+            if response is not None:
+                server._counters.http_response(response.status)
+            else:
+                response, deflate = self._accept(request)
+                reserved = server._registry.reserve(server.max_connections)
+                replaced = self._call_hook(
+                    server.process_response_hook, "process_response", request, response
+                )
+                if replaced is not None:
+                    response = replaced
+                if response.status == 101:
+                    self._open(response, deflate, trailing_data, deadline)
+                    reserved = False
+                    return 101
+            log.info("HTTP %s %s -> %d", request.method, request.target, response.status)
+            self._refuse(response)
+            return response.status
+        except InvalidHandshake as exc:
+            status = int(exc.status)
+            server._counters.rejected(status)
+            level = logging.WARNING if isinstance(exc, ServiceUnavailable) else logging.DEBUG
+            server._log_limiter.log(
+                f"rejected handshake: {status}",
+                level,
+                "rejected handshake: %d %s",
+                status,
+                exc,
+                logger=log,
+            )
+            self._refuse(error_response(exc))
+            return status
+        except socket.timeout:
+            server._counters.failed("handshake_timeout")
+            server._log_limiter.log(
+                "handshake timed out",
+                logging.DEBUG,
+                "handshake timed out after %ss",
+                server.open_timeout,
+                logger=log,
+            )
+        except (OSError, ConnectionClosed) as exc:
+            server._counters.failed("handshake_error")
+            server._log_limiter.log(
+                "handshake failed", logging.DEBUG, "handshake failed: %s", exc, logger=log
+            )
+        finally:
+            if reserved:
+                server._registry.unreserve()
+        return None
+
+    def _open(
+        self,
+        response: Response,
+        deflate: Optional[DeflateParameters],
+        trailing_data: bytes,
+        deadline: Deadline,
+    ) -> None:
+        """Send the 101; from then on the connection is open and registered."""
+        head = response.serialize()
+        if self._tracer is not None:
+            self._tracer.handshake(SERVER_TO_CLIENT, head)
+        self.writer.send_http(head, deadline.remaining())
+        settings = self.server.deflate
+        if deflate is not None and settings is not None:
+            self.protocol.use_deflate(settings.codec(deflate, is_server=True))
+        self._handshake_done(trailing_data)
+        self.server._registry.register(self)  # the reserved slot becomes the connection's
+
+    def _run_handler(self) -> None:
+        """Run the application's handler for this open connection; close it afterwards.
+
+        The connection is closed with 1000 when the handler returns, 1011
+        when it raises; keepalive pings it meanwhile.
+        """
+        self.start()
+        server = self.server
+        if server._closed:
+            self.close(CloseCode.GOING_AWAY, "server shutting down")
+            return
+        keepalive = server._keepalive
+        if keepalive is not None:
+            keepalive.add(self)
+        assert self.request is not None
+        server._counters.opened()
+        log = self.logger
+        log.info("connection open: %s from %s", self.request.target, self.client_host)
+        code, reason = CloseCode.NORMAL_CLOSURE, ""
+        try:
+            handler = server.routes.match(self.request.path)
+            assert handler is not None  # the handshake answered 404 otherwise
+            handler(self)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("handler failed")
+            code, reason = CloseCode.INTERNAL_ERROR, "internal server error"
+        finally:
+            self.close(code, reason)
+            if keepalive is not None:
+                keepalive.remove(self)
+            server._counters.closed(self.close_code)
+            said = self.close_reason
+            log.info("connection closed: code %s%s", self.close_code, f" {said}" if said else "")
+
+    def _accept(self, request: Request) -> Tuple[Response, Optional[DeflateParameters]]:
+        """Validate an upgrade request and build its 101; raise :class:`InvalidHandshake` if not.
+
+        Checks the request (sans-I/O), the origin, the subprotocol and the
+        compression offer against the server's settings.
+        """
+        server = self.server
+        if server.routes.match(request.path) is None:
+            raise InvalidHandshake(
+                f"no WebSocket endpoint at {request.path[:200]}", status=HTTPStatus.NOT_FOUND
+            )
+        key = validate_request(request)
+        if server.origins is not None:
+            origin = request.headers.get("Origin")
+            if origin not in server.origins:
+                raise InvalidOrigin(
+                    "origin not allowed" if origin is not None else "missing Origin header"
+                )
+        self.subprotocol = self._select_subprotocol(request)
+        extensions: Optional[str] = None
+        deflate: Optional[DeflateParameters] = None
+        if server.deflate is not None:
+            agreed = negotiate_server(
+                request.headers.get_all("Sec-WebSocket-Extensions"), server.deflate
+            )
+            if agreed is not None:
+                extensions, deflate = agreed
+        response = accept_response(
+            key,
+            subprotocol=self.subprotocol,
+            extensions=extensions,
+            extra_headers=self._extra_headers(request),
+        )
+        self._add_server_header(response)
+        return response, deflate
+
+    def _select_subprotocol(self, request: Request) -> Optional[str]:
+        offered: List[str] = []
+        for value in request.headers.get_all("Sec-WebSocket-Protocol"):
+            offered.extend(parse_tokens(value))
+        server = self.server
+        if server.select_subprotocol_hook is not None:
+            chosen = server.select_subprotocol_hook(self, offered)
+            if chosen is not None and chosen not in offered:
+                raise InvalidRequest(f"subprotocol {chosen!r} was not offered by the client")
+            return chosen
+        if not server.subprotocols or not offered:
+            return None
+        for subprotocol in server.subprotocols:
+            if subprotocol in offered:
+                return subprotocol
+        raise InvalidRequest("no supported subprotocol offered")
+
+    def _extra_headers(self, request: Request) -> List[Tuple[str, str]]:
+        headers = self.server.extra_headers
+        if headers is None:
+            return []
+        if callable(headers):
+            headers = headers(self, request)
+        items = getattr(headers, "items", None)
+        return list(items()) if callable(items) else list(headers)  # type: ignore[arg-type]
+
+    def _call_hook(
+        self, hook: Optional[Callable[..., Any]], name: str, *args: Any
+    ) -> Optional[Response]:
+        """Call ``process_request`` or ``process_response``; a failure becomes a 500.
+
+        Returns what the hook returned (``None`` or a :class:`Response`), or
+        ``None`` when there is no hook.
+        """
+        if hook is None:
+            return None
+        try:
+            response = hook(self, *args)
+        except Exception:
+            self.logger.exception("%s failed", name)
+            return self._internal_error()
+        if response is not None and not isinstance(response, Response):
+            self.logger.error("%s returned %r, not a wsthread.Response or None", name, response)
+            return self._internal_error()
+        return response
+
+    def _internal_error(self) -> Response:
+        response = http_response(500, b"internal server error\n")
+        self._add_server_header(response)
+        return response
+
+    def _add_server_header(self, response: Response) -> None:
+        header = self.server.server_header
+        if header is not None and "Server" not in response.headers:
+            response.headers.add("Server", header)
+
+    def _refuse(self, response: Response) -> None:
+        """Send an HTTP answer that ends the connection, ignoring a peer that left."""
+        self._add_server_header(response)
+        if response.headers.get("Connection") is None:
+            response.headers.add("Connection", "close")
+        head = response.serialize()
+        if self._tracer is not None:
+            self._tracer.handshake(SERVER_TO_CLIENT, head)
+        try:
+            self.writer.send_http(head, 1, last=True)
+        except ConnectionClosed:
+            pass
+
 
 Handler = Callable[[ServerConnection], None]
 RoutesLike = Union[Handler, Mapping[str, Handler]]
@@ -168,12 +453,174 @@ SelectSubprotocol = Callable[[ServerConnection, List[str]], Optional[str]]
 
 
 class _RequestHandler(socketserver.BaseRequestHandler):
-    """socketserver's per-connection object; the work is in the server."""
+    """One connection's life, on its own thread: socketserver calls setup, handle, finish.
+
+    * :meth:`setup`: ``TCP_NODELAY``, the TLS handshake when serving
+      ``wss://`` (within ``open_timeout``), the :class:`ServerConnection`;
+    * :meth:`handle`: the opening handshake (:meth:`ServerConnection.handshake`),
+      then the application's handler; the connection is closed when it
+      returns (1000) or raises (1011);
+    * :meth:`finish`: the connection leaves the server's registry.
+
+    socketserver's ``shutdown_request()`` then closes the socket.
+    """
 
     server: WebSocketServer
+    connection: Optional[ServerConnection]
+
+    def setup(self) -> None:
+        """Prepare the transport and the connection (TLS runs here, never on the accept thread)."""
+        self.connection = None
+        server = self.server
+        sock: socket.socket = self.request
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.deadline = Deadline(server.open_timeout)
+        peer = format_address(self.client_address)
+        transport: Transport
+        if server.ssl_context is None:
+            transport = Transport(sock)
+        else:
+            try:
+                transport = TLSTransport.handshake(
+                    sock, server.ssl_context, server_side=True, deadline=self.deadline
+                )
+            except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
+                server._counters.failed("tls")
+                short = is_resource_error(exc)  # out of memory or descriptors: worth a warning
+                server._log_limiter.log(
+                    "TLS handshake failed" + (": out of resources" if short else ""),
+                    logging.WARNING if short else logging.DEBUG,
+                    "[%s] TLS handshake failed: %s",
+                    peer,
+                    exc,
+                )
+                return
+        self.connection = server._new_connection(transport)
 
     def handle(self) -> None:
-        self.server._serve_connection(self.request, self.client_address)
+        """Run the opening handshake, then the application's handler."""
+        connection = self.connection
+        if connection is not None and connection.handshake(self.deadline) == 101:
+            connection._run_handler()
+
+    def finish(self) -> None:
+        """Forget the connection (its socket is closed next, by socketserver)."""
+        if self.connection is not None:
+            self.server._registry.forget(self.connection)
+
+
+class _Registry:
+    """The server's open connections, the handshakes under way and the connection threads.
+
+    Used by the accept thread (threads), the connection threads (slots and
+    connections) and any thread (snapshots, shutdown), always under the
+    server's state lock, which it is given.
+    """
+
+    def __init__(
+        self, lock: threading.RLock, closing: Callable[[], bool], counters: ServerCounters
+    ) -> None:
+        self.lock = lock
+        self._closing = closing
+        self._counters = counters
+        self.connections: Dict[ServerConnection, None] = {}
+        self.opening = 0  # handshakes past the max_connections check, not yet registered
+        # Every connection thread with its socket, from accept to close.
+        self.threads: Dict[threading.Thread, socket.socket] = {}
+
+    def snapshot(self) -> List[ServerConnection]:
+        with self.lock:
+            return list(self.connections)
+
+    def reserve(self, limit: Optional[int]) -> bool:
+        """Count a handshake against ``limit``, or refuse it with 503; ``True`` if counted."""
+        with self.lock:
+            if self._closing():
+                raise ServiceUnavailable("the server is shutting down")
+            if limit is not None and len(self.connections) + self.opening >= limit:
+                raise ServiceUnavailable(
+                    f"the server is full ({limit} connections): try again later"
+                )
+            self.opening += 1
+        return True
+
+    def unreserve(self) -> None:
+        with self.lock:
+            self.opening -= 1
+
+    def register(self, connection: ServerConnection) -> None:
+        """The reserved slot of an opening handshake becomes its open connection."""
+        with self.lock:
+            self.opening -= 1
+            self.connections[connection] = None
+
+    def forget(self, connection: ServerConnection) -> None:
+        with self.lock:  # one step, so that stats() counts its traffic once
+            if self.connections.pop(connection, False) is None:
+                self._counters.add_traffic(connection.stats())
+
+    def add_thread(self, thread: threading.Thread, sock: socket.socket) -> None:
+        with self.lock:
+            self.threads[thread] = sock
+
+    def remove_thread(self, thread: threading.Thread) -> None:
+        with self.lock:
+            self.threads.pop(thread, None)
+
+    def stop_threads(self, deadline: Deadline, logger: logging.Logger) -> None:
+        """Wake the connection threads still running and wait for them, within ``deadline``.
+
+        Threads still in the opening handshake (a client that sent nothing
+        yet, a browser's idle preconnect) are woken by shutting their socket
+        down, instead of waiting for their ``open_timeout``.
+        """
+        with self.lock:
+            threads = list(self.threads.items())
+        me = threading.current_thread()
+        for thread, sock in threads:
+            if thread is not me and thread.is_alive():
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        for thread, _ in threads:
+            if thread is not me:
+                thread.join(deadline.remaining())
+                if thread.is_alive():
+                    logger.warning("%s is still running after shutdown", thread.name)
+
+
+def _is_listening(sock: socket.socket) -> bool:
+    option = getattr(socket, "SO_ACCEPTCONN", None)
+    if option is None:
+        return False  # listen() again: harmless on a listening socket
+    try:
+        return bool(sock.getsockopt(socket.SOL_SOCKET, option))
+    except OSError:
+        return False
+
+
+def _bind_unix(sock: socket.socket, path: str) -> Tuple[int, int]:
+    """Bind ``sock`` to ``path``, taking over a stale socket file; return the file's identity.
+
+    A live server there is left alone (``OSError``, address in use).
+    """
+    if os.path.exists(path):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)  # a socket file left behind by a server that is gone
+        except OSError:
+            pass  # not a socket, or not ours: bind() says why
+        else:
+            raise OSError(errno.EADDRINUSE, f"a server is listening on {path}")
+        finally:
+            probe.close()
+    sock.bind(path)
+    status = os.stat(path)
+    return (status.st_dev, status.st_ino)
 
 
 class WebSocketServer(socketserver.ThreadingTCPServer):
@@ -183,12 +630,11 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
     handler, which reads its own messages while it waits in ``recv()``),
     plus a reader thread when the handler does not read. :meth:`shutdown`
     stops accepting, closes every connection with 1001 and waits for their
-    threads.
+    threads. The module's docstring says which parts of socketserver it
+    uses and why.
     """
 
     allow_reuse_address = True
-    daemon_threads = True
-    block_on_close = False
     # socketserver's default backlog of 5 stalls a burst of connections.
     request_queue_size = 1024
 
@@ -257,18 +703,15 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         self._keepalive = (
             Keepalive(ping_interval, ping_timeout) if ping_interval is not None else None
         )
-        self._connections: Dict[ServerConnection, None] = {}
         # Counters for stats(), and the log lines of repeated events folded into summaries.
         self._counters = ServerCounters()
         self._log_limiter = LogLimiter(self.logger)
         # At the open-files limit: a reserve descriptor, backing off, one warning per episode.
         self._accept_guard = AcceptGuard(self.logger, self._counters.accept_error)
-        self._opening = 0  # handshakes past the max_connections check, not yet registered
-        # Every connection thread with its socket, from accept to close.
-        self._connection_threads: Dict[threading.Thread, socket.socket] = {}
         # Reentrant: a KeyboardInterrupt that lands while the main thread holds
         # it must not stop shutdown(), run next on that same thread, from taking it.
         self._state_lock = threading.RLock()
+        self._registry = _Registry(self._state_lock, lambda: self._closed, self._counters)
         self._stop_serving = threading.Event()
         self._serving_thread: Optional[threading.Thread] = None
         self._loop_done = threading.Event()
@@ -283,7 +726,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             super().__init__(sock.getsockname(), _RequestHandler, bind_and_activate=False)
             self.socket.close()  # socketserver made one; serve the one given instead
             self.socket = sock
-            if not self._is_listening(sock):
+            if not _is_listening(sock):
                 sock.listen(self.request_queue_size)
         elif unix_path is not None:
             self.address_family = socket.AF_UNIX
@@ -303,16 +746,6 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                 self.server_close()  # do not leave the port bound behind a failed start
                 raise
 
-    @staticmethod
-    def _is_listening(sock: socket.socket) -> bool:
-        option = getattr(socket, "SO_ACCEPTCONN", None)
-        if option is None:
-            return False  # listen() again: harmless on a listening socket
-        try:
-            return bool(sock.getsockopt(socket.SOL_SOCKET, option))
-        except OSError:
-            return False
-
     def server_bind(self) -> None:
         """Bind the listening socket, sharing the port if ``reuse_port`` asks for it.
 
@@ -321,7 +754,9 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         (``OSError``, address in use).
         """
         if self.address_family == getattr(socket, "AF_UNIX", None):
-            self._bind_unix(str(self.server_address))
+            path = str(self.server_address)
+            self._unix_inode = _bind_unix(self.socket, path)
+            self.server_address = path  # type: ignore[assignment]
             return
         if self.reuse_port:
             option = getattr(socket, "SO_REUSEPORT", None)
@@ -331,24 +766,6 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         super().server_bind()
 
     # -- information --------------------------------------------------------
-
-    def _bind_unix(self, path: str) -> None:
-        if os.path.exists(path):
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(path)
-            except ConnectionRefusedError:
-                os.unlink(path)  # a socket file left behind by a server that is gone
-            except OSError:
-                pass  # not a socket, or not ours: bind() says why
-            else:
-                raise OSError(errno.EADDRINUSE, f"a server is listening on {path}")
-            finally:
-                probe.close()
-        self.socket.bind(path)
-        self.server_address = path  # type: ignore[assignment]
-        status = os.stat(path)
-        self._unix_inode = (status.st_dev, status.st_ino)
 
     @property
     def port(self) -> int:
@@ -376,8 +793,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                 the server (see :mod:`wsthread.forks`).
         """
         self._fork_guard.check("connections")
-        with self._state_lock:
-            return list(self._connections)
+        return self._registry.snapshot()
 
     def stats(self) -> Dict[str, Any]:
         """Counters of what the server did, and what it buffers now; safe from any thread.
@@ -421,8 +837,8 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         """
         with self._state_lock:
             stats = self._counters.snapshot()
-            connections = list(self._connections)
-            opening = self._opening
+            connections = list(self._registry.connections)
+            opening = self._registry.opening
         stats["connections"]["open"] = len(connections)
         stats["connections"]["opening"] = opening
         stats["buffered"] = {
@@ -519,17 +935,16 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
                 raise RuntimeError("the server is already serving")
             self._serving_thread = threading.current_thread()
             self._loop_done.clear()
+        self.timeout = poll_interval
         try:
-            with selectors.DefaultSelector() as selector:
-                selector.register(self, selectors.EVENT_READ)
-                while not self._stop_serving.is_set():
-                    if selector.select(poll_interval) and not self._stop_serving.is_set():
-                        # socketserver's accept step: get, verify, process one request.
-                        self._handle_request_noblock()  # type: ignore[attr-defined]
-                        pause = self._accept_guard.pause()
-                        if pause:  # out of descriptors: wait, or until a connection ends
-                            self._accept_guard.wait(pause)
-                    self.service_actions()
+            while not self._stop_serving.is_set():
+                # socketserver's accept step: wait at most poll_interval for a
+                # client, then get_request(), verify_request(), process_request().
+                self.handle_request()
+                pause = self._accept_guard.pause()
+                if pause:  # out of descriptors: wait, or until a connection ends
+                    self._accept_guard.wait(pause)
+                self.service_actions()
         finally:
             with self._state_lock:
                 self._serving_thread = None
@@ -603,23 +1018,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             closer.start()
         for closer in closers:
             closer.join()
-        deadline = Deadline(self.close_timeout)
-        with self._state_lock:
-            threads = list(self._connection_threads.items())
-        for thread, sock in threads:
-            # Wake threads still in the opening handshake (a client that sent
-            # nothing yet, a browser's idle preconnect) instead of waiting for
-            # their open_timeout.
-            if thread is not threading.current_thread() and thread.is_alive():
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        for thread, _ in threads:
-            if thread is not threading.current_thread():
-                thread.join(deadline.remaining())
-                if thread.is_alive():
-                    self.logger.warning("%s is still running after shutdown", thread.name)
+        self._registry.stop_threads(Deadline(self.close_timeout), self.logger)
         if self._keepalive is not None:
             self._keepalive.stop()
         self._log_limiter.flush(everything=True)
@@ -690,24 +1089,21 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         """Start the connection's thread (on the accept thread: nothing slow here)."""
         thread = threading.Thread(
-            target=self._connection_thread,
+            target=self._run_request,
             args=(request, client_address),
             name=f"wsthread-conn-{client_address}",
             daemon=True,
         )
-        with self._state_lock:
-            self._connection_threads[thread] = request
+        self._registry.add_thread(thread, request)
         start_thread(thread, self.thread_stack_size)
 
-    def _connection_thread(self, request: Any, client_address: Any) -> None:
+    def _run_request(self, request: Any, client_address: Any) -> None:
+        """A connection thread: socketserver's own steps, then it leaves the registry."""
         try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
+            # finish_request() (the request handler), handle_error(), shutdown_request().
+            self.process_request_thread(request, client_address)
         finally:
-            self.shutdown_request(request)
-            with self._state_lock:
-                self._connection_threads.pop(threading.current_thread(), None)
+            self._registry.remove_thread(threading.current_thread())
             self._accept_guard.descriptor_freed()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -716,52 +1112,22 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
 
     # -- one connection --------------------------------------------------
 
-    def serve_socket(self, sock: socket.socket, address: Any = None) -> None:
-        """Serve one connected socket on the calling thread, until its connection ends.
-
-        For a socket the application accepted itself (from another server, a
-        ``socketpair()``, a tunnel): the same TLS and opening handshakes,
-        limits and handler as a connection this server accepts, and it is
-        closed by :meth:`shutdown` like them. The socket is closed on return.
-
-        Args:
-            sock: a connected stream socket.
-            address: the peer's address, for logs; by default ``getpeername()``.
-        """
-        if address is None:
-            try:
-                address = sock.getpeername()
-            except OSError:
-                address = ""
-        with self._state_lock:
-            self._connection_threads[threading.current_thread()] = sock
-        self._connection_thread(sock, address)
-
-    def _serve_connection(self, sock: socket.socket, address: Any) -> None:
-        if sock.family in (socket.AF_INET, socket.AF_INET6):  # not a socket pair's AF_UNIX
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        deadline = Deadline(self.open_timeout)
-        peer = Connection._format_address(address)
-        transport: Transport
-        if self.ssl_context is None:
-            transport = Transport(sock)
-        else:
-            try:
-                transport = TLSTransport.handshake(
-                    sock, self.ssl_context, server_side=True, deadline=deadline
-                )
-            except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
-                self._counters.failed("tls")
-                short = is_resource_error(exc)  # out of memory or descriptors: worth a warning
-                self._log_limiter.log(
-                    "TLS handshake failed" + (": out of resources" if short else ""),
-                    logging.WARNING if short else logging.DEBUG,
-                    "[%s] TLS handshake failed: %s",
-                    peer,
-                    exc,
-                )
-                return
-        self._run_connection(transport, deadline, None, b"")
+    def _new_connection(self, transport: Transport) -> ServerConnection:
+        """A connection over ``transport``, with this server's settings."""
+        peer = format_address(peer_address(transport.socket))
+        tracer = None if self.trace is None else self.trace.connection(peer)
+        return ServerConnection(
+            transport,
+            Protocol(Side.SERVER, max_size=self.max_size, trace=tracer),
+            server=self,
+            tracer=tracer,
+            close_timeout=self.close_timeout,
+            max_queue=self.max_queue,
+            write_timeout=self.write_timeout,
+            write_limit=self.write_limit,
+            logger=self.logger,
+            thread_stack_size=self.thread_stack_size,
+        )
 
     def serve_upgrade(
         self, transport: Transport, request: Request, trailing_data: bytes = b""
@@ -781,309 +1147,39 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             The HTTP status answered (101 when a WebSocket opened), or
             ``None`` when the client left before any answer.
         """
-        with self._state_lock:
-            self._connection_threads[threading.current_thread()] = transport.socket
+        thread = threading.current_thread()
+        self._registry.add_thread(thread, transport.socket)
         try:
-            deadline = Deadline(self.open_timeout)
-            return self._run_connection(transport, deadline, request, trailing_data)
-        finally:
-            with self._state_lock:
-                self._connection_threads.pop(threading.current_thread(), None)
-
-    def _run_connection(
-        self,
-        transport: Transport,
-        deadline: Deadline,
-        request: Optional[Request],
-        trailing_data: bytes,
-    ) -> Optional[int]:
-        peer = Connection._format_address(Connection._peername(transport.socket))
-        tracer = None if self.trace is None else self.trace.connection(peer)
-        connection = ServerConnection(
-            transport,
-            Protocol(Side.SERVER, max_size=self.max_size, trace=tracer),
-            server=self,
-            close_timeout=self.close_timeout,
-            max_queue=self.max_queue,
-            write_timeout=self.write_timeout,
-            write_limit=self.write_limit,
-            logger=self.logger,
-            thread_stack_size=self.thread_stack_size,
-        )
-        status = self._handshake(connection, deadline, tracer, request, trailing_data)
-        if status != 101:
+            connection = self._new_connection(transport)
+            status = connection.handshake(Deadline(self.open_timeout), request, trailing_data)
+            if status == 101:
+                try:
+                    connection._run_handler()
+                finally:
+                    self._registry.forget(connection)
             return status
-        try:
-            self._run_handler(connection)
         finally:
-            with self._state_lock:  # one step, so that stats() counts its traffic once
-                self._connections.pop(connection, None)
-                self._counters.add_traffic(connection.stats())
-        return status
+            self._registry.remove_thread(thread)
 
-    def _run_handler(self, connection: ServerConnection) -> None:
-        connection.start()
-        if self._closed:
-            connection.close(CloseCode.GOING_AWAY, "server shutting down")
-            return
-        if self._keepalive is not None:
-            self._keepalive.add(connection)
-        assert connection.request is not None
-        self._counters.opened()
-        connection.logger.info(
-            "connection open: %s from %s", connection.request.target, connection.client_host
-        )
-        code, reason = CloseCode.NORMAL_CLOSURE, ""
-        try:
-            handler = self.routes.match(connection.request.path)
-            assert handler is not None  # the handshake answered 404 otherwise
-            handler(connection)
-        except ConnectionClosed:
-            pass
-        except Exception:
-            connection.logger.exception("handler failed")
-            code, reason = CloseCode.INTERNAL_ERROR, "internal server error"
-        finally:
-            connection.close(code, reason)
-            if self._keepalive is not None:
-                self._keepalive.remove(connection)
-            self._counters.closed(connection.close_code)
-            said = connection.close_reason
-            connection.logger.info(
-                "connection closed: code %s%s",
-                connection.close_code,
-                f" {said}" if said else "",
-            )
+    def serve_socket(self, sock: socket.socket, address: Any = None) -> None:
+        """Serve one connected socket on the calling thread, until its connection ends.
 
-    def _handshake(
-        self,
-        connection: ServerConnection,
-        deadline: Deadline,
-        tracer: Optional[Tracer],
-        request: Optional[Request] = None,
-        trailing_data: bytes = b"",
-    ) -> Optional[int]:
-        """Read and answer the opening handshake; register the connection if it opened.
+        For a socket the application accepted itself (from another server, a
+        ``socketpair()``, a tunnel): the same TLS and opening handshakes,
+        limits and handler as a connection this server accepts, and it is
+        closed by :meth:`shutdown` like them. The socket is closed on return.
 
-        Returns the status answered: 101 when the WebSocket opened, ``None``
-        when nothing was answered (the client left, or a WSGI application
-        answered plain HTTP requests until the connection ended).
+        Args:
+            sock: a connected stream socket.
+            address: the peer's address, for logs; by default ``getpeername()``.
         """
-        transport = connection.transport
-        log = connection.logger
-        parser = RequestParser()
-        reserved = False
-        try:
-            if request is None:
-                while request is None:
-                    data = transport.recv(65536, deadline.remaining())
-                    if not data:
-                        log.debug("closed during the handshake")
-                        return None
-                    request = parser.feed(data)
-                trailing_data = parser.trailing_data
-            connection.request = request
-            if tracer is not None:
-                tracer.handshake(CLIENT_TO_SERVER, request.serialize())
-            if self.wsgi_app is not None and not (
-                is_upgrade(request) and self.routes.match(request.path) is not None
-            ):
-                serve_wsgi(self, transport, request, trailing_data)
-                return None
-            if self.process_request_hook is not None:
-                response = self._call_process_request(connection, request)
-                if response is not None:
-                    self._counters.http_response(response.status)
-                    log.info("HTTP %s %s -> %d", request.method, request.target, response.status)
-                    self._send_and_close(transport, response, tracer)
-                    return response.status
-            if self.routes.match(request.path) is None:
-                raise InvalidHandshake(
-                    f"no WebSocket endpoint at {request.path[:200]}", status=HTTPStatus.NOT_FOUND
-                )
-            key = validate_request(request)
-            self._check_origin(request)
-            connection.subprotocol = self._select_subprotocol(connection, request)
-            extensions: Optional[str] = None
-            deflate: Optional[DeflateParameters] = None
-            if self.deflate is not None:
-                agreed = negotiate_server(
-                    request.headers.get_all("Sec-WebSocket-Extensions"), self.deflate
-                )
-                if agreed is not None:
-                    extensions, deflate = agreed
-            reserved = self._reserve_slot()
-            response = accept_response(
-                key,
-                subprotocol=connection.subprotocol,
-                extensions=extensions,
-                extra_headers=self._extra_headers(connection, request),
-            )
-            self._add_server_header(response)
-            if self.process_response_hook is not None:
-                response = self._call_process_response(connection, request, response)
-                if response.status != 101:
-                    log.info("HTTP %s %s -> %d", request.method, request.target, response.status)
-                    self._send_and_close(transport, response, tracer)
-                    return False
-            head = response.serialize()
-            if tracer is not None:
-                tracer.handshake(SERVER_TO_CLIENT, head)
-            transport.write(head)
-            transport.flush(deadline.remaining())
-            if deflate is not None and self.deflate is not None:
-                connection.protocol.use_deflate(self.deflate.codec(deflate, is_server=True))
-            connection._initial_data = trailing_data
-            with self._state_lock:  # the reserved slot becomes the connection's
-                self._opening -= 1
-                reserved = False
-                self._connections[connection] = None
-        except InvalidHandshake as exc:
-            status = int(exc.status)
-            self._counters.rejected(status)
-            level = logging.WARNING if isinstance(exc, ServiceUnavailable) else logging.DEBUG
-            self._log_limiter.log(
-                f"rejected handshake: {status}",
-                level,
-                "rejected handshake: %d %s",
-                status,
-                exc,
-                logger=log,
-            )
-            self._send_and_close(transport, error_response(exc), tracer)
-            return int(exc.status)
-        except socket.timeout:
-            self._counters.failed("handshake_timeout")
-            self._log_limiter.log(
-                "handshake timed out",
-                logging.DEBUG,
-                "handshake timed out after %ss",
-                self.open_timeout,
-                logger=log,
-            )
-            return None
-        except OSError as exc:
-            self._counters.failed("handshake_error")
-            self._log_limiter.log(
-                "handshake failed", logging.DEBUG, "handshake failed: %s", exc, logger=log
-            )
-            return None
-        finally:
-            if reserved:
-                with self._state_lock:
-                    self._opening -= 1
-        return 101
-
-    def _reserve_slot(self) -> bool:
-        """Count a handshake against ``max_connections``, or refuse it with 503."""
-        with self._state_lock:
-            if self._closed:
-                raise ServiceUnavailable("the server is shutting down")
-            limit = self.max_connections
-            if limit is not None and len(self._connections) + self._opening >= limit:
-                raise ServiceUnavailable(
-                    f"the server is full ({limit} connections): try again later"
-                )
-            self._opening += 1
-        return True
-
-    def _add_server_header(self, response: Response) -> None:
-        if self.server_header is not None and "Server" not in response.headers:
-            response.headers.add("Server", self.server_header)
-
-    def _call_process_response(
-        self, connection: ServerConnection, request: Request, response: Response
-    ) -> Response:
-        """Let the application change or replace the 101; a failure becomes a 500."""
-        assert self.process_response_hook is not None
-        try:
-            replacement = self.process_response_hook(connection, request, response)
-        except Exception:
-            connection.logger.exception("process_response failed")
-            return self._internal_error()
-        if replacement is None:
-            return response
-        if not isinstance(replacement, Response):
-            connection.logger.error(
-                "process_response returned %r, not a wsthread.Response or None", replacement
-            )
-            return self._internal_error()
-        return replacement
-
-    def _internal_error(self) -> Response:
-        response = http_response(500, b"internal server error\n")
-        self._add_server_header(response)
-        return response
-
-    def _call_process_request(
-        self, connection: ServerConnection, request: Request
-    ) -> Optional[Response]:
-        assert self.process_request_hook is not None
-        try:
-            response = self.process_request_hook(connection, request)
-        except Exception:
-            connection.logger.exception("process_request failed")
-            return self._internal_error()
-        if response is not None and not isinstance(response, Response):
-            connection.logger.error(
-                "process_request returned %r, not a wsthread.Response or None", response
-            )
-            return self._internal_error()
-        return response
-
-    def _extra_headers(
-        self, connection: ServerConnection, request: Request
-    ) -> List[Tuple[str, str]]:
-        headers = self.extra_headers
-        if headers is None:
-            return []
-        if callable(headers):
-            headers = headers(connection, request)
-        items = getattr(headers, "items", None)
-        return list(items()) if callable(items) else list(headers)  # type: ignore[arg-type]
-
-    def _send_and_close(
-        self, transport: Transport, response: Response, tracer: Optional[Tracer]
-    ) -> None:
-        """Send an HTTP answer that ends the connection, ignoring a peer that left."""
-        self._add_server_header(response)
-        if response.headers.get("Connection") is None:
-            response.headers.add("Connection", "close")
-        if tracer is not None:
-            tracer.handshake(SERVER_TO_CLIENT, response.serialize())
-        try:
-            transport.write(response.serialize())
-            transport.flush(1)
-            # Let the client read the answer before the socket closes: closing
-            # with unread request bytes would reset the connection.
-            transport.socket.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def _check_origin(self, request: Request) -> None:
-        if self.origins is None:
-            return
-        origin = request.headers.get("Origin")
-        if origin not in self.origins:
-            raise InvalidOrigin(
-                "origin not allowed" if origin is not None else "missing Origin header"
-            )
-
-    def _select_subprotocol(self, connection: ServerConnection, request: Request) -> Optional[str]:
-        offered: List[str] = []
-        for value in request.headers.get_all("Sec-WebSocket-Protocol"):
-            offered.extend(parse_tokens(value))
-        if self.select_subprotocol_hook is not None:
-            chosen = self.select_subprotocol_hook(connection, offered)
-            if chosen is not None and chosen not in offered:
-                raise InvalidRequest(f"subprotocol {chosen!r} was not offered by the client")
-            return chosen
-        if not self.subprotocols or not offered:
-            return None
-        for subprotocol in self.subprotocols:
-            if subprotocol in offered:
-                return subprotocol
-        raise InvalidRequest("no supported subprotocol offered")
+        if address is None:
+            try:
+                address = sock.getpeername()
+            except OSError:
+                address = ""
+        self._registry.add_thread(threading.current_thread(), sock)
+        self._run_request(sock, address)
 
 
 def serve(

@@ -132,7 +132,29 @@ class Writer:
         if self._closed:
             raise self.protocol.close_exception()
         self.bytes_sent += len(data)
-        self._transfer(data, wait)
+        self._transfer(data, wait, self.write_timeout)
+
+    def send_http(self, data: bytes, timeout: Optional[float], last: bool = False) -> None:
+        """Send bytes of the opening handshake; takes the lock itself.
+
+        Waits until the socket took them, at most ``timeout`` seconds without
+        progress. With ``last`` (an HTTP answer that ends the connection),
+        then closes this side's direction, so the peer reads the answer
+        before its end of the stream (closing with unread request bytes
+        would reset the connection).
+
+        Raises:
+            ConnectionClosed: as :meth:`write`.
+        """
+        with self.lock:
+            if self._closed:
+                raise self.protocol.close_exception()
+            self._transfer(data, True, timeout)
+            if last:
+                try:
+                    self.transport.socket.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
 
     def flush(self) -> None:
         """Wait until the socket has taken every byte written; the caller holds the lock.
@@ -142,12 +164,15 @@ class Writer:
         """
         self.write(b"", wait=True)
 
-    def _transfer(self, data: bytes, wait: bool, pumping: bool = False) -> None:
+    def _transfer(
+        self, data: bytes, wait: bool, timeout: Optional[float], pumping: bool = False
+    ) -> None:
         """Hand ``data`` to the transport: the only call of its output methods.
 
-        Bytes the socket does not take are waited for (``wait``), or left to
-        the write pump (which passes ``pumping``: it is already on it). The
-        one error policy: shut down once, log once, raise the connection's
+        Bytes the socket does not take are waited for (``wait``: at most
+        ``timeout`` seconds without progress), or left to the write pump
+        (which passes ``pumping``: it is already on it). The one error
+        policy: shut down once, log once, raise the connection's
         ``ConnectionClosed``.
         """
         transport = self.transport
@@ -158,14 +183,13 @@ class Writer:
                 transport.send_some()
             if transport.unsent:
                 if wait:
-                    transport.flush(self.write_timeout)
+                    transport.flush(timeout)
                 elif not pumping:
                     self._hand_to_pump()
         except socket.timeout:
             if self.shutdown():
                 self.logger.warning(
-                    "client took no data for %s seconds: closing the connection",
-                    self.write_timeout,
+                    "client took no data for %s seconds: closing the connection", timeout
                 )
             raise self.protocol.close_exception() from None
         except OSError as exc:
@@ -298,7 +322,7 @@ class Writer:
         try:
             before = self.transport.unsent
             try:
-                self._transfer(b"", wait=False, pumping=True)
+                self._transfer(b"", False, None, pumping=True)
             except ConnectionClosed:
                 return True
             if self.transport.unsent < before:
