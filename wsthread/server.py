@@ -526,8 +526,9 @@ class _Registry:
         self._counters = counters
         self.connections: Dict[ServerConnection, None] = {}
         self.opening = 0  # handshakes past the max_connections check, not yet registered
-        # Every connection thread with its socket, from accept to close.
-        self.threads: Dict[threading.Thread, socket.socket] = {}
+        # Every connection thread, from accept to close, with its socket while
+        # it is in the opening handshake (None once its connection is open).
+        self.threads: Dict[threading.Thread, Optional[socket.socket]] = {}
 
     def snapshot(self) -> List[ServerConnection]:
         with self.lock:
@@ -550,10 +551,17 @@ class _Registry:
             self.opening -= 1
 
     def register(self, connection: ServerConnection) -> None:
-        """The reserved slot of an opening handshake becomes its open connection."""
+        """The reserved slot of an opening handshake becomes its open connection.
+
+        Called on the connection's thread: from now on, shutdown closes the
+        connection with 1001 rather than shutting its socket down.
+        """
         with self.lock:
             self.opening -= 1
             self.connections[connection] = None
+            thread = threading.current_thread()
+            if thread in self.threads:
+                self.threads[thread] = None
 
     def forget(self, connection: ServerConnection) -> None:
         with self.lock:  # one step, so that stats() counts its traffic once
@@ -573,13 +581,15 @@ class _Registry:
 
         Threads still in the opening handshake (a client that sent nothing
         yet, a browser's idle preconnect) are woken by shutting their socket
-        down, instead of waiting for their ``open_timeout``.
+        down, instead of waiting for their ``open_timeout``. Threads whose
+        connection opened are left to close it with 1001 (one that opened
+        after shutdown began does so as soon as its handler would start).
         """
         with self.lock:
             threads = list(self.threads.items())
         me = threading.current_thread()
         for thread, sock in threads:
-            if thread is not me and thread.is_alive():
+            if sock is not None and thread is not me and thread.is_alive():
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
