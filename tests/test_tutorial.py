@@ -109,11 +109,12 @@ def test_client_ctrl_c_closes_cleanly(make_server: ServerFactory, tmp_path: Path
         process.stdin.close()
 
 
-def test_echo_server_ctrl_c_ends_without_traceback(tmp_path: Path) -> None:
-    """The tutorial's echo_server.py stops on Ctrl-C with exit 0 and no traceback."""
+@pytest.mark.parametrize("page", ["echo.md", "chat.md"])
+def test_tutorial_server_ctrl_c_ends_without_traceback(tmp_path: Path, page: str) -> None:
+    """The tutorial's echo_server.py and chat_server.py stop on Ctrl-C: exit 0, no traceback."""
     port = free_port()
-    code = program("echo.md", "serve_forever()").replace("8765", str(port))
-    script = tmp_path / "echo_server.py"
+    code = program(page, "serve_forever()").replace("8765", str(port))
+    script = tmp_path / "server.py"
     script.write_text(code, encoding="utf-8")
     process = subprocess.Popen(
         [sys.executable, str(script)],
@@ -125,8 +126,11 @@ def test_echo_server_ctrl_c_ends_without_traceback(tmp_path: Path) -> None:
 
         def echoes() -> bool:
             try:
-                with wsthread.connect(f"ws://127.0.0.1:{port}/", open_timeout=5) as ws:
+                with wsthread.connect(f"ws://127.0.0.1:{port}/?name=x", open_timeout=5) as ws:
                     ws.send("hello")
+                    if page == "chat.md":  # the chat announces x, then relays
+                        said = [ws.recv(timeout=5), ws.recv(timeout=5)]
+                        return said == ["* x joined", "x: hello"]
                     return ws.recv(timeout=5) == "hello"
             except OSError:
                 time.sleep(0.1)
