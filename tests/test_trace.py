@@ -307,14 +307,20 @@ def test_decoder_reads_the_header_of_a_cut_frame() -> None:
     """A header-only frame is decoded: its length, and how many payload bytes are missing."""
     status, output = run_decoder("--explain", "82 7f 00 00 00 00 00 01 11 70")
     assert status == 1
-    assert output.splitlines()[-1] == (
+    assert output.splitlines()[1:] == [
         "byte 0: incomplete frame: header BINARY FIN=1 RSV=000 MASK=0 len=70000 "
-        "(64-bit length), 10 bytes; payload: 0 of 70000 bytes here, 70000 missing"
-    )
+        "(64-bit length), 10 bytes; payload: 0 of 70000 bytes here, 70000 missing",
+        "    byte 0 = 0x82 = 1000 0010: FIN=1 RSV1=0 RSV2=0 RSV3=0 opcode=0x2 (BINARY)",
+        "    byte 1 = 0x7f = 0111 1111: MASK=0 length code=127 (a 64-bit length follows)",
+        "    bytes 2-9 = 00 00 00 00 00 01 11 70: 64-bit length = 70000",
+    ]
+    status, output = run_decoder("--explain", "81 85 37 fa 21 3d 7f 9f")
+    assert output.splitlines()[-1] == "    bytes 2-5 = 37 fa 21 3d: masking key"
     assert describe_incomplete(bytes.fromhex("827f0000")) == (
         "header BINARY FIN=1 RSV=000 MASK=0, 4 of its 10 bytes here, 6 missing"
     )
     assert describe_incomplete(b"\x81") == "only 1 byte of a header (at least 2)"
+    assert describe_incomplete(bytes.fromhex("c17e")).startswith("header TEXT FIN=1 RSV=100 ")
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,7 @@ __all__ = [
     "DecodedFrame",
     "decode",
     "describe_incomplete",
+    "explain_header",
     "violations",
     "parse_hex",
     "explain",
@@ -155,7 +156,7 @@ def describe_incomplete(rest: bytes) -> str:
     except ValueError:
         opcode = f"opcode 0x{first & 0x0F:x}"
     fields = (
-        f"{opcode} FIN={first >> 7} RSV={(first >> 4) & 1}{(first >> 5) & 1}{(first >> 6) & 1}"
+        f"{opcode} FIN={first >> 7} RSV={(first >> 6) & 1}{(first >> 5) & 1}{(first >> 4) & 1}"
         f" MASK={int(masked)}"
     )
     if len(rest) < header_size:
@@ -170,6 +171,46 @@ def describe_incomplete(rest: bytes) -> str:
         f"header {fields} len={length}{size}, {header_size} bytes; payload: {present} of "
         f"{length} bytes here, {length - present} missing"
     )
+
+
+def explain_header(rest: bytes) -> List[str]:
+    """Read, field by field, the header of a frame whose payload has not all arrived.
+
+    >>> for line in explain_header(bytes.fromhex("827f0000000000011170")):
+    ...     print(line)
+    byte 0 = 0x82 = 1000 0010: FIN=1 RSV1=0 RSV2=0 RSV3=0 opcode=0x2 (BINARY)
+    byte 1 = 0x7f = 0111 1111: MASK=0 length code=127 (a 64-bit length follows)
+    bytes 2-9 = 00 00 00 00 00 01 11 70: 64-bit length = 70000
+    """
+    lines: List[str] = []
+    if len(rest) < 2:
+        return lines
+    first, second = rest[0], rest[1]
+    try:
+        name = Opcode(first & 0x0F).name
+    except ValueError:
+        name = "reserved"
+    lines.append(
+        f"byte 0 = 0x{first:02x} = {_bits(first)}: FIN={first >> 7} RSV1={(first >> 6) & 1} "
+        f"RSV2={(first >> 5) & 1} RSV3={(first >> 4) & 1} opcode=0x{first & 0x0F:x} ({name})"
+    )
+    code = second & 0x7F
+    lines.append(
+        f"byte 1 = 0x{second:02x} = {_bits(second)}: MASK={second >> 7} "
+        f"length code={code}" + _LENGTH_CODES.get(code, " (the length itself)")
+    )
+    width = {126: 2, 127: 8}.get(code, 0)
+    if width and len(rest) >= 2 + width:
+        extended = rest[2 : 2 + width]
+        lines.append(
+            f"bytes 2-{1 + width} = {extended.hex(' ')}: {8 * width}-bit length = "
+            f"{int.from_bytes(extended, 'big')}"
+        )
+    position = 2 + width
+    if second & 0x80 and len(rest) >= position + 4:
+        key = rest[position : position + 4].hex(" ")
+        lines.append(f"bytes {position}-{position + 3} = {key}: masking key")
+    return lines
 
 
 def violations(frames: Sequence[DecodedFrame]) -> List[Tuple[int, ProtocolError]]:
@@ -330,6 +371,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print("    " + line)
     if problem is not None:
         print(problem)
+        if args.explain and "incomplete frame" in problem:
+            start = int(problem.split(":", 1)[0].split()[1])
+            for line in explain_header(data[start:]):
+                print("    " + line)
     return 1 if problem is not None or errors else 0
 
 
