@@ -17,20 +17,27 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, Iterator, Optional, Sequence, Tuple, Union
 
 from .connection import Connection
 from .deadline import Deadline
-from .exceptions import InvalidResponse, InvalidStatus, InvalidURI, ProxyError
+from .exceptions import ConnectionClosed, InvalidResponse, InvalidStatus, InvalidURI, ProxyError
 from .fdlimit import describe_limit, is_resource_error
 from .proxy import ProxyOption, connect_socket
-from .sansio.deflate import CompressionOption, client_offer, client_settings, negotiate_client
+from .sansio.deflate import (
+    CompressionOption,
+    Deflate,
+    client_offer,
+    client_settings,
+    negotiate_client,
+)
 from .sansio.handshake import (
     Request,
     Response,
     ResponseParser,
     build_request,
     generate_key,
+    header_pairs,
     validate_response,
 )
 from .sansio.protocol import Protocol, Side
@@ -98,9 +105,12 @@ def parse_uri(uri: str) -> WebSocketURI:
 class ClientConnection(Connection):
     """A connection opened by :func:`connect`.
 
+    It runs its own opening handshake (:meth:`handshake`) on the calling
+    thread.
+
     Attributes:
         request: the upgrade request that was sent.
-        response: the server's ``101`` response.
+        response: the server's ``101`` response (``None`` until it is read).
         subprotocol: the subprotocol the server chose, or ``None``.
     """
 
@@ -110,9 +120,10 @@ class ClientConnection(Connection):
         protocol: Protocol,
         *,
         request: Request,
-        response: Response,
-        subprotocol: Optional[str],
+        response: Optional[Response] = None,
+        subprotocol: Optional[str] = None,
         keepalive: Optional[Keepalive] = None,
+        tracer: Optional[Tracer] = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(transport, protocol, **kwargs)
@@ -120,6 +131,49 @@ class ClientConnection(Connection):
         self.response = response
         self.subprotocol = subprotocol
         self._keepalive = keepalive
+        self._tracer = tracer
+
+    def handshake(
+        self,
+        key: str,
+        deadline: Deadline,
+        subprotocols: Sequence[str] = (),
+        offers: Sequence[Deflate] = (),
+    ) -> None:
+        """Send the upgrade request and check the server's answer, within ``deadline``.
+
+        Args:
+            key: the ``Sec-WebSocket-Key`` of :attr:`request`.
+            deadline: when the time for the handshake is up.
+            subprotocols: the subprotocols the request offers.
+            offers: the permessage-deflate offers the request makes.
+
+        Raises:
+            InvalidStatus: the server answered with another status than 101.
+            InvalidResponse: the answer breaks the protocol, or the server
+                closed the connection before answering.
+            socket.timeout: the deadline passed.
+            OSError: the connection failed.
+        """
+        head = self.request.serialize()
+        if self._tracer is not None:
+            self._tracer.handshake(CLIENT_TO_SERVER, head)
+        try:
+            self.writer.send_http(head, deadline.remaining())
+        except ConnectionClosed as exc:  # the write failed: say how
+            raise (exc.__cause__ or exc) from None
+        parser = ResponseParser()
+        response = self._read_http(parser, deadline)
+        if response is None:
+            raise InvalidResponse("the server closed the connection during the handshake")
+        if self._tracer is not None:
+            self._tracer.handshake(SERVER_TO_CLIENT, response.serialize())
+        self.subprotocol = validate_response(response, key, subprotocols=subprotocols)
+        agreed = negotiate_client(response.headers.get_all("Sec-WebSocket-Extensions"), offers)
+        if agreed is not None:
+            self.protocol.use_deflate(agreed[1].codec(agreed[0], is_server=False))
+        self.response = response
+        self._handshake_done(parser.trailing_data)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Perform the closing handshake, then release the socket."""
@@ -216,10 +270,7 @@ def connect(
     offers = client_settings(compression)
     target = parse_uri(uri)
     deadline = Deadline(open_timeout)
-    headers: List[Tuple[str, str]] = []
-    if additional_headers is not None:
-        items = getattr(additional_headers, "items", None)
-        headers = list(items()) if callable(items) else list(additional_headers)
+    headers = header_pairs(additional_headers)
     if user_agent_header is not None and all(n.lower() != "user-agent" for n, _ in headers):
         headers.insert(0, ("User-Agent", user_agent_header))
     if sock is None:
@@ -261,21 +312,21 @@ def connect(
             extra_headers=headers,
         )
         tracer = None if trace is None else trace.connection(uri)
-        if tracer is not None:
-            tracer.handshake(CLIENT_TO_SERVER, request.serialize())
-        transport.write(request.serialize())
-        transport.flush(deadline.remaining())
-        parser = ResponseParser()
-        response = None
-        while response is None:
-            data = transport.recv(65536, deadline.remaining())
-            if not data:
-                raise InvalidResponse("the server closed the connection during the handshake")
-            response = parser.feed(data)
-        if tracer is not None:
-            tracer.handshake(SERVER_TO_CLIENT, response.serialize())
-        subprotocol = validate_response(response, key, subprotocols=list(subprotocols or ()))
-        agreed = negotiate_client(response.headers.get_all("Sec-WebSocket-Extensions"), offers)
+        keepalive = (
+            shared(Keepalive, ping_interval, ping_timeout) if ping_interval is not None else None
+        )
+        connection = ClientConnection(
+            transport,
+            Protocol(Side.CLIENT, max_size=max_size, trace=tracer),
+            request=request,
+            keepalive=keepalive,
+            tracer=tracer,
+            close_timeout=close_timeout,
+            max_queue=max_queue,
+            write_timeout=write_timeout,
+            logger=logger,
+        )
+        connection.handshake(key, deadline, list(subprotocols or ()), offers)
     except socket.timeout:
         sock.close()
         raise TimeoutError(f"the opening handshake with {uri} took over {open_timeout}s") from None
@@ -283,27 +334,6 @@ def connect(
         sock.close()
         raise
 
-    keepalive = (
-        shared(Keepalive, ping_interval, ping_timeout) if ping_interval is not None else None
-    )
-    connection = ClientConnection(
-        transport,
-        Protocol(
-            Side.CLIENT,
-            max_size=max_size,
-            deflate=None if agreed is None else agreed[1].codec(agreed[0], is_server=False),
-            trace=tracer,
-        ),
-        request=request,
-        response=response,
-        subprotocol=subprotocol,
-        keepalive=keepalive,
-        close_timeout=close_timeout,
-        max_queue=max_queue,
-        write_timeout=write_timeout,
-        initial_data=parser.trailing_data,
-        logger=logger,
-    )
     connection.start()
     if keepalive is not None:
         keepalive.add(connection)

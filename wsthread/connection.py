@@ -100,6 +100,7 @@ def format_address(address: Any) -> str:
         return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
     return str(address)
 
+
 _NO_DEADLINE = Deadline(None)  # shared: a Deadline without a timeout never changes
 
 

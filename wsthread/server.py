@@ -94,6 +94,7 @@ from .sansio.handshake import (
     Response,
     accept_response,
     error_response,
+    header_pairs,
     http_response,
     parse_tokens,
     validate_request,
@@ -393,12 +394,9 @@ class ServerConnection(Connection):
 
     def _extra_headers(self, request: Request) -> List[Tuple[str, str]]:
         headers = self.server.extra_headers
-        if headers is None:
-            return []
         if callable(headers):
             headers = headers(self, request)
-        items = getattr(headers, "items", None)
-        return list(items()) if callable(items) else list(headers)  # type: ignore[arg-type]
+        return header_pairs(headers)
 
     def _call_hook(
         self, hook: Optional[Callable[..., Any]], name: str, *args: Any

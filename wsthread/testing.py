@@ -26,13 +26,12 @@ from __future__ import annotations
 import inspect
 import socket
 import threading
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from .client import ClientConnection
 from .deadline import Deadline
-from .exceptions import InvalidResponse
-from .sansio.deflate import PerMessageDeflate, accept_client, client_offer
-from .sansio.handshake import ResponseParser, build_request, generate_key, validate_response
+from .sansio.deflate import client_offer, client_settings
+from .sansio.handshake import build_request, generate_key, header_pairs
 from .sansio.protocol import Protocol, Side
 from .server import WebSocketServer
 from .transport import Transport
@@ -169,12 +168,8 @@ def _client(
     **options: Any,
 ) -> TestConnection:
     """The client side of the handshake over ``sock``, as :func:`wsthread.connect` does it."""
-    headers: List[Tuple[str, str]] = []
-    if additional_headers is not None:
-        items = getattr(additional_headers, "items", None)
-        headers = list(items()) if callable(items) else list(additional_headers)
     deadline = Deadline(open_timeout)
-    transport = Transport(sock)
+    offers = client_settings(compression)
     key = generate_key()
     request = build_request(
         _SERVER_NAME,
@@ -184,39 +179,19 @@ def _client(
         secure=False,
         origin=origin,
         subprotocols=subprotocols,
-        extensions=client_offer() if compression == "deflate" else None,
-        extra_headers=headers,
+        extensions=client_offer(offers) if offers else None,
+        extra_headers=header_pairs(additional_headers),
     )
-    try:
-        transport.write(request.serialize())
-        transport.flush(deadline.remaining())
-        parser = ResponseParser()
-        response = None
-        while response is None:
-            data = transport.recv(65536, deadline.remaining())
-            if not data:
-                raise InvalidResponse("the server closed the connection during the handshake")
-            response = parser.feed(data)
-    except socket.timeout:
-        raise TimeoutError(f"no answer to the opening handshake within {open_timeout}s") from None
-    subprotocol = validate_response(response, key, subprotocols=subprotocols)
-    extensions = response.headers.get_all("Sec-WebSocket-Extensions")
-    if extensions and compression is None:
-        raise InvalidResponse("the server accepted an extension that was not offered")
-    deflate = accept_client(extensions)
     connection = TestConnection(
-        transport,
-        Protocol(
-            Side.CLIENT,
-            max_size=options.pop("max_size"),
-            deflate=None if deflate is None else PerMessageDeflate(deflate, is_server=False),
-        ),
+        Transport(sock),
+        Protocol(Side.CLIENT, max_size=options.pop("max_size")),
         request=request,
-        response=response,
-        subprotocol=subprotocol,
-        initial_data=parser.trailing_data,
         **options,
     )
+    try:
+        connection.handshake(key, deadline, subprotocols, offers)
+    except socket.timeout:
+        raise TimeoutError(f"no answer to the opening handshake within {open_timeout}s") from None
     connection.server = server
     connection.start()
     return connection

@@ -186,12 +186,12 @@ class Writer:
                     transport.flush(timeout)
                 elif not pumping:
                     self._hand_to_pump()
-        except socket.timeout:
+        except socket.timeout as exc:
             if self.shutdown():
                 self.logger.warning(
                     "client took no data for %s seconds: closing the connection", timeout
                 )
-            raise self.protocol.close_exception() from None
+            raise self.protocol.close_exception() from exc
         except OSError as exc:
             if self.shutdown():
                 self.logger.debug("write failed: %s", exc)

@@ -34,7 +34,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..exceptions import (
     InvalidHandshake,
@@ -64,6 +64,7 @@ __all__ = [
     "http_response",
     "build_request",
     "validate_response",
+    "header_pairs",
 ]
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -483,6 +484,14 @@ def error_response(exc: InvalidHandshake) -> Response:
     """Turn a handshake error into its HTTP answer: the status and one line of text."""
     body = (str(exc).replace("\r", " ").replace("\n", " ") + "\n").encode("utf-8")
     return http_response(exc.status, body, exc.headers)
+
+
+def header_pairs(headers: Any) -> List[Tuple[str, str]]:
+    """``(name, value)`` pairs from headers given as a mapping or as pairs (``None``: none)."""
+    if headers is None:
+        return []
+    items = getattr(headers, "items", None)
+    return list(items()) if callable(items) else list(headers)
 
 
 def build_request(
