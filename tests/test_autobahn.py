@@ -187,3 +187,78 @@ def test_autobahn_client_cases_1_to_10(tmp_path: Path) -> None:
     print(f"\nAutobahn client 1-10: {len(cases)} cases in {elapsed:.1f}s: {tally}")
     assert len(cases) >= 300, f"only {len(cases)} cases ran"
     assert not failures, f"failing cases: {failures}"
+
+
+@pytest.fixture
+def gunicorn_echo(tmp_path: Path) -> Iterator[int]:
+    """``autobahn_app:app`` (the echo behind wsthread.wsgi.middleware) under gunicorn gthread."""
+    pytest.importorskip("gunicorn")
+    import socket
+
+    import gunicorn.config
+
+    apps = Path(__file__).resolve().parent / "wsgiapps"
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = int(listener.getsockname()[1])
+    names = {setting.name for setting in gunicorn.config.KNOWN_SETTINGS}
+    command = [
+        sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1",
+        # kosoku runs two cases at once, and a case may open its next
+        # connection before the last one's thread is back: room for more.
+        "--threads", "16",
+        "--bind", f"fd://{listener.fileno()}", "--graceful-timeout", "10",
+        "--log-level", "warning", "autobahn_app:app",
+    ]  # fmt: skip
+    if "control_socket_disable" in names:
+        command.insert(3, "--no-control-socket")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(apps.parent.parent), env.get("PYTHONPATH", "")])
+    log = tmp_path / "gunicorn.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            command, cwd=apps, env=env, stdout=output, stderr=subprocess.STDOUT,
+            pass_fds=[listener.fileno()],
+        )  # fmt: skip
+    listener.close()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as probe:
+                    probe.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    if probe.recv(64).startswith(b"HTTP/1.1 200"):
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield port
+        process.terminate()
+        assert process.wait(timeout=30) == 0
+        text = log.read_text()
+        assert "Traceback" not in text, text
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.timeout(1500)
+def test_autobahn_server_suite_through_the_wsgi_middleware(
+    gunicorn_echo: int, tmp_path: Path
+) -> None:
+    """All 517 cases pass through wsthread.wsgi.middleware under gunicorn's gthread worker."""
+    started = time.monotonic()
+    cases = run_kosoku(gunicorn_echo, tmp_path / "parallel", ["12.*"])
+    cases.update(run_kosoku(gunicorn_echo, tmp_path / "serial", [], ["12.*"], parallel=1))
+    elapsed = time.monotonic() - started
+    tally, failures = judge(cases, STRICT_BEHAVIOR)
+    print(f"\nAutobahn through the middleware under gunicorn: {len(cases)} cases in {elapsed:.1f}s")
+    print(tally)
+    assert len(cases) == 517, f"{len(cases)} cases ran, not 517"
+    assert not failures, f"failing cases (NON-STRICT counts): {failures}"
+    not_ok = {case_id: c["behavior"] for case_id, c in cases.items() if c["behavior"] != "OK"}
+    assert len(not_ok) == INFORMATIONAL_CASES, f"not OK: {not_ok}"
