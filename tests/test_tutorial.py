@@ -43,7 +43,7 @@ def free_port() -> int:
 
 def start_client(tmp_path: Path, port: int) -> subprocess.Popen[str]:
     """Run the two-thread client of client.md against ``port``, stdin on a pipe."""
-    code = program("client.md", "def type_lines").replace("8765", str(port))
+    code = program("client.md", "def show_messages").replace("8765", str(port))
     script = tmp_path / "chat_client.py"
     script.write_text(code, encoding="utf-8")
     return subprocess.Popen(
