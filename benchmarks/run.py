@@ -154,9 +154,14 @@ class Server:
         return values
 
     def open_files(self) -> int:
-        """How many file descriptors the server holds (its sockets, mostly)."""
+        """How many sockets the server holds (its file descriptors that are sockets)."""
         assert self.process is not None
-        return len(os.listdir(f"/proc/{self.process.pid}/fd"))
+        directory = f"/proc/{self.process.pid}/fd"
+        count = 0
+        for name in os.listdir(directory):
+            with contextlib.suppress(OSError):  # closed meanwhile
+                count += os.readlink(f"{directory}/{name}").startswith("socket:")
+        return count
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time the server has used so far."""
@@ -561,7 +566,7 @@ async def storm_workload(
     """Open ``count`` idle connections, then drop them all at once (TCP close, no close frame).
 
     "Wound down" means the server holds no more sockets than before the
-    first connection (``/proc/PID/fd``) and no more threads than then plus
+    first connection (``/proc/PID/fd`` entries that are sockets) and no more threads than then plus
     two (helper threads of a threaded server may linger a moment). The CPU
     figures are the server's user plus system time over each phase.
     """

@@ -9,7 +9,12 @@ client holding it up: it writes, and leaves what did not fit in that
 client's own buffer.
 
 Reading blocks as usual: the connection's reader thread sits in
-:meth:`Transport.recv`, while any other thread writes.
+:meth:`Transport.recv`, while any other thread writes. A read that finds
+nothing for :data:`wsthread.parking.IDLE` seconds parks (on Linux): the
+thread waits on a lock, and one process-wide epoll thread wakes parked
+readers a few at a time, so that thousands of connections ending at once do
+not wake thousands of threads into a fight for the GIL (see
+:mod:`wsthread.parking`).
 
 For TLS, ``ssl.SSLSocket`` cannot offer a non-blocking write next to a
 blocking read on the same socket, so :class:`TLSTransport` runs the TLS
@@ -26,6 +31,7 @@ import ssl
 import threading
 from typing import List, Optional
 
+from . import parking
 from .deadline import Deadline
 
 __all__ = [
@@ -97,6 +103,8 @@ class Transport:
         self.socket = sock
         self._out = bytearray()
         self._lock = threading.Lock()
+        # Blocking reads give up after parking.IDLE seconds and park.
+        self._parks = parking.park_after_idle(sock)
 
     # -- reading -----------------------------------------------------------
 
@@ -107,9 +115,28 @@ class Transport:
             socket.timeout: nothing arrived within ``timeout`` seconds.
             OSError: the connection failed.
         """
-        if timeout is not None and not wait_readable(self.socket, timeout):
+        if timeout is not None and not self._wait_readable(timeout):
             raise socket.timeout("timed out")
-        return self.socket.recv(size)
+        return self._recv_raw(size)
+
+    def _recv_raw(self, size: int) -> bytes:
+        """One read of the socket, parking while it stays idle (see :mod:`wsthread.parking`)."""
+        while True:
+            try:
+                return self.socket.recv(size)
+            except BlockingIOError:
+                if not self._parks:
+                    raise
+                # SO_RCVTIMEO: idle for parking.IDLE seconds.
+                parking.Parking.instance().wait(self.socket)
+
+    def _wait_readable(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for data or EOF, parking past ``parking.IDLE``."""
+        if not self._parks or timeout <= parking.IDLE:
+            return wait_readable(self.socket, timeout)
+        if wait_readable(self.socket, parking.IDLE):
+            return True
+        return parking.Parking.instance().wait(self.socket, timeout - parking.IDLE)
 
     # -- writing -------------------------------------------------------------
 
@@ -268,9 +295,10 @@ class TLSTransport(Transport):
                     self._send_locked()
             if data is not None:
                 return data
-            if timeout is not None and not wait_readable(self.socket, deadline.remaining()):
+            remaining = deadline.remaining()
+            if remaining is not None and not self._wait_readable(remaining):
                 raise socket.timeout("timed out")
-            raw = self.socket.recv(size)
+            raw = self._recv_raw(size)
             with self._lock:
                 if raw:
                     self._incoming.write(raw)
