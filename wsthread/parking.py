@@ -153,7 +153,7 @@ class Parking:
 
     @property
     def waking(self) -> int:
-        """How many parked threads were let in and are not back in Python yet (at most ``admit``)."""
+        """How many parked threads were let in and are not back in Python yet (<= ``admit``)."""
         with self._lock:
             return self._waking
 
