@@ -610,10 +610,10 @@ def test_idle_connection_costs_one_thread(make_server: ServerFactory) -> None:
         assert wait_until(lambda: len(server.connections) == 1)
         time.sleep(0.5)  # ten times the hand-over delay: nothing may start meanwhile
         (connection,) = server.connections
-        assert connection._reader is None
+        assert connection.reader.thread is None
         ws.send("still served")
         ws.ping().wait(2)
-        assert connection._reader is None
+        assert connection.reader.thread is None
 
 
 def test_push_only_handler_gets_a_reader_for_pings_and_close(make_server: ServerFactory) -> None:

@@ -182,7 +182,7 @@ class ClientConnection(Connection):
         finally:
             if self._keepalive is not None:
                 self._keepalive.remove(self)
-            if threading.current_thread() is not self._reader:
+            if threading.current_thread() is not self.reader.thread:
                 self.transport.close()
 
     def __enter__(self) -> ClientConnection:

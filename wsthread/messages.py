@@ -9,22 +9,34 @@ so it is tested on its own with threads and barriers
 
 from __future__ import annotations
 
+import codecs
 import threading
 import time
 from collections import deque
 from sys import getsizeof
-from typing import Callable, Deque, Optional, Union
+from typing import Callable, Deque, Iterator, List, Optional, Union
 
 from .deadline import Deadline
 from .sansio.protocol import Fragment
 
-__all__ = ["MessageQueue", "QueueClosed", "Data", "Item", "HOLD"]
+__all__ = [
+    "MessageQueue",
+    "Receiver",
+    "QueueClosed",
+    "Data",
+    "Item",
+    "HOLD",
+    "NO_DEADLINE",
+]
 
 Data = Union[str, bytes]
+"""A message: ``str`` for text, ``bytes`` for binary."""
 
 Item = Union[Data, Fragment]
 """What the queue holds: a whole message, or one piece of a fragmented one."""
-"""A message: ``str`` for text, ``bytes`` for binary."""
+
+NO_DEADLINE = Deadline(None)
+"""Shared: a :class:`Deadline` without a timeout never changes."""
 
 
 class QueueClosed(Exception):
@@ -290,3 +302,121 @@ class MessageQueue:
             self._held_since = 0.0  # the application is done: the reader reads at once
             self._condition.notify_all()
             self._reader_wakeup.notify_all()
+
+
+class _Converter:
+    """Turn the pieces of one message into the type ``recv_streaming(decode=...)`` asks for."""
+
+    def __init__(self, decode: Optional[bool]) -> None:
+        self.decode = decode
+        self._decoder: Optional[codecs.IncrementalDecoder] = None
+
+    def __call__(self, piece: Data, final: bool) -> Data:
+        if self.decode is None:
+            return piece
+        if not self.decode:
+            return piece.encode("utf-8") if isinstance(piece, str) else piece
+        if isinstance(piece, str):
+            return piece
+        if self._decoder is None:
+            self._decoder = codecs.getincrementaldecoder("utf-8")()
+        return self._decoder.decode(piece, final)
+
+
+class Receiver:
+    """Hands messages to ``recv()`` and ``recv_streaming()``, one receiver at a time.
+
+    Runs on the application threads that receive. Fragmented messages come
+    out of the queue piece by piece: :meth:`recv` joins them (keeping the
+    pieces across a timeout), :meth:`stream` hands them on.
+
+    Args:
+        take: takes the next item, waiting until the deadline
+            (``take(deadline, timeout)``; ``timeout`` is for the message of
+            the ``TimeoutError`` it raises).
+    """
+
+    def __init__(self, take: Callable[[Deadline, Optional[float]], Item]) -> None:
+        self._take = take
+        self._lock = threading.Lock()
+        self._parts: List[Data] = []  # pieces of a message a timed-out recv() began
+        self._skip_rest = False  # an abandoned stream(): drop the rest of its message
+
+    def recv(self, timeout: Optional[float], decode: Optional[bool]) -> Data:
+        """The next whole message (see ``Connection.recv``)."""
+        deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
+        if not self._lock.acquire(True, -1 if timeout is None else timeout):
+            raise TimeoutError(f"no message within {timeout} seconds")
+        try:
+            if self._skip_rest:
+                self._skip_fragments(deadline, timeout)
+            if self._parts:
+                message = self._assemble(None, deadline, timeout)
+            else:
+                item = self._take(deadline, timeout)
+                if type(item) is Fragment:
+                    message = self._assemble(item, deadline, timeout)
+                else:
+                    message = item  # type: ignore[assignment]
+        finally:
+            self._lock.release()
+        if decode is None:
+            return message
+        if decode:
+            return message if isinstance(message, str) else message.decode("utf-8")
+        return message.encode("utf-8") if isinstance(message, str) else message
+
+    def stream(self, decode: Optional[bool]) -> Iterator[Data]:
+        """The next message, piece by piece (see ``Connection.recv_streaming``)."""
+        self._lock.acquire()
+        finished = False
+        try:
+            deadline = NO_DEADLINE
+            if self._skip_rest:
+                self._skip_fragments(deadline, None)
+            convert = _Converter(decode)
+            pending, self._parts = self._parts, []
+            for piece in pending:  # what a timed-out recv() had begun
+                yield convert(piece, False)
+            item = self._take(deadline, None)
+            while True:
+                if type(item) is not Fragment:
+                    assert not pending, "a whole message inside a fragmented one"
+                    finished = True
+                    yield convert(item, True)  # type: ignore[arg-type]
+                    break
+                fin = item.fin
+                finished = fin
+                yield convert(item.data, fin)
+                if fin:
+                    break
+                item = self._take(deadline, None)
+        finally:
+            if not finished:
+                self._skip_rest = True
+            self._lock.release()
+
+    def _assemble(
+        self, item: Optional[Fragment], deadline: Deadline, timeout: Optional[float]
+    ) -> Data:
+        """Join a fragmented message; its pieces so far stay in ``_parts`` if time runs out."""
+        parts = self._parts
+        while True:
+            if item is not None:
+                parts.append(item.data)
+                if item.fin:
+                    break
+            taken = self._take(deadline, timeout)
+            assert type(taken) is Fragment, "a whole message inside a fragmented one"
+            item = taken
+        self._parts = []
+        return "".join(parts) if isinstance(parts[0], str) else b"".join(parts)  # type: ignore[arg-type]
+
+    def _skip_fragments(self, deadline: Deadline, timeout: Optional[float]) -> None:
+        """Drop the rest of a message whose streaming reader gave up on it."""
+        self._parts = []
+        while True:
+            item = self._take(deadline, timeout)
+            if type(item) is not Fragment or item.fin:
+                break
+        self._skip_rest = False

@@ -1,0 +1,134 @@
+"""A connection's pings and keepalive: sent by any thread or the keepalive one, acked by the reader.
+
+:class:`Pings` remembers the pings a connection sent until their pongs
+arrive, measures the round trip, and runs the keepalive schedule that the
+process's :class:`~wsthread.threads.Keepalive` thread drives with
+:meth:`Pings.tick`. Its state is guarded by the connection's writer lock,
+which is held anyway to send a ping.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from .exceptions import ConnectionClosed
+from .sansio.frames import CloseCode
+from .sansio.protocol import Protocol, State
+from .writer import Writer
+
+__all__ = ["Pings"]
+
+
+class Pings:
+    """The pings a connection waits on, its latency and its keepalive schedule.
+
+    Args:
+        writer: the connection's writer (its lock guards this object too).
+        protocol: the connection's protocol.
+        logger: the connection's logger.
+        fail: gives up on the connection (``fail(code, reason)``), never blocking.
+    """
+
+    def __init__(
+        self,
+        writer: Writer,
+        protocol: Protocol,
+        logger: Any,
+        fail: Callable[[int, str], None],
+    ) -> None:
+        self.writer = writer
+        self.protocol = protocol
+        self.logger = logger
+        self._fail = fail
+        self._waiters: Dict[bytes, threading.Event] = {}
+        self._sent_at: Dict[bytes, float] = {}  # when each ping went out
+        self.latency: Optional[float] = None
+        """The round trip, in seconds, of the last ping answered; ``None`` before."""
+        # The keepalive schedule.
+        self._next_ping: Optional[float] = None
+        self._pong_deadline: Optional[float] = None
+        self._keepalive_payload: Optional[bytes] = None
+
+    def send(self, payload: bytes) -> threading.Event:
+        """Send a ping with ``payload``; the event is set by its pong (or the end).
+
+        Raises:
+            ValueError: a ping with this payload is still waiting for its pong.
+            ConnectionClosed: the connection is closed or closing.
+        """
+        waiter = threading.Event()
+        with self.writer:
+            if payload in self._waiters:
+                raise ValueError("a ping with this payload is already waiting for its pong")
+            frame = self.protocol.send_ping(payload)
+            self._waiters[payload] = waiter
+            self._sent_at[payload] = time.monotonic()
+            self.writer.write(frame)
+        return waiter
+
+    def acknowledge(self, payload: bytes) -> None:
+        """A pong arrived: it answers its ping and every earlier one (on the reading thread)."""
+        now = time.monotonic()
+        with self.writer.lock:
+            if payload not in self._waiters:
+                return
+            if payload == self._keepalive_payload:
+                self._pong_deadline = None
+                self._keepalive_payload = None
+            sent = self._sent_at.get(payload)
+            if sent is not None:
+                self.latency = now - sent
+            acknowledged: List[bytes] = []
+            for key, waiter in self._waiters.items():
+                acknowledged.append(key)
+                waiter.set()
+                if key == payload:
+                    break
+            for key in acknowledged:
+                del self._waiters[key]
+                self._sent_at.pop(key, None)
+
+    def wake_all(self) -> None:
+        """The connection ended: set every waiting ping's event."""
+        # Not under the writer lock: a writer may be blocked on the socket the
+        # connection has just shut down. list() copies the dict in one step.
+        for waiter in list(self._waiters.values()):
+            waiter.set()
+
+    def tick(self, now: float, interval: float, timeout: Optional[float]) -> None:
+        """Send a keepalive ping when due; fail with 1011 if the last one went unanswered.
+
+        Called by the :class:`~wsthread.threads.Keepalive` thread; never blocks.
+        """
+        if self.writer.closed or self.protocol.state is not State.OPEN:
+            return
+        if self._pong_deadline is not None and now >= self._pong_deadline:
+            self.logger.info("no pong within %s seconds: closing with 1011", timeout)
+            self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            return
+        if self._next_ping is None:
+            self._next_ping = now + interval
+            return
+        if now < self._next_ping or self._keepalive_payload is not None:
+            return
+        self._next_ping = now + interval
+        # Never wait behind a long send: a busy writer will try again next time.
+        writer = self.writer
+        if not writer.lock.acquire(blocking=False):
+            return
+        try:
+            payload = os.urandom(4)
+            frame = self.protocol.send_ping(payload)
+            self._waiters[payload] = threading.Event()
+            self._sent_at[payload] = time.monotonic()
+            self._keepalive_payload = payload
+            if timeout is not None:
+                self._pong_deadline = now + timeout
+            writer.write(frame, wait=False)
+        except ConnectionClosed:
+            pass
+        finally:
+            writer.lock.release()
