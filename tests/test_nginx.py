@@ -245,17 +245,17 @@ def test_pings_keep_an_idle_connection_past_proxy_read_timeout(
 
 
 def test_the_sample_config_in_examples_works(make_server: ServerFactory, tmp_path: Path) -> None:
-    """examples/nginx.conf (test ports, a trustme certificate) proxies wss:// to wsthread."""
+    """examples/nginx.conf (test ports, its certificate path) proxies wss:// to wsthread."""
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
-    leaf = ca.issue_cert("chat.example.org")
-    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "fullchain.pem"))
-    leaf.private_key_pem.write_to_path(str(tmp_path / "privkey.pem"))
+    leaf = ca.issue_cert("localhost")
+    # Where the file's header installs the development pair (conf dir/wsthread/).
+    (tmp_path / "wsthread").mkdir()
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "wsthread" / "localhost.pem"))
     server = make_server(where_from, trusted_proxies=["127.0.0.1"])
     tls_port, http_port = free_port(), free_port()
     site = (Path(__file__).resolve().parent.parent / "examples" / "nginx.conf").read_text()
     for old, new in [
-        ("/etc/letsencrypt/live/chat.example.org/", f"{tmp_path}/"),
         ("127.0.0.1:8765", f"127.0.0.1:{server.port}"),
         ("listen 443 ssl;", f"listen 127.0.0.1:{tls_port} ssl;"),
         ("listen 80;", f"listen 127.0.0.1:{http_port};"),
@@ -276,10 +276,10 @@ def test_the_sample_config_in_examples_works(make_server: ServerFactory, tmp_pat
     with (
         run_nginx(tmp_path, config, tls_port),
         websockets_tls_connect(
-            f"wss://chat.example.org:{tls_port}/who?x=1",
+            f"wss://localhost:{tls_port}/who?x=1",
             sock=from_client_host(tls_port),
             ssl=context,
-            server_hostname="chat.example.org",
+            server_hostname="localhost",
             open_timeout=5,
         ) as ws,
     ):
