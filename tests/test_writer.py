@@ -1,0 +1,195 @@
+"""The Writer on a fake transport: partial writes, timeouts, failures mid-frame, outbox limits."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import List, Optional
+
+import pytest
+
+from wsthread.exceptions import ConnectionClosed
+from wsthread.sansio.frames import FrameParser, Opcode
+from wsthread.sansio.protocol import Protocol, Side
+from wsthread.writer import Writer
+
+WAIT = 10.0
+
+
+class FakeTransport:
+    """Takes at most ``take`` bytes per send; can fail after ``fail_after`` bytes or time out."""
+
+    def __init__(self, take: int = 1 << 30, fail_after: Optional[int] = None) -> None:
+        self.take = take
+        self.fail_after = fail_after
+        self.flush_times_out = False
+        self.sent = bytearray()
+        self.out = bytearray()
+        self.shutdowns = 0
+        self.socket, self.peer = socket.socketpair()  # only for the write pump to poll
+
+    @property
+    def unsent(self) -> int:
+        return len(self.out)
+
+    def _send(self) -> None:
+        chunk = bytes(self.out[: self.take])
+        if self.fail_after is not None and len(self.sent) + len(chunk) > self.fail_after:
+            cut = max(0, self.fail_after - len(self.sent))
+            self.sent += chunk[:cut]
+            del self.out[:cut]
+            raise ConnectionResetError("reset by the fake peer")
+        self.sent += chunk
+        del self.out[: len(chunk)]
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+        self._send()
+
+    def send_some(self) -> int:
+        self._send()
+        return len(self.out)
+
+    def flush(self, timeout: Optional[float]) -> None:
+        while self.out:
+            if self.flush_times_out:
+                raise socket.timeout(f"no write progress for {timeout} seconds")
+            self._send()
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+    def close(self) -> None:
+        self.socket.close()
+        self.peer.close()
+
+
+def frames_in(data: bytes) -> List[bytes]:
+    parser = FrameParser(expect_masked=False)
+    parser.feed(data)
+    payloads = []
+    while True:
+        frame = parser.next_frame()
+        if frame is None:
+            return payloads
+        assert frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CLOSE)
+        payloads.append(frame.payload)
+
+
+def make(transport: FakeTransport, **options: object) -> Writer:
+    settings: dict = {"write_timeout": 1.0, "write_limit": 1 << 20}
+    settings.update(options)
+    return Writer(
+        transport,  # type: ignore[arg-type]
+        Protocol(Side.SERVER),
+        logger=logging.getLogger("wsthread.test_writer"),
+        **settings,  # type: ignore[arg-type]
+    )
+
+
+def test_partial_writes_are_finished_before_write_returns() -> None:
+    """A socket that takes 7 bytes at a time still gets every frame whole, in order."""
+    transport = FakeTransport(take=7)
+    writer = make(transport)
+    with writer:
+        writer.write(writer.protocol.send_text("hello " * 100))
+        writer.write(writer.protocol.send_binary(b"\x00" * 300))
+    assert transport.unsent == 0
+    assert frames_in(bytes(transport.sent)) == [b"hello " * 100, b"\x00" * 300]
+    transport.close()
+
+
+def test_a_write_that_times_out_fails_the_connection_once(caplog: pytest.LogCaptureFixture) -> None:
+    """No progress for write_timeout: shut down once, one WARNING, ConnectionClosed every time."""
+    transport = FakeTransport(take=10)
+    transport.flush_times_out = True
+    writer = make(transport)
+    caplog.set_level(logging.DEBUG, logger="wsthread.test_writer")
+    for _ in range(3):
+        with pytest.raises(ConnectionClosed), writer:
+            writer.write(writer.protocol.send_binary(b"x" * 100))
+    assert writer.closed and transport.shutdowns == 1
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "took no data" in warnings[0].getMessage()
+    transport.close()
+
+
+def test_a_failure_in_the_middle_of_a_frame_wakes_every_writer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The socket breaks mid-frame: that writer and all queued on its lock get ConnectionClosed."""
+    transport = FakeTransport(take=50, fail_after=120)
+    writer = make(transport)
+    caplog.set_level(logging.DEBUG, logger="wsthread.test_writer")
+    errors: List[BaseException] = []
+    barrier = threading.Barrier(5)
+
+    def send() -> None:
+        barrier.wait(WAIT)
+        try:
+            with writer:
+                writer.write(writer.protocol.send_binary(b"y" * 200))
+        except ConnectionClosed as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert len(errors) == 5  # the one that broke it, and the four behind it
+    assert transport.shutdowns == 1
+    assert len(transport.sent) == 120  # nothing was written after the failure
+    logged = [r.getMessage() for r in caplog.records if "write failed" in r.getMessage()]
+    assert len(logged) == 1
+    transport.close()
+
+
+def test_the_outbox_closes_a_peer_past_write_limit_with_1013(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """enqueue() never waits; past write_limit bytes waiting it fails the peer with 1013."""
+    transport = FakeTransport(take=0)  # a peer that reads nothing
+    writer = make(transport, write_limit=1000)
+    caplog.set_level(logging.WARNING, logger="wsthread.test_writer")
+    accepted = [writer.enqueue(False, b"z" * 400) for _ in range(3)]
+    assert accepted == [True, True, True]  # 0, 400, 800 bytes waiting: under the limit
+    assert writer.enqueue(False, b"z" * 400) is False  # 1,200 waiting: closed
+    assert writer.closed and transport.shutdowns == 1
+    assert writer.protocol.close_sent == (1013, "client too slow")
+    assert any("client too slow" in r.getMessage() for r in caplog.records)
+    assert writer.enqueue(False, b"late") is False  # closed: nothing more is queued
+    transport.close()
+
+
+def test_the_outbox_is_written_when_the_lock_is_released() -> None:
+    """A broadcast queued while another thread holds the lock goes out when it leaves."""
+    transport = FakeTransport()
+    writer = make(transport)
+    with writer:
+        writer.write(writer.protocol.send_text("first"))
+        assert writer.enqueue(True, b"queued meanwhile") is True
+        assert frames_in(bytes(transport.sent)) == [b"first"]  # not yet: the lock is busy
+    assert frames_in(bytes(transport.sent)) == [b"first", b"queued meanwhile"]
+    transport.close()
+
+
+def test_the_pump_step_gives_up_after_write_timeout_without_progress() -> None:
+    """pump(): progress keeps a slow peer alive; none for write_timeout closes it with 1011."""
+    transport = FakeTransport(take=0)
+    writer = make(transport, write_timeout=5.0)
+    # Bytes a non-waiting write left behind (put straight into the fake, so
+    # that the process's real write pump does not step this writer too).
+    transport.write(writer.protocol.send_binary(b"w" * 100))
+    assert transport.unsent > 0
+    # The pump's clock, as the test drives it: the writer made progress at 0.
+    assert writer.pump(1.0) is False  # nothing taken yet, within write_timeout
+    transport.take = 10
+    assert writer.pump(4.0) is False  # progress
+    transport.take = 0
+    assert writer.pump(8.0) is False  # 4 s since the last progress
+    assert writer.pump(10.0) is True  # 6 s: given up
+    assert writer.closed and writer.protocol.close_sent is not None
+    assert writer.protocol.close_sent[0] == 1011
+    transport.close()
