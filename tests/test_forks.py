@@ -142,3 +142,22 @@ def test_fork_guard_unit() -> None:
     guard.check("anything")  # does not raise
     assert "broadcast()" in guard.message("broadcast()")
     assert fork_generation() >= 0
+
+
+def test_port_in_use_says_why_a_newcomer_may_meet_it() -> None:
+    """Address in use: the same errno, and a message naming reloaders and workers."""
+    import errno as errno_module
+    import socket as socket_module
+
+    import wsthread
+
+    with socket_module.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(OSError) as info:
+            wsthread.serve(lambda ws: None, "127.0.0.1", port)
+    assert info.value.errno == errno_module.EADDRINUSE
+    message = str(info.value)
+    assert f"127.0.0.1:{port} is taken" in message
+    assert "flask run --debug" in message and "reuse_port=True" in message

@@ -771,7 +771,21 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             if option is None:
                 raise OSError("reuse_port: this platform has no SO_REUSEPORT")
             self.socket.setsockopt(socket.SOL_SOCKET, option, 1)
-        super().server_bind()
+        try:
+            super().server_bind()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            # The same error, errno kept, with the likely cause for a newcomer.
+            where = format_address(self.server_address)
+            raise OSError(
+                exc.errno,
+                f"{exc.strerror}: {where} is taken, by another program or by another "
+                f"process of this application: a reloader's watcher process (flask run "
+                f"--debug) or another worker that created its server at import time. "
+                f"Create the server in the process that serves; several processes share a "
+                f"port with reuse_port=True (see the how-to 'Reloaders and pre-fork servers')",
+            ) from exc
 
     # -- information --------------------------------------------------------
 
