@@ -37,6 +37,9 @@ def wsgi_app(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Ite
         start_response("200 OK", [("Content-Type", "application/json")])
         keys = ("PATH_INFO", "QUERY_STRING", "REQUEST_METHOD", "HTTP_X_THING", "SERVER_PROTOCOL")
         return [json.dumps({key: environ.get(key) for key in keys}).encode()]
+    if path == "/big":  # 64 MiB, more than the socket buffers hold
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return (b"x" * 65536 for _ in range(1024))
     if path == "/boom":
         raise RuntimeError("the application failed")
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -207,6 +210,21 @@ def test_slow_and_unfinished_requests_time_out(
 def connection_threads() -> List[threading.Thread]:
     """wsthread's connection threads still running."""
     return [thread for thread in threading.enumerate() if thread.name.startswith("wsthread-conn")]
+
+
+def test_a_client_that_stops_reading_a_response_is_dropped_quietly(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A large response to a client that reads nothing ends after write_timeout, no ERROR."""
+    server = make_server({"/ws": echo_handler}, wsgi=wsgi_app, write_timeout=1)
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        assert wait_until(lambda: not connection_threads(), 20)
+    finally:
+        sock.close()
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
 
 
 def test_middleware_inside_wsthread_serving(make_server: ServerFactory) -> None:

@@ -56,7 +56,7 @@ class _BodyTimeout(socket.timeout):
 
 
 class _ClientGone(ConnectionResetError):
-    """The client closed the connection in the middle of its request body."""
+    """The client left, or stopped reading, in the middle of a request or response."""
 
 
 class _Stream:
@@ -208,11 +208,20 @@ class _Handler(wsgiref.handlers.SimpleHandler):
     def _write(self, data: bytes) -> None:
         if self.environ.get(HIJACKED) or (self.head_sent and self.no_body):
             return
-        self.transport.write(bytes(data))
+        try:
+            self.transport.write(bytes(data))
+        except OSError as exc:
+            raise _ClientGone(f"the client left during the response: {exc}") from exc
 
     def _flush(self) -> None:
-        if not self.environ.get(HIJACKED):
+        if self.environ.get(HIJACKED):
+            return
+        try:
             self.transport.flush(self.write_timeout)
+        except socket.timeout as exc:
+            raise _ClientGone(f"the client took no data for {self.write_timeout}s") from exc
+        except OSError as exc:
+            raise _ClientGone(f"the client left during the response: {exc}") from exc
 
     def log_exception(self, exc_info: Any) -> None:
         self.failed = True
@@ -223,7 +232,7 @@ class _Handler(wsgiref.handlers.SimpleHandler):
             self.log.debug("HTTP request body timed out")
             return
         if isinstance(exc_info[1], _ClientGone):
-            self.log.debug("the client left in the middle of its request body")
+            self.log.debug("%s", exc_info[1])
             return
         self.log.error(
             "WSGI application failed on %s %s",
