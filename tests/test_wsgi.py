@@ -73,11 +73,15 @@ class Served:
 
 
 def http_request(
-    port: int, method: str, path: str, body: Optional[bytes] = None
+    port: int,
+    method: str,
+    path: str,
+    body: Optional[bytes] = None,
+    headers: Optional[Dict[str, str]] = None,
 ) -> Tuple[int, bytes]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
     try:
-        connection.request(method, path, body=body)
+        connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
         return response.status, response.read()
     finally:
@@ -342,3 +346,53 @@ def test_the_command_line_with_workers_and_routes(tmp_path: Path) -> None:
             process.kill()
             process.wait(10)
     assert "Traceback" not in log.read_text(), log.read_text()
+
+
+def test_flask_example_under_gunicorn_with_its_config(tmp_path: Path) -> None:
+    """examples/flask_app with its gunicorn.conf.py: a post reaches the open pages' WebSockets."""
+    pytest.importorskip("gunicorn")
+    example = ROOT / "examples" / "flask_app"
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
+    log = tmp_path / "gunicorn.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "gunicorn", *no_control_socket(), "-c", "gunicorn.conf.py",
+                "--bind", f"fd://{listener.fileno()}", "app:app",
+            ],
+            cwd=example, env=environment(), stdout=output, stderr=subprocess.STDOUT,
+            text=True, pass_fds=[listener.fileno()],
+        )  # fmt: skip
+    listener.close()
+    served = Served(process, port, log)
+    try:
+        assert wait_until(lambda: answers(served), 60), log.read_text()
+        status, page = http_request(port, "GET", "/")
+        assert status == 200 and b"new WebSocket" in page
+        pages = [wsthread.connect(served.url("/ws"), ping_interval=None) for _ in range(2)]
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        status, _ = http_request(port, "POST", "/post", b"text=hello", form)
+        assert status == 200
+        for ws in pages:
+            assert ws.recv(timeout=10) == "hello"
+        process.send_signal(signal.SIGTERM)
+        for ws in pages:
+            with pytest.raises(wsthread.ConnectionClosed) as closed:
+                ws.recv(timeout=20)
+            assert closed.value.code == 1001
+        assert process.wait(30) == 0
+    finally:
+        served.stop()
+    assert "Traceback" not in log.read_text(), log.read_text()
+
+
+def answers(served: Served) -> bool:
+    """Whether the server answers HTTP yet (it must still be running)."""
+    assert served.process.poll() is None, served.log.read_text()
+    try:
+        return http_request(served.port, "GET", "/")[0] == 200
+    except OSError:
+        return False
