@@ -274,6 +274,34 @@ def test_middleware_refuses_where_no_socket_is_handed_over(
 # -- wsthread.testing ---------------------------------------------------------
 
 
+def test_middleware_refuses_a_tls_socket_of_the_wsgi_server() -> None:
+    """gunicorn --certfile hands over an SSLSocket: 501 saying to end TLS in front."""
+    import ssl
+
+    app = middleware(wsgi_app, {"/ws": where})
+    raw_socket = socket.socket()
+    tls_socket = ssl.create_default_context().wrap_socket(
+        raw_socket, server_hostname="x", do_handshake_on_connect=False
+    )
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/ws",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "x",
+        "HTTP_UPGRADE": "websocket",
+        "HTTP_CONNECTION": "Upgrade",
+        "gunicorn.socket": tls_socket,
+    }
+    statuses: List[str] = []
+    try:
+        body = b"".join(app(environ, lambda status, headers: statuses.append(status)))
+    finally:
+        tls_socket.close()
+        app.shutdown()
+    assert statuses == ["501 Not Implemented"]
+    assert b"TLS" in body
+
+
 def test_testing_connect_to_a_handler_a_mapping_and_an_app() -> None:
     """connect() reaches a handler, a route of a mapping, and a middleware's route."""
     from wsthread.testing import connect
