@@ -1215,7 +1215,10 @@ def serve(
     Args:
         handler: called with a :class:`ServerConnection` on the connection's
             own thread; the connection closes (1000) when it returns, or with
-            1011 if it raises.
+            1011 if it raises. Or a mapping of exact paths to handlers
+            (``{"/chat": chat, "/feed": feed}``): an upgrade to another path
+            gets 404 (after ``process_request``, before any upgrade); the
+            handler reads ``ws.request.path`` and ``ws.request.query``.
         host: the address to bind; ``port`` 0 picks a free port (see
             :attr:`WebSocketServer.port`).
         sock: a listening socket to serve instead of binding ``host:port``:
@@ -1292,6 +1295,15 @@ def serve(
             :class:`~wsthread.Deflate` sets what is accepted and preferred;
             ``None`` disables it. Messages under 16 bytes are sent
             uncompressed; ``max_size`` bounds the inflated size.
+        wsgi: a WSGI application (Flask, Django...) served for every request
+            that is not a WebSocket upgrade to one of the routes, through the
+            standard library's ``wsgiref`` handlers: HTTP/1.1 keep-alive,
+            ``Content-Length`` and chunked bodies, each request head within
+            ``open_timeout`` (see :mod:`wsthread.wsgihttp`). An upgrade the
+            routes do not take goes to the application too, so one wrapped by
+            :func:`wsthread.wsgi.middleware` serves its own routes.
+        max_body_size: the largest request body for ``wsgi``, in bytes
+            (413 beyond); ``None``: no limit.
 
     Returns:
         The listening server: call ``serve_forever()`` or ``start()``; use it
