@@ -29,11 +29,12 @@ interleave, and one error policy applies to every write.
 has taken the frame, at most ``write_timeout`` seconds without progress;
 ``broadcast()`` never waits.
 
-The connection ends in one place, :meth:`Connection._end_connection`, on
-whichever thread read the end of the stream: it answers the peer, lets the
-sans-I/O core decide whether to wait for the peer to close TCP
-(``Protocol.should_close_transport``), releases the transport and wakes
-every waiter.
+Reading, and the one way a connection ends, are the
+:class:`~wsthread.reader.Reader`'s: whichever thread reads the end of the
+stream answers the peer, lets the sans-I/O core decide whether to wait for
+the peer to close TCP (``Protocol.should_close_transport``), then calls
+``Connection._release()``, which releases the transport and wakes every
+waiter. Pings and keepalive are the :class:`~wsthread.pings.Pings`'.
 """
 
 from __future__ import annotations

@@ -198,32 +198,24 @@ class ServerConnection(Connection):
 
         A request that is not a valid upgrade to one of the routes, or that
         the hooks refuse, gets an HTTP answer and the connection ends here;
-        so does a client that leaves or times out, or finds the server full
-        (503). An accepted connection is registered with the server (it
-        counts against ``max_connections`` from the moment its 101 is
-        decided). With the server's ``wsgi`` application, a request that is
-        not such an upgrade goes to it instead.
-
-        Args:
-            deadline: when the client's time for the handshake is up.
-            request: the request, when another server read it already
-                (:meth:`WebSocketServer.serve_upgrade`); then
-                ``trailing_data`` is what it read beyond the request head.
+        so does a client that leaves, times out, or finds the server full
+        (503). With the server's ``wsgi`` application, a request that is not
+        such an upgrade goes to it instead. ``request`` is given when
+        another server read it already (:meth:`WebSocketServer.serve_upgrade`),
+        with ``trailing_data``, what it read beyond the request head.
 
         Returns:
-            The HTTP status answered, 101 when the connection opened;
-            ``None`` when nothing was answered (the client left, or the WSGI
-            application served the connection until it ended).
+            The HTTP status answered, 101 when the connection opened (it is
+            then registered with the server); ``None`` when nothing was
+            answered (the client left, or the WSGI application served it).
         """
         server = self.server
-        log = self.logger
-        parser = RequestParser()
-        reserved = False
         try:
             if request is None:
+                parser = RequestParser()
                 request = self._read_http(parser, deadline)
                 if request is None:
-                    log.debug("closed during the handshake")
+                    self.logger.debug("closed during the handshake")
                     return None
                 trailing_data = parser.trailing_data
             self.request = request
@@ -234,12 +226,40 @@ class ServerConnection(Connection):
             ):
                 serve_wsgi(server, self.transport, request, trailing_data)
                 return None
-            response = self._call_hook(server.process_request_hook, "process_request", request)
-            if response is not None:
-                server._counters.http_response(response.status)
-            else:
-                response, deflate = self._accept(request)
-                reserved = server._registry.reserve(server.max_connections)
+            return self._answer(request, trailing_data, deadline)
+        except InvalidHandshake as exc:
+            status = int(exc.status)
+            server._counters.rejected(status)
+            level = logging.WARNING if isinstance(exc, ServiceUnavailable) else logging.DEBUG
+            self._log(
+                f"rejected handshake: {status}", level, "rejected handshake: %d %s", status, exc
+            )
+            self._refuse(error_response(exc))
+            return status
+        except socket.timeout:
+            server._counters.failed("handshake_timeout")
+            self._log(
+                "handshake timed out",
+                logging.DEBUG,
+                "handshake timed out after %ss",
+                server.open_timeout,
+            )
+        except (OSError, ConnectionClosed) as exc:
+            server._counters.failed("handshake_error")
+            self._log("handshake failed", logging.DEBUG, "handshake failed: %s", exc)
+        return None
+
+    def _answer(self, request: Request, trailing_data: bytes, deadline: Deadline) -> int:
+        """Answer a request read whole: a 101 (the connection opens), or plain HTTP that ends it."""
+        server = self.server
+        response = self._call_hook(server.process_request_hook, "process_request", request)
+        if response is not None:
+            server._counters.http_response(response.status)
+        else:
+            response, deflate = self._accept(request)
+            server._registry.reserve(server.max_connections)  # 503 when full
+            opened = False
+            try:
                 replaced = self._call_hook(
                     server.process_response_hook, "process_response", request, response
                 )
@@ -247,43 +267,18 @@ class ServerConnection(Connection):
                     response = replaced
                 if response.status == 101:
                     self._open(response, deflate, trailing_data, deadline)
-                    reserved = False
+                    opened = True
                     return 101
-            log.info("HTTP %s %s -> %d", request.method, request.target, response.status)
-            self._refuse(response)
-            return response.status
-        except InvalidHandshake as exc:
-            status = int(exc.status)
-            server._counters.rejected(status)
-            level = logging.WARNING if isinstance(exc, ServiceUnavailable) else logging.DEBUG
-            server._log_limiter.log(
-                f"rejected handshake: {status}",
-                level,
-                "rejected handshake: %d %s",
-                status,
-                exc,
-                logger=log,
-            )
-            self._refuse(error_response(exc))
-            return status
-        except socket.timeout:
-            server._counters.failed("handshake_timeout")
-            server._log_limiter.log(
-                "handshake timed out",
-                logging.DEBUG,
-                "handshake timed out after %ss",
-                server.open_timeout,
-                logger=log,
-            )
-        except (OSError, ConnectionClosed) as exc:
-            server._counters.failed("handshake_error")
-            server._log_limiter.log(
-                "handshake failed", logging.DEBUG, "handshake failed: %s", exc, logger=log
-            )
-        finally:
-            if reserved:
-                server._registry.unreserve()
-        return None
+            finally:
+                if not opened:
+                    server._registry.unreserve()
+        self.logger.info("HTTP %s %s -> %d", request.method, request.target, response.status)
+        self._refuse(response)
+        return response.status
+
+    def _log(self, kind: str, level: int, message: str, *args: Any) -> None:
+        """Log a handshake that failed, at most once per kind every few seconds."""
+        self.server._log_limiter.log(kind, level, message, *args, logger=self.logger)
 
     def _open(
         self,

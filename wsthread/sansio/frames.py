@@ -329,12 +329,6 @@ class FrameParser:
         opcode = _OPCODES[first & 0x0F]
         if opcode is None:
             raise ProtocolError(f"reserved opcode {first & 0x0F:#x}")
-        if bool(masked) != self.expect_masked:
-            side = "client" if self.expect_masked else "server"
-            must = "must" if self.expect_masked else "must not"
-            raise ProtocolError(f"a {side} {must} mask its frames")
-        if first & 0x30:
-            raise ProtocolError("reserved bits RSV2/RSV3 set")
         if length == 126:
             (length,) = _UINT16.unpack_from(buffer, start + 2)
         elif length == 127:
@@ -343,10 +337,32 @@ class FrameParser:
                 raise ProtocolError("payload length with the most significant bit set")
         fin = bool(first & 0x80)
         rsv1 = bool(first & 0x40)
+        self._check_header(opcode, first, bool(masked), length, max_length)
+
+        payload_start = start + header_length
+        end = payload_start + length
+        if len(buffer) < end:
+            self.in_payload = True
+            return None
+        payload = _payload(buffer, payload_start, end, bool(masked))
+        self._offset = end
+        return _new_frame(Frame, (opcode, payload, fin, rsv1, False, False))
+
+    def _check_header(
+        self, opcode: Opcode, first: int, masked: bool, length: int, max_length: Optional[int]
+    ) -> None:
+        """Apply every rule a frame's header alone decides (RFC 6455 section 5.2)."""
+        if masked != self.expect_masked:
+            side = "client" if self.expect_masked else "server"
+            must = "must" if self.expect_masked else "must not"
+            raise ProtocolError(f"a {side} {must} mask its frames")
+        if first & 0x30:
+            raise ProtocolError("reserved bits RSV2/RSV3 set")
+        rsv1 = first & 0x40
         if opcode >= 8:
             if rsv1:
                 raise ProtocolError(f"RSV1 set on a {opcode.name} frame")
-            if not fin:
+            if not first & 0x80:
                 raise ProtocolError(f"fragmented {opcode.name} frame")
             if length > 125:
                 raise ProtocolError(f"{opcode.name} frame of {length} bytes (over 125)")
@@ -358,29 +374,15 @@ class FrameParser:
                     f"frame of {length} bytes exceeds the limit of {max_length} bytes"
                 )
 
-        payload_start = start + header_length
-        end = payload_start + length
-        if len(buffer) < end:
-            self.in_payload = True
+    def last_mask(self, frame: Frame) -> Optional[bytes]:
+        """The masking key of ``frame``, which :meth:`next_frame` has just returned.
+
+        ``None`` for an unmasked frame. Valid until the next :meth:`feed`.
+        """
+        if not self.expect_masked:
             return None
-        if length <= _SMALL_PAYLOAD:
-            # Copying a small slice costs less than a memoryview and its release.
-            if masked:
-                payload = apply_mask(
-                    buffer[payload_start:end], buffer[payload_start - 4 : payload_start]
-                )
-            else:
-                payload = bytes(buffer[payload_start:end])
-        else:
-            with memoryview(buffer) as view:
-                if masked:
-                    payload = apply_mask(
-                        view[payload_start:end], view[payload_start - 4 : payload_start]
-                    )
-                else:
-                    payload = bytes(view[payload_start:end])
-        self._offset = end
-        return _new_frame(Frame, (opcode, payload, fin, rsv1, False, False))
+        end = self._offset - len(frame.payload)
+        return bytes(self._buffer[end - 4 : end])
 
     def pending_frame(self) -> Optional[Tuple[Opcode, bool, int]]:
         """Describe the data frame whose header has arrived but whose payload has not, whole.
@@ -441,6 +443,19 @@ class FrameParser:
         if len(buffer) - start < header_length:
             return None
         return opcode, bool(first & 0x40), start + header_length, masked
+
+
+def _payload(buffer: bytearray, start: int, end: int, masked: bool) -> bytes:
+    """The payload at ``buffer[start:end]``, unmasked with the 4 bytes before it if ``masked``."""
+    if end - start <= _SMALL_PAYLOAD:
+        # Copying a small slice costs less than a memoryview and its release.
+        if masked:
+            return apply_mask(buffer[start:end], buffer[start - 4 : start])
+        return bytes(buffer[start:end])
+    with memoryview(buffer) as view:
+        if masked:
+            return apply_mask(view[start:end], view[start - 4 : start])
+        return bytes(view[start:end])
 
 
 _OPCODES: Tuple[Optional[Opcode], ...] = tuple(

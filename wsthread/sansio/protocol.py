@@ -339,13 +339,7 @@ class Protocol:
 
     def _trace_received(self, frame: Frame) -> None:
         assert self._trace is not None
-        mask = None
-        if self._parser.expect_masked:
-            # The parser has just consumed the frame: its masking key is the
-            # 4 bytes before the payload, which ends at the parser's offset.
-            end = self._parser._offset - len(frame.payload)
-            mask = bytes(self._parser._buffer[end - 4 : end])
-        self._trace.frame(self._trace_in, frame, mask)
+        self._trace.frame(self._trace_in, frame, self._parser.last_mask(frame))
 
     def receive_eof(self) -> None:
         """Note that the peer closed the TCP connection."""
