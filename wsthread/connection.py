@@ -323,7 +323,8 @@ class Connection:
     def _take(self, deadline: Deadline, timeout: Optional[float]) -> Item:
         """Take the next message or piece from the queue, reading the socket if it is free."""
         try:
-            return self._messages.get(deadline.remaining(), self.reader.read_directly)
+            remaining = None if timeout is None else deadline.remaining()
+            return self._messages.get(remaining, self.reader.read_directly)
         except QueueClosed:
             self._closed.wait()
             raise self.protocol.close_exception() from None

@@ -122,7 +122,7 @@ class MessageQueue:
                     finally:
                         self._putters_waiting -= 1
             self._items.append(item)
-            self._bytes += _footprint(item)
+            self._bytes += getsizeof(item) if type(item) is not Fragment else _footprint(item)
             if self._getters_waiting:
                 self._condition.notify_all()
             return True
@@ -147,7 +147,9 @@ class MessageQueue:
             while True:
                 if self._items:
                     item = self._items.popleft()
-                    self._bytes -= _footprint(item)
+                    self._bytes -= (
+                        getsizeof(item) if type(item) is not Fragment else _footprint(item)
+                    )
                     self._taken += 1
                     self._held_since = time.monotonic()
                     if self._putters_waiting or self._drain_waiting:
@@ -344,14 +346,17 @@ class Receiver:
 
     def recv(self, timeout: Optional[float], decode: Optional[bool]) -> Data:
         """The next whole message (see ``Connection.recv``)."""
-        deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
-        if not self._lock.acquire(True, -1 if timeout is None else timeout):
-            raise TimeoutError(f"no message within {timeout} seconds")
+        lock = self._lock
+        if timeout is None:  # the common case: as little as possible per message
+            deadline = NO_DEADLINE
+            lock.acquire()
+        else:
+            deadline = Deadline(timeout)
+            if not lock.acquire(True, timeout):
+                raise TimeoutError(f"no message within {timeout} seconds")
         try:
-            if self._skip_rest:
-                self._skip_fragments(deadline, timeout)
-            if self._parts:
-                message = self._assemble(None, deadline, timeout)
+            if self._parts or self._skip_rest:
+                message = self._recv_rest(deadline, timeout)
             else:
                 item = self._take(deadline, timeout)
                 if type(item) is Fragment:
@@ -359,7 +364,7 @@ class Receiver:
                 else:
                     message = item  # type: ignore[assignment]
         finally:
-            self._lock.release()
+            lock.release()
         if decode is None:
             return message
         if decode:
@@ -411,6 +416,17 @@ class Receiver:
             item = taken
         self._parts = []
         return "".join(parts) if isinstance(parts[0], str) else b"".join(parts)  # type: ignore[arg-type]
+
+    def _recv_rest(self, deadline: Deadline, timeout: Optional[float]) -> Data:
+        """recv() after a timeout or an abandoned stream: finish or skip that message first."""
+        if self._skip_rest:
+            self._skip_fragments(deadline, timeout)
+        if self._parts:
+            return self._assemble(None, deadline, timeout)
+        item = self._take(deadline, timeout)
+        if type(item) is Fragment:
+            return self._assemble(item, deadline, timeout)
+        return item  # type: ignore[return-value]
 
     def _skip_fragments(self, deadline: Deadline, timeout: Optional[float]) -> None:
         """Drop the rest of a message whose streaming reader gave up on it."""
