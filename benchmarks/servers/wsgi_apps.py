@@ -46,3 +46,20 @@ try:
 
 except ImportError:  # pragma: no cover - pip install flask-sock
     pass
+
+
+# For Autobahn (kosoku connects to "/"): the echo at the root, no page.
+middleware_root_app = middleware(Flask(__name__), echo, compression=None, ping_interval=None)
+flask_sock_root_app = Flask(__name__)
+flask_sock_root_app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": None}
+try:
+    from flask_sock import Sock
+
+    @Sock(flask_sock_root_app).route("/")
+    def flask_sock_root_echo(ws: Any) -> None:
+        """Flask-Sock's echo at the root."""
+        while True:
+            ws.send(ws.receive())
+
+except ImportError:  # pragma: no cover - pip install flask-sock
+    pass
