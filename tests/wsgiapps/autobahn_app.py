@@ -24,4 +24,5 @@ def echo(ws: Any) -> None:
         ws.send(message)
 
 
-app = middleware(page, echo, max_size=2**26)
+# No keepalive pings: kosoku ends a case when a ping arrives in the middle of it.
+app = middleware(page, echo, max_size=2**26, ping_interval=None)
