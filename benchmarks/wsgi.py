@@ -1,5 +1,6 @@
 """WebSockets for a WSGI app: wsthread.wsgi.middleware vs Flask-Sock under gunicorn, and Channels.
 
+    pip install -e ".[bench]"            # Flask, Flask-Sock, gunicorn, Channels, daphne
     python benchmarks/wsgi.py            # about 2 minutes
     python benchmarks/wsgi.py --quick    # a smoke run
 
