@@ -396,3 +396,19 @@ def answers(served: Served) -> bool:
         return http_request(served.port, "GET", "/")[0] == 200
     except OSError:
         return False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_wsgi_benchmark_runs() -> None:
+    """benchmarks/wsgi.py --quick prints its table (Flask-Sock and gunicorn installed)."""
+    pytest.importorskip("flask_sock")
+    pytest.importorskip("gunicorn")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "wsgi.py"), "--quick"],
+        capture_output=True, text=True, timeout=280, env=environment(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    for row in ("round trips/s, 1 connection", "RSS per idle WebSocket", "threads per idle"):
+        assert row in result.stdout, result.stdout
+    assert "wsthread middleware | Flask-Sock" in result.stdout
