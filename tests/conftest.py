@@ -7,14 +7,16 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 import pytest
+import trustme
 
 import wsthread
 from wsthread.server import ServerConnection, WebSocketServer
@@ -154,12 +156,17 @@ def echo_process(*args: str) -> Iterator[Tuple[subprocess.Popen, str]]:  # type:
         assert line.startswith("wsthread echo server on ws"), f"did not start: {line!r}"
         yield process, line.split()[4]
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+        reap(process)
+
+
+def reap(process: subprocess.Popen[str]) -> None:
+    """Kill ``process`` if it still runs, wait for it and close its pipes."""
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
 
 
 class RedisServer:
@@ -253,3 +260,61 @@ def websockets_tls_connect(uri: str, **options: Any) -> Any:
         return connect(uri, **options)
     except TimeoutError:
         return connect(uri, **options)
+
+
+# -- TLS ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A throw-away certificate authority for the test module."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_ssl(ca: trustme.CA) -> ssl.SSLContext:
+    """A server context with a certificate for localhost and 127.0.0.1."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def client_ssl(ca: trustme.CA) -> ssl.SSLContext:
+    """A client context that trusts the test CA."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+def write_certfile(ca: trustme.CA, path: Path) -> ssl.SSLContext:
+    """Write a key and certificate for localhost to ``path``; return a client context for it."""
+    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(path))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+# -- stopping servers -------------------------------------------------------------
+
+
+def assert_going_away(clients: Iterable[Any], timeout: float = 15) -> None:
+    """Each client (a websockets or wsthread connection) gets a close frame with 1001."""
+    for ws in clients:
+        try:
+            ws.recv(timeout=timeout)
+        except Exception as exc:  # websockets' ConnectionClosed or wsthread's
+            rcvd = getattr(exc, "rcvd", None)
+            code = rcvd.code if rcvd is not None else getattr(exc, "code", None)
+            assert code == 1001, f"closed with {code}, not 1001: {exc!r}"
+        else:
+            raise AssertionError("a message arrived instead of the close frame")
+
+
+def assert_clean_exit(process: subprocess.Popen[str], timeout: float) -> str:
+    """The process exits with status 0 and no traceback; return what it wrote to stderr."""
+    assert process.wait(timeout=timeout) == 0
+    assert process.stderr is not None
+    errors = process.stderr.read()
+    assert "Traceback" not in errors, errors
+    return errors

@@ -20,28 +20,6 @@ from conftest import ServerFactory, websockets_tls_connect
 from wsthread.exceptions import InvalidResponse, InvalidStatus, InvalidURI
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    """A throw-away certificate authority for this test module."""
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_ssl(ca: trustme.CA) -> ssl.SSLContext:
-    """A server context with a certificate for localhost and 127.0.0.1."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-    return context
-
-
-@pytest.fixture(scope="module")
-def client_ssl(ca: trustme.CA) -> ssl.SSLContext:
-    """A client context that trusts the test CA."""
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
-
-
 @contextlib.contextmanager
 def websockets_echo(ssl_context: Optional[ssl.SSLContext] = None) -> Iterator[int]:
     """Run a `websockets` sync echo server on a free port."""

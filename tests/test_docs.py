@@ -96,9 +96,7 @@ RUNNABLE = [path for path in pages() if snippets(path)]
 @pytest.fixture(scope="module")
 def snippet_results() -> Dict[str, List[Dict[str, Any]]]:
     """Run the snippets of every page once; each page's outcomes, by path."""
-    payload = [
-        (str(path), [(line, code) for line, code, _ in snippets(path)]) for path in RUNNABLE
-    ]
+    payload = [(str(path), [(line, code) for line, code, _ in snippets(path)]) for path in RUNNABLE]
     result = subprocess.run(
         [sys.executable, "-c", DRIVER],
         input=json.dumps(payload),
@@ -124,9 +122,7 @@ def test_snippet_extraction_is_not_vacuous() -> None:
 @pytest.mark.parametrize(
     "path", RUNNABLE, ids=lambda path: str(path.relative_to(DOCS)).replace("/", ".")
 )
-def test_doc_snippets_run(
-    path: Path, snippet_results: Dict[str, List[Dict[str, Any]]]
-) -> None:
+def test_doc_snippets_run(path: Path, snippet_results: Dict[str, List[Dict[str, Any]]]) -> None:
     """Every runnable block of the page runs without error and prints what the page says."""
     blocks = snippets(path)
     outcomes = snippet_results[str(path)]

@@ -21,6 +21,7 @@ from websockets.sync.client import ClientConnection, connect
 import wsthread
 from conftest import (
     ServerFactory,
+    assert_going_away,
     raw_handshake,
     raw_websocket,
     stalled_client,
@@ -414,9 +415,7 @@ def test_started_server_is_shut_down_at_exit() -> None:
         with connect(f"ws://127.0.0.1:{port}/") as ws:
             process.stdin.write("\n")
             process.stdin.flush()
-            with pytest.raises(WsConnectionClosed) as info:
-                ws.recv(timeout=10)
-            assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+            assert_going_away([ws], timeout=10)
         assert process.wait(timeout=10) == 0
     finally:
         if process.poll() is None:

@@ -14,7 +14,6 @@ import re
 import select
 import signal
 import socket
-import ssl
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from typing import IO, Dict, Iterator, List, Optional, Set, Tuple
 import pytest
 
 import wsthread
-from conftest import ServerFactory, stalled_client
+from conftest import ServerFactory, stalled_client, write_certfile
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 URL = re.compile(r"\b(?:wss?|https?)://[^\s/]+/")
@@ -334,13 +333,8 @@ def test_legacy_app_page_shows_existing_orders_and_the_race_loses_none() -> None
 def test_tls_echo(tmp_path: Path) -> None:
     """tls_echo.py serves wss:// with the certificate it is given."""
     trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
     certfile = tmp_path / "server.pem"
-    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
-        str(certfile)
-    )
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
+    context = write_certfile(trustme.CA(), certfile)
     with example("tls_echo.py", "--certfile", str(certfile)) as server:
         assert server.urls == [f"wss://localhost:{server.port}/"]
         with wsthread.connect(server.urls[0], ssl=context) as ws:

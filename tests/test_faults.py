@@ -18,7 +18,6 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
-import trustme
 from websockets.sync.client import connect as ws_connect
 
 import wsthread
@@ -103,14 +102,11 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 
 @pytest.fixture(scope="module")
-def tls() -> Tuple[ssl.SSLContext, ssl.SSLContext]:
-    """Server and client TLS contexts from a throw-away CA."""
-    ca = trustme.CA()
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return server, client
+def tls(
+    server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+) -> Tuple[ssl.SSLContext, ssl.SSLContext]:
+    """Server and client TLS contexts from a throw-away CA (conftest's)."""
+    return server_ssl, client_ssl
 
 
 # -- clients that vanish ---------------------------------------------------------------

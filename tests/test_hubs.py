@@ -49,7 +49,8 @@ class Inbox:
 def from_publisher(messages: List[Message], tag: str) -> List[Message]:
     """The messages (text or binary) that start with ``tag``, in order."""
     return [
-        m for m in messages
+        m
+        for m in messages
         if (m.startswith(tag) if isinstance(m, str) else m.startswith(tag.encode()))
     ]
 
@@ -365,7 +366,9 @@ def test_three_processes_thirty_clients_and_a_redis_outage(redis_server: RedisSe
                 for ws in group:
                     # Nothing from the outage crossed over, nothing twice.
                     assert sorted(ws.recv(timeout=20) for _ in range(3)) == [
-                        "after 0", "after 1", "after 2"
+                        "after 0",
+                        "after 1",
+                        "after 2",
                     ]
             for port in ports:
                 status, stats = health(port)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Iterator, List, Optional
 
 import pytest
-import trustme
 
 import wsthread
 from conftest import ServerFactory
@@ -155,28 +154,6 @@ def microsocks(user: str, password: str) -> Iterator[Daemon]:
         yield daemon
     finally:
         daemon.stop()
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    """A throwaway certificate authority."""
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_ssl(ca: trustme.CA) -> ssl.SSLContext:
-    """A server context with a certificate for localhost and 127.0.0.1."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-    return context
-
-
-@pytest.fixture(scope="module")
-def client_ssl(ca: trustme.CA) -> ssl.SSLContext:
-    """A client context that trusts the test CA."""
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 @pytest.fixture

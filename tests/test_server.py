@@ -14,7 +14,13 @@ from websockets.exceptions import ConnectionClosed as WsConnectionClosed
 from websockets.sync.client import connect
 
 import wsthread
-from conftest import ServerFactory, raw_handshake, raw_websocket, wait_until
+from conftest import (
+    ServerFactory,
+    assert_going_away,
+    raw_handshake,
+    raw_websocket,
+    wait_until,
+)
 from wsthread.server import ServerConnection
 
 
@@ -155,10 +161,7 @@ def test_shutdown_closes_clients_with_1001_and_leaves_no_thread(
     started = time.monotonic()
     server.shutdown()
     assert time.monotonic() - started < 5
-    for ws in clients:
-        with pytest.raises(WsConnectionClosed) as info:
-            ws.recv(timeout=5)
-        assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+    assert_going_away(clients, timeout=5)
     stack.close()
     assert wait_until(lambda: threading.active_count() <= baseline), (
         f"{threading.active_count()} threads, baseline {baseline}: "

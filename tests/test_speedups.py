@@ -33,9 +33,7 @@ def can_build_extensions() -> bool:
     # The build uses $CC when it is set, as setuptools does, else Python's own compiler.
     compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
     include = sysconfig.get_paths().get("include", "")
-    return shutil.which(compiler) is not None and os.path.exists(
-        os.path.join(include, "Python.h")
-    )
+    return shutil.which(compiler) is not None and os.path.exists(os.path.join(include, "Python.h"))
 
 
 def c_apply_mask() -> Mask:
@@ -85,7 +83,7 @@ LENGTHS: List[int] = [
 
 
 def test_rfc_example(apply_mask: Mask) -> None:
-    """"Hello" masked with 37 fa 21 3d is 7f 9f 4d 51 58 (RFC 6455 §5.7), and back."""
+    """ "Hello" masked with 37 fa 21 3d is 7f 9f 4d 51 58 (RFC 6455 §5.7), and back."""
     mask = bytes.fromhex("37fa213d")
     assert apply_mask(b"Hello", mask) == bytes.fromhex("7f9f4d5158")
     assert apply_mask(bytes.fromhex("7f9f4d5158"), mask) == b"Hello"

@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple
 import pytest
 
 import wsthread
-from conftest import ServerFactory, echo_process
+from conftest import ServerFactory, assert_clean_exit, echo_process, reap
 from wsthread.frames import decode, describe_incomplete, explain, main, parse_hex, violations
 from wsthread.sansio.frames import Frame, Opcode, serialize_frame
 from wsthread.sansio.handshake import accept_key
@@ -518,15 +518,7 @@ def test_interactive_client_trace_from_a_real_run(make_server: ServerFactory) ->
         process.stdin.flush()
         assert process.stdout.readline() == "< Hello\n"  # stdout: the messages only
         process.stdin.close()  # end of input: the client closes with 1000
-        assert process.wait(timeout=15) == 0
-        assert process.stderr is not None
-        stderr = process.stderr.read()
+        stderr = assert_clean_exit(process, timeout=15)
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
-    assert "Traceback" not in stderr
+        reap(process)
     check_trace(stderr.splitlines(), url)

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Iterator, List, Set, Tuple
 
 import pytest
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import echo_process
+from conftest import assert_clean_exit, assert_going_away, echo_process
 from wsthread.server import ServerConnection
 from wsthread.workers import HAS_REUSE_PORT
 
@@ -76,9 +75,7 @@ def workers_process(workers: int) -> Iterator[Tuple[subprocess.Popen, int, List[
                 stream.close()
 
 
-def open_clients(
-    stack: contextlib.ExitStack, url: str, count: int
-) -> List[ClientConnection]:
+def open_clients(stack: contextlib.ExitStack, url: str, count: int) -> List[ClientConnection]:
     """Open ``count`` connections at once (kept open: distinct 4-tuples), closed by ``stack``."""
     return [stack.enter_context(connect(url, open_timeout=10)) for _ in range(count)]
 
@@ -94,13 +91,8 @@ def test_echo_cli_workers_share_the_port_and_stop_together() -> None:
                 ws.send(b"\x00\xff")
                 assert ws.recv(timeout=10) == b"\x00\xff"
             process.send_signal(signal.SIGINT)  # to the parent only
-            for ws in clients:
-                with pytest.raises(ConnectionClosed) as info:
-                    ws.recv(timeout=15)
-                assert info.value.rcvd is not None and info.value.rcvd.code == 1001
-        assert process.wait(timeout=30) == 0
-        assert process.stderr is not None
-        log = process.stderr.read()
+            assert_going_away(clients, timeout=15)
+        log = assert_clean_exit(process, timeout=30)
     assert "Traceback" not in log
     # Log lines are "date time [pid] LEVEL ...": which workers opened connections?
     serving: Set[str] = set()
@@ -130,13 +122,8 @@ def test_run_workers_ctrl_c_to_the_process_group() -> None:
                 seen.add(int(ws.recv(timeout=10)))
             assert seen == set(pids)
             os.killpg(process.pid, signal.SIGINT)
-            for ws in clients:
-                with pytest.raises(ConnectionClosed) as info:
-                    ws.recv(timeout=15)
-                assert info.value.rcvd is not None and info.value.rcvd.code == 1001
-        assert process.wait(timeout=30) == 0
-        assert process.stderr is not None
-        assert "Traceback" not in process.stderr.read()
+            assert_going_away(clients, timeout=15)
+        assert_clean_exit(process, timeout=30)
     assert all(gone(pid) for pid in pids)
 
 
