@@ -204,6 +204,8 @@ def connect(
     user_agent_header: Optional[str] = DEFAULT_USER_AGENT,
     compression: CompressionOption = "deflate",
     proxy: ProxyOption = True,
+    # The timeouts and limits below repeat serve()'s on purpose: each public
+    # signature lists its own options (tests/test_docs.py checks both tables).
     open_timeout: Optional[float] = 10,
     ping_interval: Optional[float] = 20,
     ping_timeout: Optional[float] = 20,

@@ -125,6 +125,10 @@ class InvalidRequest(InvalidHandshake):
     """400: the request is malformed or a required header is missing or wrong."""
 
 
+# The handshake errors below are alike on purpose: one class per HTTP status
+# and reason, each adding the header its answer needs (RFC 6455, RFC 7231).
+
+
 class InvalidMethod(InvalidHandshake):
     """405: a WebSocket handshake must be a GET request."""
 

@@ -54,6 +54,8 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple, Union
 
+from .deadline import Deadline
+
 __all__ = [
     "Hub",
     "Deliver",
@@ -236,6 +238,8 @@ class RedisHub:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
+    # The read-only counters below are alike on purpose: one documented
+    # property each, for health checks (see stats()).
     # -- information --------------------------------------------------------
 
     @property
@@ -428,10 +432,10 @@ class RedisHub:
     def _subscribe(self, pubsub: Any) -> None:
         """Subscribe and wait for Redis to confirm it."""
         pubsub.subscribe(self.channel)
-        deadline = time.monotonic() + self.socket_timeout
+        deadline = Deadline(self.socket_timeout)
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            remaining = deadline.remaining()
+            if remaining == 0:
                 raise _Broken("no answer to SUBSCRIBE")
             reply = pubsub.get_message(timeout=remaining)
             if reply is not None and reply.get("type") == "subscribe":

@@ -660,6 +660,8 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         extra_headers: Union[
             HeadersLike, Callable[[ServerConnection, Request], HeadersLike], None
         ] = None,
+        # The timeouts and limits below repeat connect()'s on purpose: each public
+        # signature lists its own options (tests/test_docs.py checks both tables).
         open_timeout: Optional[float] = 10,
         ping_interval: Optional[float] = 20,
         ping_timeout: Optional[float] = 20,

@@ -135,6 +135,8 @@ def connect(
     client_sock, server_sock = socket.socketpair()
     try:
         server.process_request(server_sock, "testing")
+        # The options connect() also takes, passed on by name: the test client
+        # and wsthread.connect() accept the same keywords (on purpose).
         return _client(
             client_sock,
             server,

@@ -48,6 +48,8 @@ from multiprocessing.connection import wait as wait_for_processes
 from types import FrameType
 from typing import Any, Callable, Dict, List, Optional
 
+from .deadline import Deadline
+
 __all__ = ["run_workers", "HAS_REUSE_PORT"]
 
 logger = logging.getLogger("wsthread")
@@ -276,7 +278,7 @@ class _StartFailed(Exception):
 
 def _wait_ready(processes: List[Any], ready: Any, timeout: float) -> List[int]:
     """Wait until every worker reported ready; return their pids in worker order."""
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     pids: Dict[int, int] = {}
     while len(pids) < len(processes):
         try:
@@ -287,7 +289,7 @@ def _wait_ready(processes: List[Any], ready: Any, timeout: float) -> List[int]:
                     raise _StartFailed(
                         f"{process.name} exited with {process.exitcode} before listening"
                     ) from None
-            if time.monotonic() > deadline:
+            if deadline.remaining() == 0:
                 raise _StartFailed(f"workers not listening after {timeout}s") from None
             continue
         pids[index] = pid
@@ -302,12 +304,12 @@ def _stop_all(processes: List[Any], timeout: float) -> bool:
                 os.kill(process.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     clean = True
     for process in processes:
         if process.pid is None:
             continue  # never started
-        process.join(max(0.0, deadline - time.monotonic()))
+        process.join(deadline.remaining())
         if process.exitcode is None:
             logger.error(
                 "%s (pid %s) did not stop in %ss; killing it", process.name, process.pid, timeout
