@@ -163,7 +163,7 @@ class ClientConnection(Connection):
         except ConnectionClosed as exc:  # the write failed: say how
             raise (exc.__cause__ or exc) from None
         parser = ResponseParser()
-        response = self._read_http(parser, deadline)
+        response = self.reader.read_http(parser, deadline)
         if response is None:
             raise InvalidResponse("the server closed the connection during the handshake")
         if self._tracer is not None:
@@ -173,7 +173,7 @@ class ClientConnection(Connection):
         if agreed is not None:
             self.protocol.use_deflate(agreed[1].codec(agreed[0], is_server=False))
         self.response = response
-        self._handshake_done(parser.trailing_data)
+        self.reader.handshake_done(parser.trailing_data)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Perform the closing handshake, then release the socket."""

@@ -201,14 +201,6 @@ class Connection:
         """
         self.reader.begin()
 
-    def _handshake_done(self, trailing_data: bytes) -> None:
-        """Keep the bytes that came right behind the handshake: the reader thread's first."""
-        self.reader.handshake_done(trailing_data)
-
-    def _read_http(self, parser: Any, deadline: Deadline) -> Any:
-        """Read the peer's opening handshake (see :meth:`Reader.read_http`)."""
-        return self.reader.read_http(parser, deadline)
-
     # -- public API ---------------------------------------------------------
 
     @property
@@ -382,42 +374,9 @@ class Connection:
                 writer.write(protocol.send_binary(data) if not text else protocol.send_text(data))
                 writer.messages_sent += 1
         elif isinstance(message, Iterable):
-            self._send_fragments(message, text)
+            self.writer.send_fragments(message, text)
         else:
             raise TypeError(f"cannot send {type(message).__name__}: expected str or bytes")
-
-    def _send_fragments(self, fragments: Iterable[Data], text: Optional[bool]) -> None:
-        protocol = self.protocol
-        writer = self.writer
-        with writer:
-            kind: Optional[type] = None
-            for piece in fragments:
-                if isinstance(piece, str):
-                    data = piece.encode("utf-8")
-                    piece_kind: type = str
-                elif isinstance(piece, (bytes, bytearray, memoryview)):
-                    data = bytes(piece)
-                    piece_kind = bytes
-                else:
-                    raise TypeError(f"cannot send a fragment of type {type(piece).__name__}")
-                if kind is None:
-                    kind = piece_kind
-                    as_text = kind is str if text is None else text
-                    frame = (
-                        protocol.send_text(data, fin=False)
-                        if as_text
-                        else protocol.send_binary(data, fin=False)
-                    )
-                elif piece_kind is not kind:
-                    # The message is half sent: the only honest way out is to fail.
-                    writer.write(protocol.send_close(CloseCode.INTERNAL_ERROR, "mixed fragments"))
-                    raise TypeError("all fragments of a message must be str, or all bytes")
-                else:
-                    frame = protocol.send_continuation(data, fin=False)
-                writer.write(frame)
-            if kind is not None:
-                writer.write(protocol.send_continuation(b"", fin=True))
-                writer.messages_sent += 1
 
     def ping(self, data: Union[str, bytes, None] = None) -> threading.Event:
         """Send a ping; the returned event is set when the matching pong arrives.

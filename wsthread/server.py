@@ -213,7 +213,7 @@ class ServerConnection(Connection):
         try:
             if request is None:
                 parser = RequestParser()
-                request = self._read_http(parser, deadline)
+                request = self.reader.read_http(parser, deadline)
                 if request is None:
                     self.logger.debug("closed during the handshake")
                     return None
@@ -295,7 +295,7 @@ class ServerConnection(Connection):
         settings = self.server.deflate
         if deflate is not None and settings is not None:
             self.protocol.use_deflate(settings.codec(deflate, is_server=True))
-        self._handshake_done(trailing_data)
+        self.reader.handshake_done(trailing_data)
         self.server._registry.register(self)  # the reserved slot becomes the connection's
 
     def _run_handler(self) -> None:

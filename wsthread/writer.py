@@ -38,7 +38,7 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Optional, Tuple
+from typing import Any, Callable, Deque, Iterable, Optional, Tuple, Union
 
 from .exceptions import ConnectionClosed
 from .sansio.frames import CloseCode
@@ -155,6 +155,49 @@ class Writer:
                     self.transport.socket.shutdown(socket.SHUT_WR)
                 except OSError:
                     pass
+
+    def send_fragments(self, fragments: Iterable[Union[str, bytes]], text: Optional[bool]) -> None:
+        """Send one fragmented message, a frame per piece; takes the lock for all of it.
+
+        No other message can slip between its frames. ``text`` as for
+        ``Connection.send()``.
+
+        Raises:
+            TypeError: a piece is neither ``str`` nor bytes-like, or the
+                pieces mix the two (the message is then half sent, so the
+                connection is closed with 1011).
+            ConnectionClosed: as :meth:`write`.
+        """
+        protocol = self.protocol
+        with self:
+            kind: Optional[type] = None
+            for piece in fragments:
+                if isinstance(piece, str):
+                    data = piece.encode("utf-8")
+                    piece_kind: type = str
+                elif isinstance(piece, (bytes, bytearray, memoryview)):
+                    data = bytes(piece)
+                    piece_kind = bytes
+                else:
+                    raise TypeError(f"cannot send a fragment of type {type(piece).__name__}")
+                if kind is None:
+                    kind = piece_kind
+                    as_text = kind is str if text is None else text
+                    frame = (
+                        protocol.send_text(data, fin=False)
+                        if as_text
+                        else protocol.send_binary(data, fin=False)
+                    )
+                elif piece_kind is not kind:
+                    # The message is half sent: the only honest way out is to fail.
+                    self.write(protocol.send_close(CloseCode.INTERNAL_ERROR, "mixed fragments"))
+                    raise TypeError("all fragments of a message must be str, or all bytes")
+                else:
+                    frame = protocol.send_continuation(data, fin=False)
+                self.write(frame)
+            if kind is not None:
+                self.write(protocol.send_continuation(b"", fin=True))
+                self.messages_sent += 1
 
     def flush(self) -> None:
         """Wait until the socket has taken every byte written; the caller holds the lock.
