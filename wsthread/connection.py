@@ -164,6 +164,7 @@ class Connection:
         protocol.fragments = True
         self._messages = MessageQueue(max_queue)
         self._receiver = Receiver(self._take)
+        self._receiving_thread = 0  # the thread that last took a message (see send())
         self._closed = threading.Event()
         self.writer = Writer(
             transport,
@@ -314,9 +315,19 @@ class Connection:
 
     def _take(self, deadline: Deadline, timeout: Optional[float]) -> Item:
         """Take the next message or piece from the queue, reading the socket if it is free."""
+        writer = self.writer
+        if writer.gathering and self._messages.empty:
+            # About to wait for data: gathered replies go out first.
+            try:
+                with writer:
+                    writer.flush()
+            except ConnectionClosed:
+                pass  # the connection ends; the queue says so below
         try:
             remaining = None if timeout is None else deadline.remaining()
-            return self._messages.get(remaining, self.reader.read_directly)
+            item = self._messages.get(remaining, self.reader.read_directly)
+            self._receiving_thread = threading.get_ident()  # see send()
+            return item
         except QueueClosed:
             self._closed.wait()
             raise self.protocol.close_exception() from None
@@ -344,7 +355,12 @@ class Connection:
         fragmented message, one frame per piece; no other message can slip
         between its frames. Safe to call from any thread. Returns once the
         socket has taken the whole message; if the peer takes nothing for
-        ``write_timeout`` seconds, the connection is failed.
+        ``write_timeout`` seconds, the connection is failed. A small reply
+        sent by the receiving thread while more received messages wait may
+        instead be gathered for one write with the next replies: it leaves
+        at the latest when this thread's next ``recv()`` would wait, with
+        any other write, or 1 ms later (see "Gathering replies" in the
+        docs).
 
         Args:
             message: what to send.
@@ -361,17 +377,25 @@ class Connection:
         """
         protocol = self.protocol
         writer = self.writer
+        # The gathering rule: a reply sent by the thread that receives, while
+        # more received messages wait to be taken, may wait for the next
+        # write, the next recv() that has to wait, or GATHER_DELAY.
+        gather = not self._messages.empty and self._receiving_thread == threading.get_ident()
         if isinstance(message, str):
             data = message.encode("utf-8")
             with writer:
                 writer.write(
-                    protocol.send_text(data) if text is not False else protocol.send_binary(data)
+                    protocol.send_text(data) if text is not False else protocol.send_binary(data),
+                    gather=gather,
                 )
                 writer.messages_sent += 1
         elif isinstance(message, (bytes, bytearray, memoryview)):
             data = bytes(message)
             with writer:
-                writer.write(protocol.send_binary(data) if not text else protocol.send_text(data))
+                writer.write(
+                    protocol.send_binary(data) if not text else protocol.send_text(data),
+                    gather=gather,
+                )
                 writer.messages_sent += 1
         elif isinstance(message, Iterable):
             self.writer.send_fragments(message, text)

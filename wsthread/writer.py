@@ -30,6 +30,24 @@ The write path::
 ``write(data, wait=False)`` and :meth:`flush` are separate steps, so that a
 policy that gathers several writes before one system call can sit between
 them without touching any caller.
+
+Gathering (write coalescing): ``write(data, gather=True)`` may keep small
+frames in memory instead of making one ``send()`` system call per frame;
+the connection asks for it only when its rule allows (see
+:meth:`Connection.send` and ``docs/explanation/messages.md``: replies sent
+while more received messages wait to be taken). Gathered bytes go out
+
+* with the next write of any kind (a ping, a pong, a close frame, a send
+  that is not gathered, a broadcast): they are never overtaken, and control
+  frames are never held back;
+* at :meth:`flush` (the connection calls it before its receiving thread
+  waits for more data);
+* at the latest :data:`GATHER_DELAY` seconds after the first of them, from
+  the process-wide timer thread, if the sending thread went off to do
+  something else;
+* at once when :data:`GATHER_LIMIT` bytes are gathered, or when the socket
+  has not taken earlier bytes yet (then the sender waits, as always:
+  gathering never hides back-pressure).
 """
 
 from __future__ import annotations
@@ -38,15 +56,22 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Iterable, List, Optional, Tuple, Union
 
 from .exceptions import ConnectionClosed
 from .sansio.frames import CloseCode
 from .sansio.protocol import Protocol, State
-from .threads import WritePump, shared
+from .threads import ReaderStarter, WritePump, shared
 from .transport import Transport
 
-__all__ = ["Writer"]
+__all__ = ["Writer", "GATHER_DELAY", "GATHER_LIMIT", "GATHER_FRAME"]
+
+#: The longest gathered bytes may wait for a thread that went off to compute.
+GATHER_DELAY = 0.001
+#: Gathered bytes beyond this are written at once.
+GATHER_LIMIT = 64 * 1024
+#: Frames larger than this are never gathered (one system call is cheap next to them).
+GATHER_FRAME = 4096
 
 
 class Writer:
@@ -102,6 +127,10 @@ class Writer:
         # For Connection.stats(): bumped under the writer lock, read without it.
         self.messages_sent = 0
         self.bytes_sent = 0
+        # Frames gathered for one later system call (under the writer lock).
+        self.gather_delay = GATHER_DELAY  # tests lengthen it to look at gathered bytes
+        self._gathered: List[bytes] = []
+        self._gathered_bytes = 0
 
     def __enter__(self) -> Writer:
         self.lock.acquire()
@@ -119,11 +148,14 @@ class Writer:
 
     # -- writing -------------------------------------------------------------
 
-    def write(self, data: bytes, *, wait: bool = True) -> None:
+    def write(self, data: bytes, *, wait: bool = True, gather: bool = False) -> None:
         """Write ``data``; the caller holds the writer lock.
 
         With ``wait``, return once the socket has taken every byte written so
         far; without, return at once and let the write pump send the rest.
+        With ``gather``, a small frame may be kept for the next write
+        instead (see the module's docstring for when it goes out); any
+        write sends the gathered bytes first.
 
         Raises:
             ConnectionClosed: the transport is shut down, or this write
@@ -132,7 +164,47 @@ class Writer:
         if self._closed:
             raise self.protocol.close_exception()
         self.bytes_sent += len(data)
+        gathered = self._gathered
+        if (
+            gather
+            and len(data) <= GATHER_FRAME
+            and self._gathered_bytes + len(data) <= GATHER_LIMIT
+            and not self.transport.unsent
+        ):
+            if not gathered:
+                shared(ReaderStarter).schedule(
+                    time.monotonic() + self.gather_delay, self._flush_late
+                )
+            gathered.append(data)
+            self._gathered_bytes += len(data)
+            return
+        if gathered:
+            gathered.append(data)
+            data = b"".join(gathered)
+            gathered.clear()
+            self._gathered_bytes = 0
         self._transfer(data, wait, self.write_timeout)
+
+    @property
+    def gathering(self) -> bool:
+        """Whether gathered bytes wait for a later write (read without the lock: a hint)."""
+        return bool(self._gathered)
+
+    def _flush_late(self) -> None:
+        """The timer's call, :data:`GATHER_DELAY` after a first gathered frame: send them."""
+        if not self._gathered:
+            return
+        if not self.lock.acquire(blocking=False):
+            # A writer is busy (and will send them); look again soon.
+            shared(ReaderStarter).schedule(time.monotonic() + self.gather_delay, self._flush_late)
+            return
+        try:
+            if self._gathered and not self._closed:
+                self.write(b"", wait=False)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.lock.release()
 
     def send_http(self, data: bytes, timeout: Optional[float], last: bool = False) -> None:
         """Send bytes of the opening handshake; takes the lock itself.
@@ -244,6 +316,8 @@ class Writer:
         """Shut the transport down, which also wakes a reader blocked in ``recv``.
 
         Returns whether this call did it (``False`` if it was done already).
+        Gathered bytes not sent yet are dropped, like bytes in a socket's
+        buffer when the connection fails.
         """
         with self._state_lock:
             if self._closed:
