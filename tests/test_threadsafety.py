@@ -526,6 +526,93 @@ def test_serve_socket_from_many_threads_then_shutdown(make_server: ServerFactory
             ws.close()
 
 
+def test_recv_streaming_and_recv_at_once_never_split_a_message(make_server: ServerFactory) -> None:
+    """One thread iterates recv_streaming(), two call recv(): each message goes whole to one."""
+    count = 300
+
+    def fragments(ws: wsthread.ServerConnection) -> None:
+        for n in range(count):
+            text = body("f", n % 49)
+            third = max(1, len(text) // 3)
+            ws.send([text[:third], text[third : 2 * third], text[2 * third :]])
+        ws.send("end")
+        ws.recv()  # until the client closes
+
+    server = make_server(fragments)
+    streamed: List[Tuple[str, int]] = []
+    received: List[Tuple[str, int]] = []
+    done = threading.Event()
+
+    with wsthread.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+
+        def streamer() -> None:
+            while not done.is_set():
+                try:
+                    text = "".join(ws.recv_streaming())  # type: ignore[arg-type]
+                except wsthread.ConnectionClosed:
+                    return
+                if text == "end":
+                    done.set()
+                    ws.close()  # wakes the takers
+                    return
+                streamed.append(check(text))
+
+        def taker() -> None:
+            while not done.is_set():
+                try:
+                    message = ws.recv(timeout=0.2)
+                except TimeoutError:
+                    continue
+                except wsthread.ConnectionClosed:
+                    return
+                if message == "end":
+                    done.set()
+                    ws.close()  # wakes the streamer, which has no timeout
+                    return
+                received.append(check(message))
+
+        errors = run_threads([streamer, taker, taker])
+    assert not errors, errors
+    assert streamed and received  # both ways of receiving took part (about 1:2 here)
+    numbers = sorted(n for _, n in streamed + received)
+    assert numbers == sorted(n % 49 for n in range(count))  # whole, once each (check() above)
+
+
+def test_counters_read_from_many_threads_during_traffic(make_server: ServerFactory) -> None:
+    """stats(), latency and received_bytes of a connection, and server.stats(), read from
+    4 threads while messages and pings flow: no error, and the counters never go down."""
+    server = make_server()
+    stop = threading.Event()
+    with wsthread.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+
+        def traffic() -> None:
+            try:
+                for n in range(400):
+                    ws.send(body("s", n % 49))
+                    check(ws.recv(timeout=BOUND))
+                    if n % 20 == 0:
+                        ws.ping().wait(BOUND)
+            finally:
+                stop.set()
+
+        def watch() -> None:
+            last: Dict[str, int] = {}
+            while not stop.is_set():
+                snapshot = ws.stats()
+                for key in ("messages_received", "bytes_received", "messages_sent", "bytes_sent"):
+                    assert snapshot[key] >= last.get(key, 0), key
+                    last[key] = snapshot[key]
+                assert ws.received_bytes >= 0
+                assert ws.latency is None or ws.latency >= 0
+                traffic_now = server.stats()["traffic"]
+                assert traffic_now["messages_received"] >= last.get("server", 0)
+                last["server"] = traffic_now["messages_received"]
+
+        errors = run_threads([traffic, watch, watch, watch, watch])
+        assert not errors, errors
+        assert ws.stats()["messages_sent"] >= 400 and ws.latency is not None
+
+
 # -- the page ------------------------------------------------------------------------
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "reference" / "threads.md"
