@@ -163,6 +163,28 @@ def test_gunicorn_two_workers_each_serve_and_share_broadcasts(
     assert "Traceback" not in log and log.count("Booting worker") == 2, log
 
 
+def test_gunicorn_one_worker_with_threads_needs_no_hub(tmp_path: Path) -> None:
+    """gunicorn -w 1 --threads 8 (the recipe without Redis): every page gets every order."""
+    app_dir = tmp_path / "prefork"
+    shutil.copytree(RECIPE, app_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    http_port, ws_port = free_port(), free_port()
+    command = [sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "8"]
+    command += ["-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{http_port}", "app:app"]
+    with running(command, app_dir, {"WS_PORT": str(ws_port)}) as process:
+        wait_for_page(f"http://127.0.0.1:{http_port}/", app_dir, process)
+        pages = [screen(ws_port) for _ in range(3)]
+        try:
+            assert len({pid for _, pid in pages}) == 1
+            for item in ("tea", "cake"):
+                assert http(f"http://127.0.0.1:{http_port}/orders", {"item": item})[0] == 303
+            for ws, _ in pages:
+                assert items(ws, 2) == ["tea", "cake"]  # one publisher: in order
+        finally:
+            for ws, _ in pages:
+                ws.close()
+    assert "Traceback" not in output(app_dir)
+
+
 NAIVE_APP = """
 import os
 import flask
