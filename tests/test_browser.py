@@ -121,7 +121,7 @@ def test_two_pages_chat(chat_and_flags: tuple) -> None:  # type: ignore[type-arg
 def test_legacy_app_pages_get_orders_pushed() -> None:
     """An order posted from one page of the http.server app appears on every open page."""
     expect = playwright.expect
-    with example("legacy_app.py", "--ws-port", "0") as app:
+    with example("legacy_app.py", "--ws-port", "0", "--port", "0") as app:
         with playwright.sync_playwright() as driver, tempfile.TemporaryDirectory() as profile:
             browser = driver.chromium.launch_persistent_context(
                 profile, executable_path=CHROMIUM, headless=True, args=FLAGS
