@@ -205,6 +205,10 @@ class _Handler(wsgiref.handlers.SimpleHandler):
         super().send_headers()
         self.head_sent = True
 
+    # This module writes to the transport itself, deliberately: these are
+    # plain HTTP answers on a connection that is not (yet) a WebSocket, so no
+    # Writer (wsthread/writer.py, the one way out for a WebSocket's bytes)
+    # exists for it; a connection that upgrades gets one.
     def _write(self, data: bytes) -> None:
         if self.environ.get(HIJACKED) or (self.head_sent and self.no_body):
             return
