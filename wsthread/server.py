@@ -626,7 +626,145 @@ def _bind_unix(sock: socket.socket, path: str) -> Tuple[int, int]:
     return (status.st_dev, status.st_ino)
 
 
-class WebSocketServer(socketserver.ThreadingTCPServer):
+class _Listener(socketserver.ThreadingTCPServer):
+    """The socketserver side of :class:`WebSocketServer`: its listening socket and accept step.
+
+    Runs on the accept thread (``get_request``, ``process_request``) and on
+    each connection thread (``_run_request``). Kept apart from the WebSocket
+    side so that each is short enough to read at once; the attributes it
+    uses and does not set are the server's (``logger``, ``reuse_port``,
+    ``thread_stack_size``, ``_registry``, ``_accept_guard``).
+    """
+
+    allow_reuse_address = True
+    # socketserver's default backlog of 5 stalls a burst of connections.
+    request_queue_size = 1024
+    logger: logging.Logger
+    reuse_port: bool
+    thread_stack_size: Optional[int]
+    _registry: _Registry
+    _accept_guard: AcceptGuard
+
+    def _listen(
+        self,
+        host: str,
+        port: int,
+        sock: Optional[socket.socket],
+        unix_path: Union[str, os.PathLike[str], None],
+    ) -> None:
+        """Listen on ``sock``, on the Unix socket ``unix_path``, or on ``host:port``."""
+        self._unix_inode: Optional[Tuple[int, int]] = None  # the socket file this server made
+        if sock is not None and unix_path is not None:
+            raise ValueError("give sock or unix_path, not both")
+        if sock is not None:
+            self.address_family = sock.family
+            socketserver.ThreadingTCPServer.__init__(
+                self, sock.getsockname(), _RequestHandler, bind_and_activate=False
+            )
+            self.socket.close()  # socketserver made one; serve the one given instead
+            self.socket = sock
+            if not _is_listening(sock):
+                sock.listen(self.request_queue_size)
+        elif unix_path is not None:
+            self.address_family = socket.AF_UNIX
+            socketserver.ThreadingTCPServer.__init__(self, os.fspath(unix_path), _RequestHandler)  # type: ignore[arg-type]
+        else:
+            if ":" in host and self.address_family == socket.AF_INET:
+                self.address_family = socket.AF_INET6
+            socketserver.ThreadingTCPServer.__init__(self, (host, port), _RequestHandler)
+
+    def server_bind(self) -> None:
+        """Bind the listening socket, sharing the port if ``reuse_port`` asks for it.
+
+        A Unix socket's path is taken over if it holds a stale socket file
+        (one nobody listens on any more); a live server there is left alone
+        (``OSError``, address in use).
+        """
+        if self.address_family == getattr(socket, "AF_UNIX", None):
+            path = str(self.server_address)
+            self._unix_inode = _bind_unix(self.socket, path)
+            self.server_address = path  # type: ignore[assignment]
+            return
+        if self.reuse_port:
+            option = getattr(socket, "SO_REUSEPORT", None)
+            if option is None:
+                raise OSError("reuse_port: this platform has no SO_REUSEPORT")
+            self.socket.setsockopt(socket.SOL_SOCKET, option, 1)
+        try:
+            super().server_bind()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            # The same error, errno kept, with the likely cause for a newcomer.
+            where = format_address(self.server_address)
+            raise OSError(
+                exc.errno,
+                f"{exc.strerror}: {where} is taken, by another program or by another "
+                f"process of this application: a reloader's watcher process (flask run "
+                f"--debug) or another worker that created its server at import time. "
+                f"Create the server in the process that serves; several processes share a "
+                f"port with reuse_port=True (see the how-to 'Reloaders and pre-fork servers')",
+            ) from exc
+
+    # -- information --------------------------------------------------------
+
+    def get_request(self) -> Tuple[socket.socket, Any]:
+        """Accept a connection (socketserver hook); see :mod:`wsthread.fdlimit` for the limit."""
+        try:
+            request = self.socket.accept()
+        except OSError as exc:
+            self._accept_guard.failed(exc, self.socket)
+            raise  # socketserver skips this round
+        if self._accept_guard.at_limit:
+            self._accept_guard.accepted()
+        return request
+
+    def server_close(self) -> None:
+        """Close the listening socket (connections are closed by :meth:`shutdown`).
+
+        A Unix socket file this server created is removed, unless another
+        server has taken its path since.
+        """
+        socketserver.TCPServer.server_close(self)
+        made, self._unix_inode = self._unix_inode, None
+        if made is not None:
+            path = str(self.server_address)
+            try:
+                status = os.stat(path)
+                if (status.st_dev, status.st_ino) == made:
+                    os.unlink(path)
+            except OSError:
+                pass
+        self._accept_guard.close()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Start the connection's thread (on the accept thread: nothing slow here)."""
+        thread = threading.Thread(
+            target=self._run_request,
+            args=(request, client_address),
+            name=f"wsthread-conn-{client_address}",
+            daemon=True,
+        )
+        self._registry.add_thread(thread, request)
+        start_thread(thread, self.thread_stack_size)
+
+    def _run_request(self, request: Any, client_address: Any) -> None:
+        """A connection thread: socketserver's own steps, then it leaves the registry."""
+        try:
+            # finish_request() (the request handler), handle_error(), shutdown_request().
+            self.process_request_thread(request, client_address)
+        finally:
+            self._registry.remove_thread(threading.current_thread())
+            self._accept_guard.descriptor_freed()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log an unexpected error in a connection thread (never print it)."""
+        self.logger.exception("unexpected error serving %s", client_address)
+
+    # -- one connection --------------------------------------------------
+
+
+class WebSocketServer(_Listener):
     """A threaded WebSocket server; see :func:`serve` for the options.
 
     Each connection runs on its own thread (the handshake, then your
@@ -636,10 +774,6 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
     threads. The module's docstring says which parts of socketserver it
     uses and why.
     """
-
-    allow_reuse_address = True
-    # socketserver's default backlog of 5 stalls a burst of connections.
-    request_queue_size = 1024
 
     def __init__(
         self,
@@ -723,23 +857,7 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         self._loop_done.set()
         self._closed = False
         self._serve_thread: Optional[threading.Thread] = None
-        self._unix_inode: Optional[Tuple[int, int]] = None  # the socket file this server made
-        if sock is not None and unix_path is not None:
-            raise ValueError("give sock or unix_path, not both")
-        if sock is not None:
-            self.address_family = sock.family
-            super().__init__(sock.getsockname(), _RequestHandler, bind_and_activate=False)
-            self.socket.close()  # socketserver made one; serve the one given instead
-            self.socket = sock
-            if not _is_listening(sock):
-                sock.listen(self.request_queue_size)
-        elif unix_path is not None:
-            self.address_family = socket.AF_UNIX
-            super().__init__(os.fspath(unix_path), _RequestHandler)  # type: ignore[arg-type]
-        else:
-            if ":" in host and self.address_family == socket.AF_INET:
-                self.address_family = socket.AF_INET6
-            super().__init__((host, port), _RequestHandler)
+        self._listen(host, port, sock, unix_path)
         # A server copied into a forked child must refuse to work there.
         where = self.unix_path if self.unix_path is not None else f"port {self.port}"
         self._fork_guard = ForkGuard(f"WebSocketServer on {where}")
@@ -750,41 +868,6 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
             except BaseException:
                 self.server_close()  # do not leave the port bound behind a failed start
                 raise
-
-    def server_bind(self) -> None:
-        """Bind the listening socket, sharing the port if ``reuse_port`` asks for it.
-
-        A Unix socket's path is taken over if it holds a stale socket file
-        (one nobody listens on any more); a live server there is left alone
-        (``OSError``, address in use).
-        """
-        if self.address_family == getattr(socket, "AF_UNIX", None):
-            path = str(self.server_address)
-            self._unix_inode = _bind_unix(self.socket, path)
-            self.server_address = path  # type: ignore[assignment]
-            return
-        if self.reuse_port:
-            option = getattr(socket, "SO_REUSEPORT", None)
-            if option is None:
-                raise OSError("reuse_port: this platform has no SO_REUSEPORT")
-            self.socket.setsockopt(socket.SOL_SOCKET, option, 1)
-        try:
-            super().server_bind()
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise
-            # The same error, errno kept, with the likely cause for a newcomer.
-            where = format_address(self.server_address)
-            raise OSError(
-                exc.errno,
-                f"{exc.strerror}: {where} is taken, by another program or by another "
-                f"process of this application: a reloader's watcher process (flask run "
-                f"--debug) or another worker that created its server at import time. "
-                f"Create the server in the process that serves; several processes share a "
-                f"port with reuse_port=True (see the how-to 'Reloaders and pre-fork servers')",
-            ) from exc
-
-    # -- information --------------------------------------------------------
 
     @property
     def port(self) -> int:
@@ -1064,72 +1147,15 @@ class WebSocketServer(socketserver.ThreadingTCPServer):
         except Exception:
             logger.exception("error while closing %r", connection)
 
-    def get_request(self) -> Tuple[socket.socket, Any]:
-        """Accept a connection (socketserver hook); see :mod:`wsthread.fdlimit` for the limit."""
-        try:
-            request = self.socket.accept()
-        except OSError as exc:
-            self._accept_guard.failed(exc, self.socket)
-            raise  # socketserver skips this round
-        if self._accept_guard.at_limit:
-            self._accept_guard.accepted()
-        return request
-
     def service_actions(self) -> None:
         """Run by the accept loop about twice a second: write the due log summaries."""
         self._log_limiter.flush()
-
-    def server_close(self) -> None:
-        """Close the listening socket (connections are closed by :meth:`shutdown`).
-
-        A Unix socket file this server created is removed, unless another
-        server has taken its path since.
-        """
-        socketserver.TCPServer.server_close(self)
-        made, self._unix_inode = self._unix_inode, None
-        if made is not None:
-            path = str(self.server_address)
-            try:
-                status = os.stat(path)
-                if (status.st_dev, status.st_ino) == made:
-                    os.unlink(path)
-            except OSError:
-                pass
-        self._accept_guard.close()
 
     def __enter__(self) -> WebSocketServer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
-
-    # -- socketserver hooks --------------------------------------------------
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Start the connection's thread (on the accept thread: nothing slow here)."""
-        thread = threading.Thread(
-            target=self._run_request,
-            args=(request, client_address),
-            name=f"wsthread-conn-{client_address}",
-            daemon=True,
-        )
-        self._registry.add_thread(thread, request)
-        start_thread(thread, self.thread_stack_size)
-
-    def _run_request(self, request: Any, client_address: Any) -> None:
-        """A connection thread: socketserver's own steps, then it leaves the registry."""
-        try:
-            # finish_request() (the request handler), handle_error(), shutdown_request().
-            self.process_request_thread(request, client_address)
-        finally:
-            self._registry.remove_thread(threading.current_thread())
-            self._accept_guard.descriptor_freed()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Log an unexpected error in a connection thread (never print it)."""
-        self.logger.exception("unexpected error serving %s", client_address)
-
-    # -- one connection --------------------------------------------------
 
     def _new_connection(self, transport: Transport) -> ServerConnection:
         """A connection over ``transport``, with this server's settings."""
