@@ -86,7 +86,24 @@ def server_commands() -> Dict[str, List[str]]:
         "raw floor": [python, str(HERE / "servers" / "raw_echo.py"), "0"],
         "ws asyncio": [python, str(HERE / "servers" / "websockets_asyncio_echo.py"), "0"],
         "picows": [python, str(HERE / "servers" / "picows_echo.py"), "0"],
+        "wsthread malloc": [
+            "env",
+            *(f"{name}={value}" for name, value in MALLOC_TUNING.items()),
+            python,
+            "-m",
+            "wsthread.echo",
+            "--no-compression",
+            "--quiet",
+            "--port",
+            "0",
+        ],
     }
+
+
+# glibc's allocator settings of docs/howto/allocator.md, for the "wsthread malloc" row.
+MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "8388608", "MALLOC_TRIM_THRESHOLD_": "134217728"}
+# Servers left out unless --servers names them.
+OPTIONAL = ("wsthread malloc",)
 
 
 REFERENCE = "websockets"  # websockets' sync server: every ratio is to it...
@@ -102,7 +119,8 @@ def idle_commands() -> Dict[str, List[str]]:
     ``max_connections`` (1024): ``--max-connections none`` lifts it.
     """
     commands = server_commands()
-    commands["wsthread"] += ["--max-connections", "none"]
+    for name in ("wsthread", "wsthread malloc"):
+        commands[name] += ["--max-connections", "none"]
     return commands
 
 
@@ -990,7 +1008,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         "--servers",
         type=lambda text: [n.strip() for n in text.split(",")],
-        default=list(server_commands()),
+        default=[name for name in server_commands() if name not in OPTIONAL],
         help="comma-separated subset of: " + ", ".join(server_commands()),
     )
     parser.add_argument(

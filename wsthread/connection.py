@@ -68,6 +68,10 @@ __all__ = ["Connection", "Data", "format_address", "peer_address"]
 
 logger = logging.getLogger("wsthread")
 
+# Messages of this many bytes or more are written as header and payload, not
+# joined into one frame first (one sendmsg(), no copy of the payload).
+_PARTS_SIZE = 64 * 1024
+
 
 def peer_address(sock: socket.socket) -> Any:
     """The address of ``sock``'s peer, or ``None`` if it has none (any more)."""
@@ -381,13 +385,24 @@ class Connection:
         # more received messages wait to be taken, may wait for the next
         # write, the next recv() that has to wait, or GATHER_DELAY.
         gather = not self._messages.empty and self._receiving_thread == threading.get_ident()
-        if isinstance(message, str):
+        if isinstance(message, str) and len(message) >= _PARTS_SIZE:
+            data = message.encode("utf-8")
+            with writer:
+                writer.write_parts(*protocol.send_message_parts(data, text is not False))
+                writer.messages_sent += 1
+        elif isinstance(message, str):
             data = message.encode("utf-8")
             with writer:
                 writer.write(
                     protocol.send_text(data) if text is not False else protocol.send_binary(data),
                     gather=gather,
                 )
+                writer.messages_sent += 1
+        elif isinstance(message, (bytes, bytearray, memoryview)) and len(message) >= _PARTS_SIZE:
+            # A large message: header and payload are written without joining them.
+            data = bytes(message)
+            with writer:
+                writer.write_parts(*protocol.send_message_parts(data, bool(text)))
                 writer.messages_sent += 1
         elif isinstance(message, (bytes, bytearray, memoryview)):
             data = bytes(message)

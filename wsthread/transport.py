@@ -29,12 +29,14 @@ import select
 import socket
 import ssl
 import threading
-from typing import List, Optional
+from collections import deque
+from typing import Deque, List, Optional, Sequence, Union
 
 from . import parking
 from .deadline import Deadline
 
 __all__ = [
+    "OutBuffer",
     "Transport",
     "TLSTransport",
     "wait_writable",
@@ -47,6 +49,71 @@ __all__ = [
 _DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
 
 _HANDSHAKE_READ = 65536
+
+# How many buffers one sendmsg() hands the kernel at most (IOV_MAX is 1024 on Linux).
+_IOV_BATCH = 64
+
+Buffer = Union[bytes, memoryview]
+
+
+class OutBuffer:
+    """Bytes waiting for the socket, kept as views of the writers' buffers: never copied.
+
+    A 1 MiB frame the socket takes only part of stays where it is; what is
+    left goes out later, several buffers per ``sendmsg()`` call (header and
+    payload of a large frame are two buffers: they are never joined).
+    """
+
+    __slots__ = ("_views", "_size")
+
+    def __init__(self) -> None:
+        self._views: Deque[memoryview] = deque()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, data: Buffer) -> None:
+        """Add ``data`` (immutable bytes, or a view of them) behind what waits."""
+        if len(data):
+            self._views.append(data if isinstance(data, memoryview) else memoryview(data))
+            self._size += len(data)
+
+    def send(self, sock: socket.socket) -> int:
+        """Send what the socket takes now, without blocking; return how much is left."""
+        views = self._views
+        while views:
+            if len(views) == 1 or not _SENDMSG:
+                batch: Sequence[memoryview] = (views[0],)
+                try:
+                    sent = sock.send(views[0], _DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    break
+            else:
+                batch = [views[i] for i in range(min(len(views), _IOV_BATCH))]
+                try:
+                    sent = sock.sendmsg(batch, (), _DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    break
+            self._consume(sent)
+            if sent < sum(len(view) for view in batch):
+                break  # the socket is full
+        return self._size
+
+    def _consume(self, sent: int) -> None:
+        self._size -= sent
+        views = self._views
+        while sent:
+            first = views[0]
+            if sent >= len(first):
+                sent -= len(first)
+                views.popleft()
+            else:
+                views[0] = first[sent:]
+                sent = 0
+
+
+_SENDMSG = hasattr(socket.socket, "sendmsg")
 
 
 def _wait(sock: socket.socket, write: bool, timeout: Optional[float]) -> bool:
@@ -101,7 +168,7 @@ class Transport:
     def __init__(self, sock: socket.socket) -> None:
         sock.settimeout(None)
         self.socket = sock
-        self._out = bytearray()
+        self._out = OutBuffer()
         self._lock = threading.Lock()
         # Blocking reads give up after parking.IDLE seconds and park.
         self._parks = parking.park_after_idle(sock)
@@ -148,12 +215,15 @@ class Transport:
     def write(self, data: bytes) -> None:
         """Queue ``data`` and send what the socket accepts now; never blocks.
 
+        What the socket does not take is kept as a view of ``data`` (so it
+        must not change afterwards: pass ``bytes``).
+
         Raises:
             OSError: the connection failed.
         """
         with self._lock:
             if self._out:  # behind earlier bytes: keep the order
-                self._out += data
+                self._out.append(data)
                 self._send_locked()
                 return
             try:
@@ -161,7 +231,21 @@ class Transport:
             except (BlockingIOError, InterruptedError):
                 sent = 0
             if sent < len(data):
-                self._out += memoryview(data)[sent:]
+                self._out.append(memoryview(data)[sent:])
+
+    def write_parts(self, parts: Sequence[bytes]) -> None:
+        """Like :meth:`write` for the concatenation of ``parts``, without concatenating them.
+
+        Used for a large frame's header and payload: one ``sendmsg()``
+        system call, and no copy of the payload.
+
+        Raises:
+            OSError: the connection failed.
+        """
+        with self._lock:
+            for part in parts:
+                self._out.append(part)
+            self._send_locked()
 
     def send_some(self) -> int:
         """Send what the socket accepts now from the buffer; return what is left.
@@ -173,14 +257,7 @@ class Transport:
             return self._send_locked()
 
     def _send_locked(self) -> int:
-        out = self._out
-        while out:
-            try:
-                sent = self.socket.send(out, _DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                break
-            del out[:sent]
-        return len(out)
+        return self._out.send(self.socket)
 
     def flush(self, timeout: Optional[float]) -> None:
         """Wait until the outgoing buffer is empty.
@@ -291,7 +368,7 @@ class TLSTransport(Transport):
                 data = self._read_decrypted(size)
                 if self._outgoing.pending:
                     # Reading can make TLS owe the peer bytes (a key update).
-                    self._out += self._outgoing.read()
+                    self._out.append(self._outgoing.read())
                     self._send_locked()
             if data is not None:
                 return data
@@ -330,5 +407,13 @@ class TLSTransport(Transport):
         """Encrypt ``data``, queue it and send what the socket accepts now."""
         with self._lock:
             self.tls.write(data)
-            self._out += self._outgoing.read()
+            self._out.append(self._outgoing.read())
+            self._send_locked()
+
+    def write_parts(self, parts: Sequence[bytes]) -> None:
+        """Encrypt each part in turn (TLS copies every byte anyway: nothing to save here)."""
+        with self._lock:
+            for part in parts:
+                self.tls.write(part)
+            self._out.append(self._outgoing.read())
             self._send_locked()

@@ -279,10 +279,36 @@ class Writer:
         """
         self.write(b"", wait=True)
 
+    def write_parts(self, header: bytes, payload: bytes) -> None:
+        """Write a large frame given as header and payload, and wait; the caller holds the lock.
+
+        The two (behind any gathered bytes) go to the transport as separate
+        buffers, written with one ``sendmsg()`` on a plain socket: the
+        payload is never copied into a joined frame.
+
+        Raises:
+            ConnectionClosed: as :meth:`write`.
+        """
+        if self._closed:
+            raise self.protocol.close_exception()
+        self.bytes_sent += len(header) + len(payload)
+        gathered = self._gathered
+        if gathered:
+            gathered.append(header)
+            header = b"".join(gathered)
+            gathered.clear()
+            self._gathered_bytes = 0
+        self._transfer(header, True, self.write_timeout, payload=payload)
+
     def _transfer(
-        self, data: bytes, wait: bool, timeout: Optional[float], pumping: bool = False
+        self,
+        data: bytes,
+        wait: bool,
+        timeout: Optional[float],
+        pumping: bool = False,
+        payload: Optional[bytes] = None,
     ) -> None:
-        """Hand ``data`` to the transport: the only call of its output methods.
+        """Hand ``data``, then ``payload`` if any, to the transport: its only output calls.
 
         Bytes the socket does not take are waited for (``wait``: at most
         ``timeout`` seconds without progress), or left to the write pump
@@ -292,7 +318,9 @@ class Writer:
         """
         transport = self.transport
         try:
-            if data:
+            if payload is not None:
+                transport.write_parts((data, payload))
+            elif data:
                 transport.write(data)
             else:
                 transport.send_some()

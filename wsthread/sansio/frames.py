@@ -40,6 +40,7 @@ __all__ = [
     "apply_mask",
     "SPEEDUPS",
     "serialize_frame",
+    "serialize_frame_parts",
     "parse_close",
     "serialize_close",
     "is_valid_close_code",
@@ -214,6 +215,34 @@ def serialize_frame(frame: Frame, mask: Optional[bytes] = None) -> bytes:
     if mask is None:
         return header + payload
     return header + mask + apply_mask(payload, mask)
+
+
+def serialize_frame_parts(frame: Frame, mask: Optional[bytes] = None) -> Tuple[bytes, bytes]:
+    """Like :func:`serialize_frame`, as ``(header, payload)``: their concatenation is the frame.
+
+    For large frames, which the I/O layer can write without joining the two
+    (``sendmsg``), saving a copy of the payload. Unmasked, the payload is
+    the frame's own object; masked, it is the masked copy.
+    """
+    opcode, payload, fin, rsv1, rsv2, rsv3 = frame
+    first = (
+        (0x80 if fin else 0)
+        | (0x40 if rsv1 else 0)
+        | (0x20 if rsv2 else 0)
+        | (0x10 if rsv3 else 0)
+        | opcode
+    )
+    mask_bit = 0x80 if mask is not None else 0
+    length = len(payload)
+    if length < 126:
+        header = _HEADER_7.pack(first, mask_bit | length)
+    elif length < 65536:
+        header = _HEADER_16.pack(first, mask_bit | 126, length)
+    else:
+        header = _HEADER_64.pack(first, mask_bit | 127, length)
+    if mask is None:
+        return header, payload
+    return header + mask, apply_mask(payload, mask)
 
 
 _HEADER_7 = struct.Struct("!BB")

@@ -50,6 +50,7 @@ from .frames import (
     parse_close,
     serialize_close,
     serialize_frame,
+    serialize_frame_parts,
 )
 from .utf8 import Utf8Decoder
 
@@ -419,6 +420,27 @@ class Protocol:
         elif self.close_rcvd is not None:
             chunks.append(self._close_frame(self.close_rcvd[0], ""))
         return b"".join(chunks)
+
+    def send_message_parts(self, data: bytes, text: bool) -> Tuple[bytes, bytes]:
+        """Frame a whole text or binary message as ``(header, payload)``, to be written in turn.
+
+        The same as :meth:`send_text` / :meth:`send_binary` with ``fin``,
+        but the two parts are not joined: for a large message, the I/O
+        layer hands both to one ``sendmsg()`` and the payload is not copied.
+        ``text`` data must be UTF-8 bytes already.
+        """
+        opcode = Opcode.TEXT if text else Opcode.BINARY
+        self._check_open()
+        compress = self.deflate is not None and len(data) >= COMPRESSION_THRESHOLD
+        self._sending_compressed = compress
+        if compress:
+            assert self.deflate is not None
+            data = self.deflate.compress(data, fin=True)
+        mask = self._mask_key() if self.side is Side.CLIENT else None
+        frame = Frame(opcode, data, True, compress)
+        if self._trace is not None:
+            self._trace.frame(self._trace_out, frame, mask)
+        return serialize_frame_parts(frame, mask)
 
     def send_text(self, text: Union[str, bytes], fin: bool = True) -> bytes:
         """Frame a text message (or its first fragment when ``fin`` is false).
