@@ -86,6 +86,8 @@ def server_commands() -> Dict[str, List[str]]:
         "raw floor": [python, str(HERE / "servers" / "raw_echo.py"), "0"],
         "ws asyncio": [python, str(HERE / "servers" / "websockets_asyncio_echo.py"), "0"],
         "picows": [python, str(HERE / "servers" / "picows_echo.py"), "0"],
+        "wsthread si=1ms": switch_interval_command(0.001),
+        "wsthread si=20ms": switch_interval_command(0.02),
         "wsthread malloc": [
             "env",
             *(f"{name}={value}" for name, value in MALLOC_TUNING.items()),
@@ -103,7 +105,16 @@ def server_commands() -> Dict[str, List[str]]:
 # glibc's allocator settings of docs/howto/allocator.md, for the "wsthread malloc" row.
 MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "8388608", "MALLOC_TRIM_THRESHOLD_": "134217728"}
 # Servers left out unless --servers names them.
-OPTIONAL = ("wsthread malloc",)
+OPTIONAL = ("wsthread malloc", "wsthread si=1ms", "wsthread si=20ms")
+
+
+def switch_interval_command(seconds: float) -> List[str]:
+    """wsthread's echo server with ``sys.setswitchinterval(seconds)`` (an experiment)."""
+    code = (
+        f"import runpy, sys; sys.setswitchinterval({seconds}); sys.argv[0] = 'wsthread.echo';"
+        " runpy.run_module('wsthread.echo', run_name='__main__', alter_sys=True)"
+    )
+    return [sys.executable, "-c", code, "--no-compression", "--quiet", "--port", "0"]
 
 
 REFERENCE = "websockets"  # websockets' sync server: every ratio is to it...
@@ -180,6 +191,18 @@ class Server:
             with contextlib.suppress(OSError):  # closed meanwhile
                 count += os.readlink(f"{directory}/{name}").startswith("socket:")
         return count
+
+    def context_switches(self) -> int:
+        """Context switches of all the server's threads so far (voluntary and not): wake-ups."""
+        assert self.process is not None
+        total = 0
+        directory = f"/proc/{self.process.pid}/task"
+        for task in os.listdir(directory):
+            with contextlib.suppress(OSError), open(f"{directory}/{task}/status") as status:
+                for line in status:
+                    if "ctxt_switches" in line:
+                        total += int(line.split()[-1])
+        return total
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time the server has used so far."""
@@ -324,6 +347,7 @@ class Result:
     client_cpu: float = 0.0  # the same for this process, the client
     others_cpu: float = 0.0  # the same for everything else on the machine
     errors: int = 0
+    switches: float = float("nan")  # the server's context switches per message (all its threads)
 
     def percentile(self, fraction: float) -> float:
         """A latency percentile in milliseconds (nearest rank)."""
@@ -411,10 +435,12 @@ async def echo_workload(
         starter()
     await asyncio.sleep(max(0.0, start - clock()))
     cpu_before = server.cpu_seconds()
+    switches_before = server.context_switches()
     own_before = own_seconds()
     machine_before = machine_busy_seconds()
     await asyncio.sleep(max(0.0, end - clock()))
     cpu_after = server.cpu_seconds()
+    switches_after = server.context_switches()
     own_after = own_seconds()
     machine_after = machine_busy_seconds()
     try:
@@ -425,6 +451,8 @@ async def echo_workload(
     result.seconds = duration
     result.value = counts[0] / duration
     result.server_cpu = (cpu_after - cpu_before) / duration
+    if counts[0]:
+        result.switches = (switches_after - switches_before) / counts[0]
     result.client_cpu = (own_after - own_before) / duration
     machine = (machine_after - machine_before) / duration
     result.others_cpu = max(0.0, machine - result.server_cpu - result.client_cpu)
@@ -739,7 +767,7 @@ def print_table(rows: List[Row], names: Sequence[str]) -> str:
     seconds, larger is worse).
     """
     refs = [ref for ref in (FLOOR, REFERENCE) if ref in names]
-    others = [name for name in names if name not in refs or len(refs) == 1]
+    others = [name for name in names if name not in refs or len(refs) == 1] if refs else []
     header = ["workload"] + list(names)
     header += [f"{name} / {' ; '.join(refs)}" for name in others if name not in refs]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -829,6 +857,7 @@ async def run(args: argparse.Namespace) -> int:
                     print(
                         f"  {label:<42} {name:<11} {fmt(result.value, 1):>12}{extra}"
                         f"  (CPU: server {result.server_cpu:.2f}, client {result.client_cpu:.2f},"
+                        f" switches/msg {result.switches:.2f},"
                         f" others {result.others_cpu:.2f}"
                         f"{', ERRORS ' + str(result.errors) if result.errors else ''})",
                         flush=True,
@@ -854,6 +883,13 @@ async def run(args: argparse.Namespace) -> int:
                     f" / {results[key, n].others_cpu:.2f}"
                     for n in names
                 },
+            )
+        )
+        rows.append(
+            Row(
+                "  server context switches per message",
+                {n: results[key, n].switches for n in names},
+                digits=2,
             )
         )
 
@@ -906,8 +942,9 @@ async def run(args: argparse.Namespace) -> int:
     storms: Dict[str, List[StormResult]] = {}
     if args.storm and "close-storm" in args.workloads:
         commands = idle_commands()
+        storm_names = [n for n in names if not args.storm_servers or n in args.storm_servers]
         for _round in range(args.storm_repeat):
-            for name in names:
+            for name in storm_names:
                 with running([name], commands) as servers:
                     storm = await storm_workload(servers[name], args.storm, verbose=args.verbose)
                 storms.setdefault(name, []).append(storm)
@@ -1022,6 +1059,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--storm-repeat", type=int, help="rounds of the close-storm workload, median kept (3)"
+    )
+    parser.add_argument(
+        "--storm-servers",
+        type=lambda text: [n.strip() for n in text.split(",")],
+        default=[],
+        help="the servers of the close-storm workload (default: those of --servers)",
     )
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--verbose", action="store_true", help="show progress while connecting")
