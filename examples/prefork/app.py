@@ -64,7 +64,11 @@ def events() -> wsthread.WebSocketServer:
                 from wsthread.hubs import RedisHub
 
                 options.update(reuse_port=True, hub=RedisHub(REDIS_URL))
-            _events = wsthread.serve(screen, WS_HOST, WS_PORT, **options).start()
+            server = wsthread.serve(screen, WS_HOST, WS_PORT, **options)
+            if REDIS_URL:
+                # Take no page before this worker hears the others' broadcasts.
+                server.hub.wait_healthy(10)
+            _events = server.start()
         return _events
 
 
