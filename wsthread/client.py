@@ -23,6 +23,7 @@ from .connection import Connection
 from .deadline import Deadline
 from .exceptions import ConnectionClosed, InvalidResponse, InvalidStatus, InvalidURI, ProxyError
 from .fdlimit import describe_limit, is_resource_error
+from .messages import ReceiveBudgetOption, receive_budget_bytes
 from .proxy import ProxyOption, connect_socket
 from .sansio.deflate import (
     CompressionOption,
@@ -212,6 +213,7 @@ def connect(
     close_timeout: Optional[float] = 10,
     max_size: Optional[int] = 2**20,
     max_queue: Optional[int] = 16,
+    receive_budget: ReceiveBudgetOption = "auto",
     write_timeout: Optional[float] = 10,
     trace: Optional[Tracer] = None,
     logger: Optional[logging.Logger] = None,
@@ -253,6 +255,12 @@ def connect(
         max_size: the largest message accepted (1009 beyond); ``None``: no limit.
         max_queue: received messages buffered before reading pauses (each
             frame of a fragmented message counts as one).
+        receive_budget: bytes of received messages not yet read, across every
+            connection of the process with the same value (clients and
+            servers), past which reader threads stop reading and TCP pushes
+            back; a thread waiting in ``recv()`` still reads its own
+            connection. ``"auto"`` (the default): 1/16 of the machine's
+            memory, at most 64 MiB; ``None``: no budget.
         write_timeout: seconds a write may make no progress (the server
             takes no data) before the connection is given up; ``None``: never.
         trace: a :class:`wsthread.trace.Tracer` that writes the opening
@@ -270,6 +278,7 @@ def connect(
         OSError: the connection could not be made (refused, TLS failure...).
     """
     offers = client_settings(compression)
+    receive_budget_bytes(receive_budget)  # a bad value fails before connecting
     target = parse_uri(uri)
     deadline = Deadline(open_timeout)
     headers = header_pairs(additional_headers)
@@ -325,6 +334,7 @@ def connect(
             tracer=tracer,
             close_timeout=close_timeout,
             max_queue=max_queue,
+            receive_budget=receive_budget,
             write_timeout=write_timeout,
             logger=logger,
         )

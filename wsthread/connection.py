@@ -56,11 +56,21 @@ from typing import (
 
 from .deadline import Deadline
 from .exceptions import ConnectionClosed, ConnectionClosedOK
-from .messages import Data, Item, MessageQueue, QueueClosed, Receiver
+from .messages import (
+    Data,
+    Item,
+    MessageQueue,
+    QueueClosed,
+    ReceiveBudget,
+    ReceiveBudgetOption,
+    Receiver,
+    receive_budget_bytes,
+)
 from .pings import Pings
 from .reader import Reader
 from .sansio.frames import CloseCode
 from .sansio.protocol import Protocol
+from .threads import shared
 from .transport import Transport
 from .writer import Writer
 
@@ -123,6 +133,11 @@ class Connection:
             forever.
         max_queue: how many received messages may wait for :meth:`recv`
             before the reader stops reading; ``None`` for no limit.
+        receive_budget: bytes of received messages not yet read, summed
+            over every connection of the process that has the same value,
+            past which their reader threads stop reading (see
+            :class:`~wsthread.messages.ReceiveBudget`); ``"auto"``: 1/16 of
+            the machine's memory, at most 64 MiB; ``None``: no budget.
         write_timeout: how long a write may make no progress at all (the
             peer takes no bytes) before the connection is failed; ``None``
             waits for ever.
@@ -142,6 +157,7 @@ class Connection:
         *,
         close_timeout: Optional[float] = 10,
         max_queue: Optional[int] = 16,
+        receive_budget: ReceiveBudgetOption = "auto",
         write_timeout: Optional[float] = 10,
         write_limit: Optional[int] = 2**20,
         initial_data: bytes = b"",
@@ -166,7 +182,9 @@ class Connection:
         # Fragmented messages come out of the protocol piece by piece; the
         # receiver joins them for recv(), or hands them on to recv_streaming().
         protocol.fragments = True
-        self._messages = MessageQueue(max_queue)
+        limit = receive_budget_bytes(receive_budget)
+        budget = None if limit is None else shared(ReceiveBudget, limit)
+        self._messages = MessageQueue(max_queue, budget=budget)
         self._receiver = Receiver(self._take)
         self._receiving_thread = 0  # the thread that last took a message (see send())
         self._closed = threading.Event()
@@ -488,6 +506,10 @@ class Connection:
         Called by :class:`~wsthread.threads.Keepalive`, never by the
         application; never blocks.
         """
+        if self._messages.paused:
+            # The pong may well be waiting, unread behind messages the
+            # application has not taken: never close for that.
+            self._pings.postpone_deadline(now, timeout)
         self._pings.tick(now, interval, timeout)
 
     def __repr__(self) -> str:

@@ -10,11 +10,12 @@ so it is tested on its own with threads and barriers
 from __future__ import annotations
 
 import codecs
+import os
 import threading
 import time
 from collections import deque
 from sys import getsizeof
-from typing import Callable, Deque, Iterator, List, Optional, Union
+from typing import Callable, Deque, Dict, Iterator, List, Optional, Union
 
 from .deadline import Deadline
 from .sansio.protocol import Fragment
@@ -27,6 +28,11 @@ __all__ = [
     "Item",
     "HOLD",
     "NO_DEADLINE",
+    "ReceiveBudget",
+    "ReceiveBudgetOption",
+    "DEFAULT_RECEIVE_BUDGET",
+    "default_receive_budget",
+    "receive_budget_bytes",
 ]
 
 Data = Union[str, bytes]
@@ -60,6 +66,123 @@ def _footprint(item: Item) -> int:
     return getsizeof(item)
 
 
+def default_receive_budget() -> int:
+    """The default ``receive_budget``: 1/16 of the machine's memory, at most 64 MiB.
+
+    64 MiB of messages waiting for handlers is plenty to keep every
+    connection busy (more would only add latency: the peers' data waits in
+    the kernel and in the peers instead), and 1/16 keeps a small board
+    (a 512 MiB Raspberry Pi: 32 MiB) out of trouble.
+    """
+    cap = 64 * 2**20
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not on this platform
+        return cap
+    return max(2**20, min(cap, memory // 16)) if memory > 0 else cap
+
+
+#: What ``receive_budget="auto"`` (the default of :func:`~wsthread.serve` and
+#: :func:`~wsthread.connect`) means on this machine, in bytes (see
+#: :func:`default_receive_budget`).
+DEFAULT_RECEIVE_BUDGET = default_receive_budget()
+
+ReceiveBudgetOption = Union[int, str, None]
+"""``receive_budget=``: bytes, ``"auto"`` or ``None`` (no budget)."""
+
+
+def receive_budget_bytes(option: ReceiveBudgetOption) -> Optional[int]:
+    """The bytes a ``receive_budget=`` option stands for (``None``: no budget).
+
+    Raises:
+        ValueError: neither a positive number of bytes, ``"auto"`` nor ``None``.
+    """
+    if option is None:
+        return None
+    if option == "auto":
+        return DEFAULT_RECEIVE_BUDGET
+    if isinstance(option, int) and not isinstance(option, bool) and option > 0:
+        return option
+    raise ValueError(
+        f"receive_budget must be a positive number of bytes, 'auto' or None: {option!r}"
+    )
+
+
+class ReceiveBudget:
+    """The bytes received and not yet read by the application, across many connections.
+
+    Every :class:`MessageQueue` that shares a budget adds what it holds: the
+    messages waiting for the application, and the message being assembled
+    (see :meth:`MessageQueue.set_partial`). Past ``limit`` bytes, the
+    connections' reader threads stop reading (the peers' TCP windows fill
+    and they wait); an application thread waiting in ``recv()`` still reads
+    its own connection, so that nobody waits for ever. Reading resumes at
+    once when an application takes a message and the total goes back under
+    the limit.
+
+    Thread-safe. Lock order: a queue's lock, then the budget's lock; the
+    budget never takes a queue's lock while holding its own.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit <= 0:
+            raise ValueError(f"a receive budget must be positive, not {limit}")
+        self.limit = limit
+        self._used = 0
+        self._peak = 0
+        self._lock = threading.Lock()
+        self._paused: Dict[MessageQueue, None] = {}  # queues whose reader waits for room
+
+    @property
+    def used(self) -> int:
+        """Bytes held now."""
+        return self._used
+
+    @property
+    def peak(self) -> int:
+        """The most bytes held at any moment so far."""
+        return self._peak
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the budget is spent: reader threads should not read."""
+        return self._used >= self.limit
+
+    def add(self, size: int) -> None:
+        """Count ``size`` more bytes (negative: fewer)."""
+        with self._lock:
+            self._used += size
+            if self._used > self._peak:
+                self._peak = self._used
+
+    def release(self, size: int) -> List[MessageQueue]:
+        """Count ``size`` bytes fewer; return the paused queues to wake (there is room again).
+
+        The caller wakes them with :meth:`MessageQueue.wake_reader` after
+        letting go of its own queue's lock.
+        """
+        with self._lock:
+            self._used -= size
+            if not self._paused or self._used >= self.limit:
+                return []
+            paused = list(self._paused)
+            self._paused.clear()
+            return paused
+
+    def pause(self, queue: MessageQueue) -> bool:
+        """Note that ``queue``'s reader waits for room; ``False`` if there is room after all."""
+        with self._lock:
+            if self._used < self.limit:
+                return False
+            self._paused[queue] = None
+            return True
+
+    def forget(self, queue: MessageQueue) -> None:
+        """``queue`` no longer waits for room."""
+        with self._lock:
+            self._paused.pop(queue, None)
+
+
 class MessageQueue:
     """Received messages, and the right to read the socket, shared by two kinds of thread.
 
@@ -80,10 +203,18 @@ class MessageQueue:
     while the application is busy elsewhere or never reads.
     """
 
-    def __init__(self, max_size: Optional[int], reader_first: bool = False) -> None:
+    def __init__(
+        self,
+        max_size: Optional[int],
+        reader_first: bool = False,
+        budget: Optional[ReceiveBudget] = None,
+    ) -> None:
         self.max_size = max_size
+        self.budget = budget
         self._items: Deque[Item] = deque()
         self._bytes = 0  # the memory the queued messages take (sys.getsizeof)
+        self._partial = 0  # bytes of messages still arriving (see set_partial)
+        self._waiting_for_room = False  # the reader thread, paused by the budget
         lock = threading.Lock()
         self._condition = threading.Condition(lock)  # getters, and a blocked put
         self._reader_wakeup = threading.Condition(lock)  # the reader thread's turn
@@ -122,7 +253,10 @@ class MessageQueue:
                     finally:
                         self._putters_waiting -= 1
             self._items.append(item)
-            self._bytes += getsizeof(item) if type(item) is not Fragment else _footprint(item)
+            size = getsizeof(item) if type(item) is not Fragment else _footprint(item)
+            self._bytes += size
+            if self.budget is not None:
+                self.budget.add(size)
             if self._getters_waiting:
                 self._condition.notify_all()
             return True
@@ -143,17 +277,37 @@ class MessageQueue:
             QueueClosed: the queue is closed and empty.
         """
         deadline = Deadline(timeout)
+        if self.budget is None:
+            return self._get(deadline, timeout, read, None)
+        to_wake: List[MessageQueue] = []
+        try:
+            return self._get(deadline, timeout, read, to_wake)
+        finally:
+            for queue in to_wake:  # other connections' readers, paused by the budget
+                queue.wake_reader()
+
+    def _get(
+        self,
+        deadline: Deadline,
+        timeout: Optional[float],
+        read: Optional[Callable[[Optional[float]], bool]],
+        to_wake: Optional[List[MessageQueue]],
+    ) -> Item:
         with self._condition:
             while True:
                 if self._items:
                     item = self._items.popleft()
-                    self._bytes -= (
-                        getsizeof(item) if type(item) is not Fragment else _footprint(item)
-                    )
+                    size = getsizeof(item) if type(item) is not Fragment else _footprint(item)
+                    self._bytes -= size
+                    budget = self.budget
+                    if budget is not None and to_wake is not None:
+                        to_wake.extend(budget.release(size))
                     self._taken += 1
                     self._held_since = time.monotonic()
                     if self._putters_waiting or self._drain_waiting:
                         self._condition.notify_all()
+                    elif self._waiting_for_room:
+                        self._reader_wakeup.notify()
                     return item
                 if self._closed:
                     raise QueueClosed
@@ -208,7 +362,10 @@ class MessageQueue:
                 if self._token == _FREE and not self._getters_waiting:
                     left = self._held_since + HOLD - time.monotonic()
                     if left <= 0:
-                        break
+                        if self._has_room():
+                            break
+                        self._wait_for_room()
+                        continue
                     self._reader_wakeup.wait(left)
                     continue
                 # An application thread reads, or is about to take the turn.
@@ -219,6 +376,62 @@ class MessageQueue:
                     self._reader_waits_untimed = False
             self._token = _READER
             return True
+
+    def _has_room(self) -> bool:
+        """Whether the reader thread may read: the budget is not spent, or the end is near."""
+        budget = self.budget
+        return budget is None or not budget.exhausted or self._not_waiting or self._closed
+
+    def _wait_for_room(self) -> None:
+        """Pause the reader thread until the budget has room; the lock is held."""
+        budget = self.budget
+        assert budget is not None
+        if not budget.pause(self):
+            return
+        self._waiting_for_room = True
+        try:
+            # Woken by wake_reader() (room in the budget), a take from this
+            # queue, a getter (which then reads for itself), or the end. The
+            # timeout is a safety net only.
+            self._reader_wakeup.wait(1.0)
+        finally:
+            self._waiting_for_room = False
+            budget.forget(self)
+
+    def wake_reader(self) -> None:
+        """The budget has room again: a reader thread paused for it looks again."""
+        with self._condition:
+            if self._waiting_for_room:
+                self._reader_wakeup.notify()
+
+    def set_partial(self, size: int) -> None:
+        """Count ``size`` bytes of messages still arriving (the protocol's buffer) in the budget.
+
+        Called by whoever reads, after each read; cheap when nothing changed.
+        """
+        if size == self._partial:
+            return
+        with self._condition:
+            budget = self.budget
+            if budget is None:
+                return
+            change = size - self._partial
+            self._partial = size
+            if change > 0:
+                budget.add(change)
+                return
+            to_wake = budget.release(-change)
+        for queue in to_wake:
+            queue.wake_reader()
+
+    @property
+    def paused(self) -> bool:
+        """Whether the reader thread waits for room (budget) or for a full queue to drain.
+
+        While it does, the peer's frames (pongs included) are not read: a
+        keepalive should not hold that against the peer.
+        """
+        return self._waiting_for_room or self._putters_waiting > 0
 
     def reader_delay(self) -> Optional[float]:
         """Seconds until the reader thread should take over; ``None`` while an app thread reads.
@@ -287,11 +500,23 @@ class MessageQueue:
         return not self._items
 
     def close(self) -> None:
-        """No more messages will come; wake every waiter."""
+        """No more messages will come; wake every waiter.
+
+        The messages still queued stay readable, but no longer count in the
+        budget: no more bytes will come, and a handler that has returned may
+        never take them (they go with the connection object).
+        """
+        to_wake: List[MessageQueue] = []
         with self._condition:
             self._closed = True
+            if self.budget is not None:
+                to_wake = self.budget.release(self._bytes + self._partial)
+                self.budget = None
+                self._partial = 0
             self._condition.notify_all()
             self._reader_wakeup.notify_all()
+        for queue in to_wake:
+            queue.wake_reader()
 
     def stop_waiting(self) -> None:
         """Never block :meth:`put` again, nor hold the reader back (the connection is closing).

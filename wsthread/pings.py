@@ -98,6 +98,15 @@ class Pings:
         for waiter in list(self._waiters.values()):
             waiter.set()
 
+    def postpone_deadline(self, now: float, timeout: Optional[float]) -> None:
+        """Give an unanswered keepalive ping ``timeout`` more seconds from ``now``.
+
+        For a connection whose reading is paused (back-pressure): its pong
+        may be waiting unread, and the peer is not to blame.
+        """
+        if self._pong_deadline is not None and timeout is not None and now >= self._pong_deadline:
+            self._pong_deadline = now + timeout
+
     def tick(self, now: float, interval: float, timeout: Optional[float]) -> None:
         """Send a keepalive ping when due; fail with 1011 if the last one went unanswered.
 

@@ -180,14 +180,17 @@ class Reader:
             # An application thread that read the end of the stream leaves the
             # rest to this thread: reader_turn() then returns False.
             while not protocol.receiving_done and inbox.reader_turn():
-                try:
-                    data = transport.recv(_RECV_SIZE)
-                except OSError as exc:
-                    self._read_error = exc
-                    break
-                if not data:
-                    protocol.receive_eof()
-                    break
+                if protocol.frames_pending:
+                    data = b""  # frames received but left unparsed (compression): no recv
+                else:
+                    try:
+                        data = transport.recv(_RECV_SIZE)
+                    except OSError as exc:
+                        self._read_error = exc
+                        break
+                    if not data:
+                        protocol.receive_eof()
+                        break
                 if not self._process(data, block=True):
                     break
                 inbox.reader_done()
@@ -214,6 +217,8 @@ class Reader:
         protocol = self.protocol
         if protocol.receiving_done:
             return False
+        if protocol.frames_pending:  # frames received but left unparsed (compression)
+            return self._process(b"", block=False)
         try:
             data = self.transport.recv(_RECV_SIZE, timeout)
         except socket.timeout:
@@ -249,6 +254,7 @@ class Reader:
                 self._on_pong(event.data)  # type: ignore[union-attr, arg-type]
             elif kind is CloseReceived:
                 self.logger.debug("close frame received: %s", event)
+        self.messages.set_partial(protocol.bytes_buffered)
         return not ending
 
     def _flush_replies(self) -> None:

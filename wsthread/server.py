@@ -80,6 +80,7 @@ from .exceptions import (
 )
 from .fdlimit import AcceptGuard, is_resource_error
 from .forks import ForkGuard
+from .messages import ReceiveBudgetOption, receive_budget_bytes
 from .routing import Routes, is_upgrade
 from .sansio.deflate import (
     CompressionOption,
@@ -803,6 +804,7 @@ class WebSocketServer(_Listener):
         write_timeout: Optional[float] = 10,
         max_size: Optional[int] = 2**20,
         max_queue: Optional[int] = 16,
+        receive_budget: ReceiveBudgetOption = "auto",
         write_limit: Optional[int] = 2**20,
         max_connections: Optional[int] = 1024,
         trusted_proxies: Optional[Sequence[str]] = None,
@@ -832,6 +834,8 @@ class WebSocketServer(_Listener):
         self.write_timeout = write_timeout
         self.max_size = max_size
         self.max_queue = max_queue
+        receive_budget_bytes(receive_budget)  # a bad value fails here, not per connection
+        self.receive_budget = receive_budget
         self.write_limit = write_limit
         self.max_connections = max_connections
         self.trusted_proxies = frozenset(trusted_proxies or ())
@@ -1168,6 +1172,7 @@ class WebSocketServer(_Listener):
             tracer=tracer,
             close_timeout=self.close_timeout,
             max_queue=self.max_queue,
+            receive_budget=self.receive_budget,
             write_timeout=self.write_timeout,
             write_limit=self.write_limit,
             logger=self.logger,
@@ -1285,6 +1290,13 @@ def serve(
         max_size: the largest message accepted (1009 beyond); ``None``: no limit.
         max_queue: received messages buffered before reading pauses (each
             frame of a fragmented message counts as one).
+        receive_budget: bytes of received messages not yet read by handlers,
+            across every connection of the process with the same value
+            (servers and clients), past which reader threads stop reading
+            and TCP pushes back; a handler waiting in ``recv()`` still reads
+            its own connection, and no connection is closed for it.
+            ``"auto"`` (the default): 1/16 of the machine's memory, at most
+            64 MiB; ``None``: no budget.
         write_limit: bytes a :meth:`~WebSocketServer.broadcast` may leave
             waiting for one client before closing it with 1013; ``None``: no limit.
         max_connections: open connections allowed at once; beyond, the

@@ -325,3 +325,22 @@ def test_messages_are_compressed_even_after_incompressible_ones() -> None:
     for wire in (server.send_text("x" * COMPRESSION_THRESHOLD), server.send_binary(os.urandom(99))):
         (frame,) = frames_of(wire, expect_masked=False)
         assert frame.rsv1  # type: ignore[attr-defined]
+
+
+def test_inflated_messages_come_out_in_batches() -> None:
+    """A few KB that inflate to 4 MB of messages come out about INFLATE_BATCH at a time."""
+    from wsthread.sansio.protocol import INFLATE_BATCH, Message
+
+    server, client = pair()
+    wire = b"".join(client.send_binary(b"%04d" % n + b"z" * 100000) for n in range(40))
+    assert len(wire) < 40 * 1000  # it compresses very well
+    batches = [server.receive_data(wire)]
+    while server.frames_pending:
+        batches.append(server.receive_data(b""))
+    assert len(batches) >= 10
+    for batch in batches:
+        assert sum(len(event.data) for event in batch) < INFLATE_BATCH + 100004  # type: ignore[union-attr]
+    messages = [event for batch in batches for event in batch]
+    assert all(isinstance(event, Message) for event in messages)
+    assert [int(event.data[:4]) for event in messages] == list(range(40))  # type: ignore[union-attr]
+    assert not server.frames_pending and server.failure is None

@@ -66,6 +66,7 @@ __all__ = [
     "Pong",
     "CloseReceived",
     "Event",
+    "INFLATE_BATCH",
     "Protocol",
 ]
 
@@ -127,6 +128,10 @@ class CloseReceived:
     code: int
     reason: str
 
+
+#: How many bytes of inflated messages one :meth:`Protocol.receive_data` call
+#: returns at most (plus one message): the rest waits, still compressed.
+INFLATE_BATCH = 2**16
 
 Event = Union[Message, Fragment, Ping, Pong, CloseReceived]
 
@@ -199,6 +204,8 @@ class Protocol:
         self.close_sent: Optional[Tuple[int, str]] = None
         self.failure: Optional[ProtocolError] = None
         self.eof = False
+        #: Whether :meth:`receive_data` left complete frames unparsed (see there).
+        self.frames_pending = False
         # The message being assembled from fragments.
         self._message_opcode: Optional[Opcode] = None
         self._message_compressed = False
@@ -233,6 +240,18 @@ class Protocol:
         if self.close_sent is not None or self.close_rcvd is not None or self.failure:
             return State.CLOSING
         return State.OPEN
+
+    @property
+    def bytes_buffered(self) -> int:
+        """Bytes received and held for messages not complete yet.
+
+        The frames not parsed yet plus the earlier fragments of the message
+        being assembled (inflated, if compressed): what the I/O layer holds
+        on top of the complete messages it queued.
+        """
+        buffered = self._parser.buffered
+        # With fragments=True, the fragments already returned are the I/O layer's to count.
+        return buffered if self.fragments else buffered + self._message_size
 
     @property
     def receiving_done(self) -> bool:
@@ -279,12 +298,20 @@ class Protocol:
         A protocol violation does not raise: it sets :attr:`failure`, queues
         a close frame with the right code in :meth:`data_to_send`, and stops
         reading. Bytes after a close frame are ignored.
+
+        With compression, a few bytes may inflate into many messages: once
+        the messages returned reach ``INFLATE_BATCH`` bytes, the remaining
+        frames stay unparsed and :attr:`frames_pending` is set; call
+        ``receive_data(b"")`` for the next batch (when there is room for it).
         """
         events: List[Event] = []
+        self.frames_pending = False
         if self.receiving_done:
             return events
         parser = self._parser
         parser.feed(data)
+        inflating = self.deflate is not None
+        produced = 0
         try:
             while not self.receiving_done:
                 limit = None if self.max_size is None else self.max_size - self._message_size
@@ -296,6 +323,11 @@ class Protocol:
                 event = self._receive_frame(frame)
                 if event is not None:
                     events.append(event)
+                    if inflating and type(event) in (Message, Fragment):
+                        produced += len(event.data)  # type: ignore[union-attr]
+                        if produced >= INFLATE_BATCH and parser.buffered:
+                            self.frames_pending = True
+                            break
             if parser.in_payload and not self.receiving_done:
                 self._check_partial_text()
         except ProtocolError as exc:
