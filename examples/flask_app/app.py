@@ -4,12 +4,12 @@
     python app.py --port 8000                                     # wsthread alone
     python -m wsthread.wsgi app:app --port 8000                   # the same, by the CLI
     gunicorn -k gthread --threads 50 -c gunicorn.conf.py app:app  # production
-    flask --app app run                                           # development
+    flask --app app run --port 8000                               # development
 
 Open http://127.0.0.1:8000/ in a few tabs and post something: every tab
 shows it at once. Posting is an ordinary Flask view (``POST /post``); it
-calls ``app.broadcast()``, which reaches every open WebSocket of this
-process. The page's WebSocket goes to ``/ws`` on the page's own host and
+calls ``websockets.broadcast()``, which reaches every open WebSocket of
+this process. The page's WebSocket goes to ``/ws`` on the page's own host and
 port: ``wsthread.wsgi.middleware`` takes those requests over, and Flask
 serves every other one. With several gunicorn workers, give the middleware
 a ``RedisHub`` (``LIVE_REDIS=redis://...``) so that a post reaches the tabs
@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import argparse
 import html
+import json
 import os
 import threading
+import uuid
 from typing import Any, List
 
 from flask import Flask, jsonify, request
 
 from wsthread.wsgi import middleware
 
-flask_app = Flask(__name__)
+app = Flask(__name__)
 
 _recent: List[str] = []  # the last posts, shown to a page when it connects
 _recent_lock = threading.Lock()
@@ -48,9 +50,13 @@ const scheme = location.protocol === "https:" ? "wss" : "ws";
 const ws = new WebSocket(`${scheme}://${location.host}/ws`);   // same host, same port
 ws.onopen = () => { status.textContent = "connected"; };
 ws.onclose = (event) => { status.textContent = `disconnected (code ${event.code})`; };
+const seen = new Set();   // a post can arrive twice: in the backlog and as it is broadcast
 ws.onmessage = (event) => {
+  const post = JSON.parse(event.data);
+  if (seen.has(post.id)) return;
+  seen.add(post.id);
   const item = document.createElement("li");
-  item.textContent = event.data;
+  item.textContent = post.text;
   feed.prepend(item);
 };
 document.getElementById("form").onsubmit = async (event) => {
@@ -63,30 +69,36 @@ document.getElementById("form").onsubmit = async (event) => {
 """
 
 
-@flask_app.get("/")
+@app.get("/")
 def index() -> str:
     """The page."""
     return PAGE
 
 
-@flask_app.post("/post")
+@app.post("/post")
 def post() -> Any:
     """An ordinary view: keep the post and push it to every open page."""
     text = request.form.get("text", "").strip()[:500]
     if not text:
         return jsonify(error="empty"), 400
+    message = json.dumps({"id": uuid.uuid4().hex, "text": text})
     with _recent_lock:
-        _recent.append(text)
+        _recent.append(message)
         del _recent[:-20]
-    return jsonify(sent=app.broadcast(text))
+    return jsonify(sent=websockets.broadcast(message))
 
 
 def live(ws: Any) -> None:
-    """A page's WebSocket: the recent posts, then whatever is posted (by broadcast)."""
+    """A page's WebSocket: the recent posts, then whatever is posted (by broadcast).
+
+    The connection receives broadcasts from the moment it opened, before
+    this runs: a post made in between comes twice, in the backlog and by
+    broadcast, and the page keeps the first (posts carry an id).
+    """
     with _recent_lock:
         recent = list(_recent)
-    for text in recent:
-        ws.send(text)
+    for message in recent:
+        ws.send(message)
     for _ in ws:  # the page sends nothing; wait until it goes away
         pass
 
@@ -100,7 +112,10 @@ def _hub() -> Any:
     return RedisHub(url, channel="live-feed")
 
 
-app = middleware(flask_app, {"/ws": live}, hub=_hub())
+# Wrap the Flask app's own WSGI callable: `app` stays a Flask app, which
+# `flask run` insists on, and gunicorn and wsthread serve it as well.
+websockets = middleware(app.wsgi_app, {"/ws": live}, hub=_hub())
+app.wsgi_app = websockets  # type: ignore[method-assign]
 
 
 def main() -> None:
@@ -118,7 +133,7 @@ def main() -> None:
         except KeyboardInterrupt:
             pass
         finally:
-            app.shutdown()  # the open pages get 1001 (going away)
+            websockets.shutdown()  # the open pages get 1001 (going away)
 
 
 if __name__ == "__main__":
