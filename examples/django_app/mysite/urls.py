@@ -1,7 +1,6 @@
 """URLs of the notes example; the WebSocket (/ws) is routed in wsgi.py, not here."""
 
 from django.urls import path
-
 from notes import views
 
 urlpatterns = [

@@ -15,9 +15,13 @@ PAGE = """<!doctype html>
 const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
 ws.onopen = () => { document.getElementById("status").textContent = "connected"; };
 ws.onclose = (e) => { document.getElementById("status").textContent = `disconnected (${e.code})`; };
+const seen = new Set();  // a note saved as the page connects comes twice: keep the first
 ws.onmessage = (e) => {
+  const note = JSON.parse(e.data);
+  if (seen.has(note.id)) return;
+  seen.add(note.id);
   const li = document.createElement("li");
-  li.textContent = JSON.parse(e.data).text;
+  li.textContent = note.text;
   document.getElementById("notes").prepend(li);
 };
 document.getElementById("form").onsubmit = (e) => {

@@ -17,7 +17,12 @@ from .models import Note
 
 
 def notes(ws) -> None:
-    """Save every message as a note, and tell every connected client."""
+    """Save every message as a note, and tell every connected client.
+
+    The connection gets broadcasts from the moment it opened: a note saved
+    while this loads the backlog arrives twice, and the page keeps the
+    first (notes carry their id).
+    """
     try:
         close_old_connections()
         for note in Note.objects.order_by("-id")[:10][::-1]:
