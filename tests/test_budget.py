@@ -45,45 +45,58 @@ def test_default_budget_is_a_sane_fraction() -> None:
 
 
 def test_queue_counts_its_bytes_in_the_budget() -> None:
-    """put() adds a message's size, get() removes it, close() forgets the rest."""
-    budget = ReceiveBudget(10**6)
+    """put() adds a message's size, get() removes it, close() forgets the rest.
+
+    A queue reports to the shared budget in steps of 16 KiB and when it
+    empties, so small messages cost the budget nothing.
+    """
+    budget = ReceiveBudget(10**7)
     queue = MessageQueue(None, budget=budget)
-    queue.put(b"x" * 1000)
-    queue.put("y" * 500)
-    assert queue.backlog_bytes == budget.used == getsizeof(b"x" * 1000) + getsizeof("y" * 500)
-    assert queue.get(timeout=0) == b"x" * 1000
-    assert budget.used == getsizeof("y" * 500)
-    queue.set_partial(300)
-    assert budget.used == getsizeof("y" * 500) + 300
-    queue.set_partial(100)
-    assert budget.used == getsizeof("y" * 500) + 100
+    queue.put(b"tiny")
+    assert budget.used == 0  # under the step: not reported
+    assert queue.get(timeout=0) == b"tiny"
+    big, text = b"x" * 100000, "y" * 50000
+    queue.put(big)
+    queue.put(text)
+    assert queue.backlog_bytes == budget.used == getsizeof(big) + getsizeof(text)
+    assert queue.get(timeout=0) == big
+    assert budget.used == getsizeof(text)
+    queue.set_partial(30000)
+    assert budget.used == getsizeof(text) + 30000
+    queue.set_partial(25000)  # off by less than a step: not reported yet
+    assert budget.used == getsizeof(text) + 30000
+    queue.set_partial(0)
+    assert queue.get(timeout=0) == text
+    assert budget.used == 0  # empty: reported exactly
+    queue.put(big)
     queue.close()
     assert budget.used == 0  # the connection is over: its leftovers no longer count
-    assert queue.get(timeout=0) == "y" * 500  # but they stay readable
+    assert queue.get(timeout=0) == big  # but they stay readable
     assert budget.used == 0
 
 
 def test_reader_pauses_when_the_budget_is_spent_and_resumes_when_another_queue_drains() -> None:
     """The budget is shared: taking a message from one queue lets another's reader go on."""
-    budget = ReceiveBudget(5000)
+    budget = ReceiveBudget(50000)
     first = MessageQueue(None, budget=budget)
     second = MessageQueue(None, budget=budget)
-    first.put(b"a" * 6000)  # over the budget on its own
+    first.put(b"a" * 60000)  # over the budget on its own
     assert budget.exhausted
     time.sleep(0.06)  # past HOLD: the reader would take its turn at once
     done = reader_turn_in_thread(second)
     assert wait_until(lambda: second.paused, 5)
     assert not done.wait(0.2)  # paused, not reading
-    assert first.get(timeout=0) == b"a" * 6000
+    assert first.get(timeout=0) == b"a" * 60000
     assert done.wait(5)  # woken at once by the take on the other queue
     assert not second.paused
 
 
 def test_a_waiting_getter_reads_even_when_the_budget_is_spent() -> None:
     """An application waiting in recv() reads its own socket: nobody waits for ever."""
-    budget = ReceiveBudget(100)
+    budget = ReceiveBudget(20000)
     sleeper = MessageQueue(None, budget=budget)
-    sleeper.put(b"z" * 1000)  # a handler that does not read holds the whole budget
+    sleeper.put(b"z" * 100000)  # a handler that does not read holds the whole budget
+    assert budget.exhausted
     active = MessageQueue(None, budget=budget)
 
     def read(timeout: Optional[float]) -> bool:
@@ -95,9 +108,9 @@ def test_a_waiting_getter_reads_even_when_the_budget_is_spent() -> None:
 
 def test_stop_waiting_lets_the_reader_read_past_the_budget() -> None:
     """A closing connection must read the close frame whatever the budget says."""
-    budget = ReceiveBudget(100)
+    budget = ReceiveBudget(20000)
     queue = MessageQueue(None, budget=budget)
-    queue.put(b"q" * 1000)
+    queue.put(b"q" * 100000)
     time.sleep(0.06)
     done = reader_turn_in_thread(queue)
     assert wait_until(lambda: queue.paused, 5)

@@ -146,7 +146,8 @@ class ReceiveBudget:
     @property
     def exhausted(self) -> bool:
         """Whether the budget is spent: reader threads should not read."""
-        return self._used >= self.limit
+        with self._lock:
+            return self._used >= self.limit
 
     def add(self, size: int) -> None:
         """Count ``size`` more bytes (negative: fewer)."""
@@ -183,6 +184,12 @@ class ReceiveBudget:
             self._paused.pop(queue, None)
 
 
+# A queue's count in the budget is brought up to date when it is this far off,
+# or when the queue empties: small messages then never touch the shared budget,
+# and each connection is off by less than this.
+_GRANULE = 16 * 1024
+
+
 class MessageQueue:
     """Received messages, and the right to read the socket, shared by two kinds of thread.
 
@@ -214,6 +221,7 @@ class MessageQueue:
         self._items: Deque[Item] = deque()
         self._bytes = 0  # the memory the queued messages take (sys.getsizeof)
         self._partial = 0  # bytes of messages still arriving (see set_partial)
+        self._reported = 0  # what this queue counts in the budget now (see _report)
         self._waiting_for_room = False  # the reader thread, paused by the budget
         lock = threading.Lock()
         self._condition = threading.Condition(lock)  # getters, and a blocked put
@@ -253,10 +261,9 @@ class MessageQueue:
                     finally:
                         self._putters_waiting -= 1
             self._items.append(item)
-            size = getsizeof(item) if type(item) is not Fragment else _footprint(item)
-            self._bytes += size
-            if self.budget is not None:
-                self.budget.add(size)
+            self._bytes += getsizeof(item) if type(item) is not Fragment else _footprint(item)
+            if self.budget is not None and self._bytes - self._reported >= _GRANULE:
+                self._report()
             if self._getters_waiting:
                 self._condition.notify_all()
             return True
@@ -277,38 +284,25 @@ class MessageQueue:
             QueueClosed: the queue is closed and empty.
         """
         deadline = Deadline(timeout)
-        if self.budget is None:
-            return self._get(deadline, timeout, read, None)
         to_wake: List[MessageQueue] = []
-        try:
-            return self._get(deadline, timeout, read, to_wake)
-        finally:
-            for queue in to_wake:  # other connections' readers, paused by the budget
-                queue.wake_reader()
-
-    def _get(
-        self,
-        deadline: Deadline,
-        timeout: Optional[float],
-        read: Optional[Callable[[Optional[float]], bool]],
-        to_wake: Optional[List[MessageQueue]],
-    ) -> Item:
         with self._condition:
             while True:
                 if self._items:
                     item = self._items.popleft()
-                    size = getsizeof(item) if type(item) is not Fragment else _footprint(item)
-                    self._bytes -= size
-                    budget = self.budget
-                    if budget is not None and to_wake is not None:
-                        to_wake.extend(budget.release(size))
+                    self._bytes -= (
+                        getsizeof(item) if type(item) is not Fragment else _footprint(item)
+                    )
+                    if self._reported:
+                        held = self._bytes + self._partial
+                        if not held or self._reported - held >= _GRANULE:
+                            to_wake = self._report()
                     self._taken += 1
                     self._held_since = time.monotonic()
                     if self._putters_waiting or self._drain_waiting:
                         self._condition.notify_all()
                     elif self._waiting_for_room:
                         self._reader_wakeup.notify()
-                    return item
+                    break
                 if self._closed:
                     raise QueueClosed
                 if read is not None and self._token == _FREE and not self._ending:
@@ -326,6 +320,9 @@ class MessageQueue:
                     if self._reader_waits_untimed:
                         # The reader thread may have deferred to this getter.
                         self._reader_wakeup.notify()
+        for queue in to_wake:  # other connections' readers, paused by the budget
+            queue.wake_reader()
+        return item
 
     def _read_for_self(self, read: Callable[[Optional[float]], bool], deadline: Deadline) -> None:
         """Read the socket on the calling application thread; the lock is held on entry."""
@@ -409,20 +406,33 @@ class MessageQueue:
 
         Called by whoever reads, after each read; cheap when nothing changed.
         """
-        if size == self._partial:
+        if size == self._partial or self.budget is None:
             return
         with self._condition:
-            budget = self.budget
-            if budget is None:
-                return
-            change = size - self._partial
             self._partial = size
-            if change > 0:
-                budget.add(change)
+            held = self._bytes + size
+            if abs(held - self._reported) < _GRANULE and (held or not self._reported):
                 return
-            to_wake = budget.release(-change)
+            to_wake = self._report()
         for queue in to_wake:
             queue.wake_reader()
+
+    def _report(self) -> List[MessageQueue]:
+        """Bring this queue's count in the budget up to date; the lock is held.
+
+        Queues report in steps of ``_GRANULE`` bytes (and when they empty),
+        so that small messages cost no work on the shared budget; returns
+        the paused queues to wake once the lock is let go.
+        """
+        budget = self.budget
+        if budget is None:
+            return []
+        held = self._bytes + self._partial
+        change, self._reported = held - self._reported, held
+        if change >= 0:
+            budget.add(change)
+            return []
+        return budget.release(-change)
 
     @property
     def paused(self) -> bool:
@@ -510,9 +520,9 @@ class MessageQueue:
         with self._condition:
             self._closed = True
             if self.budget is not None:
-                to_wake = self.budget.release(self._bytes + self._partial)
+                to_wake = self.budget.release(self._reported)
                 self.budget = None
-                self._partial = 0
+                self._partial = self._reported = 0
             self._condition.notify_all()
             self._reader_wakeup.notify_all()
         for queue in to_wake:
