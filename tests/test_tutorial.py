@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,13 +31,6 @@ def program(page: str, marker: str) -> str:
     blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if marker in b]
     assert len(blocks) == 1, f"{page}: {len(blocks)} blocks contain {marker!r}"
     return blocks[0]
-
-
-def free_port() -> int:
-    """A port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_client(tmp_path: Path, port: int) -> subprocess.Popen[str]:
@@ -112,8 +104,14 @@ def test_client_ctrl_c_closes_cleanly(make_server: ServerFactory, tmp_path: Path
 @pytest.mark.parametrize("page", ["echo.md", "chat.md"])
 def test_tutorial_server_ctrl_c_ends_without_traceback(tmp_path: Path, page: str) -> None:
     """The tutorial's echo_server.py and chat_server.py stop on Ctrl-C: exit 0, no traceback."""
-    port = free_port()
-    code = program(page, "serve_forever()").replace("8765", str(port))
+    # Port 0, and one added line that tells the test which port it got (a port
+    # picked in advance could be taken meanwhile by a parallel run).
+    code = program(page, "serve_forever()")
+    assert code.count('"127.0.0.1", 8765) as server:\n') == 1
+    code = code.replace(
+        '"127.0.0.1", 8765) as server:\n',
+        '"127.0.0.1", 0) as server:\n    print(server.port, flush=True)\n',
+    )
     script = tmp_path / "server.py"
     script.write_text(code, encoding="utf-8")
     process = subprocess.Popen(
@@ -123,6 +121,8 @@ def test_tutorial_server_ctrl_c_ends_without_traceback(tmp_path: Path, page: str
         text=True,
     )
     try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
 
         def echoes() -> bool:
             try:
