@@ -404,7 +404,9 @@ def test_polling_vs_websocket_prints_its_table() -> None:
         expected = ["short poll 50 ms", "short poll 250 ms", "long polling", "WebSocket push"]
         assert labels == expected, where
     long_polling, websocket = rows["long polling"], rows["WebSocket push"]
-    assert long_polling[2] == "5"  # one answered request per event (events 50 ms apart)
+    # One answered request per event when events are 50 ms apart; on a loaded
+    # machine a late poll collects several at once (seen: 2 requests for 5).
+    assert 1 <= int(long_polling[2]) <= 5
     assert websocket[2] == "1"  # the handshake
     # bytes per event: the WebSocket frames cost less than any HTTP exchange.
     assert int(websocket[5]) < int(long_polling[5])
