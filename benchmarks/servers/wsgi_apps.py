@@ -49,7 +49,9 @@ except ImportError:  # pragma: no cover - pip install flask-sock
 
 
 # For Autobahn (kosoku connects to "/"): the echo at the root, no page.
-middleware_root_app = middleware(Flask(__name__), echo, compression=None, ping_interval=None)
+middleware_root_app = middleware(
+    Flask(__name__), echo, compression=None, ping_interval=None, max_size=2**26
+)
 flask_sock_root_app = Flask(__name__)
 flask_sock_root_app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": None}
 try:
