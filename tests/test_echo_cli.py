@@ -63,3 +63,25 @@ def test_echo_cli_max_connections() -> None:
         with pytest.raises(InvalidStatus) as info:
             connect(url)
         assert info.value.response.status_code == 503
+
+
+def test_echo_cli_port_in_use_is_one_line_not_a_traceback() -> None:
+    """A second echo server on the same port says so in one line and exits 1."""
+    import subprocess
+    import sys
+
+    with echo_process() as (_, url):
+        port = url.rsplit(":", 1)[1].rstrip("/")
+        result = subprocess.run(
+            [sys.executable, "-m", "wsthread.echo", "--port", port],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"python -m wsthread.echo: cannot listen on 127.0.0.1:{port}: Address already in use"
+        " (another server listens there: stop it, or choose another --port)"
+    )

@@ -13,8 +13,10 @@ own messages.
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -129,17 +131,30 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.workers > 1:
         return _run_workers(args, context is not None, compression, log_options)
     where: Dict[str, Any] = {} if args.unix is None else {"unix_path": args.unix}
-    with serve(
-        echo,
-        args.host,
-        args.port,
-        **where,
-        max_size=args.max_size,
-        max_connections=args.max_connections,
-        ssl=context,
-        compression=compression,
-        trace=Tracer(sys.stderr) if args.trace else None,
-    ) as server:
+    try:
+        server = serve(
+            echo,
+            args.host,
+            args.port,
+            **where,
+            max_size=args.max_size,
+            max_connections=args.max_connections,
+            ssl=context,
+            compression=compression,
+            trace=Tracer(sys.stderr) if args.trace else None,
+        )
+    except OSError as exc:  # a port in use, a bad address: one line, no traceback
+        address = args.unix if args.unix is not None else f"{args.host}:{args.port}"
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)  # without serve()'s advice
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = " (another server listens there: stop it, or choose another --port)"
+        print(
+            f"python -m wsthread.echo: cannot listen on {address}: {reason}{hint}",
+            file=sys.stderr,
+        )
+        return 1
+    with server:
         host = args.host if ":" not in args.host else f"[{args.host}]"
         if context is not None and args.host in ("127.0.0.1", "::1"):
             host = "localhost"
