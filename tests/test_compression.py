@@ -63,3 +63,35 @@ def test_invalid_compression_values_are_refused() -> None:
         wsthread.serve(lambda ws: None, "127.0.0.1", 0, compression="gzip")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         wsthread.connect("ws://127.0.0.1:9/", compression="gzip")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_compression_benchmark_smoke() -> None:
+    """benchmarks/compression.py still runs: every server negotiates as expected, the tables
+    come out. No memory or speed figure is asserted here (they belong in its table)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(root / "benchmarks" / "compression.py"),
+            "--idle",
+            "40",
+            "--more",
+            "3",
+        ],
+        cwd=str(root),
+        capture_output=True,
+        text=True,
+        timeout=220,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "| default: 12-bit windows, memLevel 5, released |" in result.stdout
+    for row in ("wsthread default | 40/40", "wsthread off | 0/40", "websockets | 40/40"):
+        assert f"| {row} |" in result.stdout, output[-4000:]

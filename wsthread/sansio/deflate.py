@@ -604,16 +604,16 @@ class PerMessageDeflate:
 
     @property
     def idle_state(self) -> int:
-        """Bytes of history kept between messages, and whether zlib objects are kept.
+        """Bytes of history this codec holds between messages (for tests and benchmarks).
 
-        For tests and benchmarks: 0 means nothing but this object is held.
+        Zlib objects kept between messages (:attr:`holds_zlib`) come on top.
         """
-        held = len(self._send_history) + len(self._receive_history)
-        if self._compressor is not None:
-            held += 1 << (self._send_bits + 2)
-        if self._decompressor is not None:
-            held += 1 << self._receive_bits
-        return held
+        return len(self._send_history) + len(self._receive_history)
+
+    @property
+    def holds_zlib(self) -> bool:
+        """Whether a zlib compressor or decompressor is held right now."""
+        return self._compressor is not None or self._decompressor is not None
 
     def compress(self, data: bytes, *, fin: bool) -> bytes:
         """Compress one frame's worth of a message; ``fin`` marks its last frame."""
@@ -691,4 +691,4 @@ def _last_window(history: bytes, data: bytes, bits: int) -> bytes:
     size = 1 << bits
     if len(data) >= size:
         return bytes(data[-size:])
-    return (history + data)[-size:]
+    return (history + bytes(data))[-size:]
