@@ -10,6 +10,7 @@ from typing import List, Optional
 import pytest
 
 from wsthread.exceptions import ConnectionClosed
+from wsthread.pings import Pings
 from wsthread.sansio.frames import FrameParser, Opcode
 from wsthread.sansio.protocol import Protocol, Side
 from wsthread.writer import Writer
@@ -192,4 +193,55 @@ def test_the_pump_step_gives_up_after_write_timeout_without_progress() -> None:
     assert writer.pump(10.0) is True  # 6 s: given up
     assert writer.closed and writer.protocol.close_sent is not None
     assert writer.protocol.close_sent[0] == 1011
+    transport.close()
+
+
+class EnqueueDuringWrite(FakeTransport):
+    """Queues one broadcast on ``writer`` inside its next write, while the lock is held."""
+
+    writer: Optional[Writer] = None
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            assert writer.enqueue(True, b"queued meanwhile") is True
+
+
+def opcodes_and_payloads(data: bytes) -> List[tuple]:
+    parser = FrameParser(expect_masked=False)
+    parser.feed(data)
+    found = []
+    while True:
+        frame = parser.next_frame()
+        if frame is None:
+            return found
+        found.append((frame.opcode, frame.payload))
+
+
+def test_a_broadcast_queued_during_a_keepalive_ping_is_written_when_it_ends() -> None:
+    """The keepalive tick takes the lock without waiting; releasing it writes the outbox."""
+    transport = EnqueueDuringWrite()
+    writer = make(transport)
+    pings = Pings(writer, writer.protocol, writer.logger, writer.fail)
+    pings.tick(0.0, 1.0, None)  # arms the schedule
+    transport.writer = writer
+    pings.tick(2.0, 1.0, None)  # due: sends the ping, a broadcast arrives meanwhile
+    sent = opcodes_and_payloads(bytes(transport.sent))
+    assert [opcode for opcode, _ in sent] == [Opcode.PING, Opcode.TEXT]
+    assert sent[1][1] == b"queued meanwhile"
+    transport.close()
+
+
+def test_a_broadcast_queued_during_the_late_flush_of_gathered_bytes_is_written() -> None:
+    """The gathering timer takes the lock without waiting; releasing it writes the outbox."""
+    transport = EnqueueDuringWrite()
+    writer = make(transport)
+    writer.gather_delay = 60.0  # the test calls the timer's function itself
+    with writer:
+        writer.write(writer.protocol.send_text("gathered"), gather=True)
+    assert transport.sent == b""
+    transport.writer = writer
+    writer._flush_late()
+    assert frames_in(bytes(transport.sent)) == [b"gathered", b"queued meanwhile"]
     transport.close()

@@ -72,7 +72,7 @@ class Pings:
     def acknowledge(self, payload: bytes) -> None:
         """A pong arrived: it answers its ping and every earlier one (on the reading thread)."""
         now = time.monotonic()
-        with self.writer.lock:
+        with self.writer:
             if payload not in self._waiters:
                 return
             if payload == self._keepalive_payload:
@@ -140,4 +140,4 @@ class Pings:
         except ConnectionClosed:
             pass
         finally:
-            writer.lock.release()
+            writer.release()

@@ -137,6 +137,15 @@ class Writer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Release the writer lock, then write the outbox if a broadcast queued messages meanwhile.
+
+        Whoever took :attr:`lock` with ``lock.acquire(blocking=False)``
+        releases it with this: a broadcast that found the lock busy left its
+        messages to the holder (see :meth:`drain_outbox`).
+        """
         self.lock.release()
         if self._outbox:
             self.drain_outbox()
@@ -204,7 +213,7 @@ class Writer:
         except ConnectionClosed:
             pass
         finally:
-            self.lock.release()
+            self.release()
 
     def send_http(self, data: bytes, timeout: Optional[float], last: bool = False) -> None:
         """Send bytes of the opening handshake; takes the lock itself.
@@ -406,8 +415,8 @@ class Writer:
         """Frame and write queued messages if the writer lock is free; never blocks.
 
         Whoever holds the lock calls this after releasing it (leaving a
-        ``with writer:`` block does), so a message queued while the lock was
-        busy is never left behind.
+        ``with writer:`` block and :meth:`release` do), so a message queued
+        while the lock was busy is never left behind.
         """
         while self._outbox:
             if not self.lock.acquire(blocking=False):
