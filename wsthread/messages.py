@@ -224,6 +224,9 @@ class MessageQueue:
         self._reported = 0  # what this queue counts in the budget now (see _report)
         self._waiting_for_room = False  # the reader thread, paused by the budget
         lock = threading.Lock()
+        # The lock itself, for the hot paths of put() and get(): "with lock"
+        # is one C call, "with condition" two Python ones around it.
+        self._mutex = lock
         self._condition = threading.Condition(lock)  # getters, and a blocked put
         self._reader_wakeup = threading.Condition(lock)  # the reader thread's turn
         self._closed = False
@@ -250,7 +253,7 @@ class MessageQueue:
         :meth:`stop_waiting` was called, a full queue drops the message
         instead; returns whether the message was kept.
         """
-        with self._condition:
+        with self._mutex:
             if block and self.max_size is not None:
                 while len(self._items) >= self.max_size and not self._closed:
                     if self._not_waiting:
@@ -283,9 +286,9 @@ class MessageQueue:
             TimeoutError: nothing arrived within ``timeout`` seconds.
             QueueClosed: the queue is closed and empty.
         """
-        deadline = Deadline(timeout)
+        deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
         to_wake: List[MessageQueue] = []
-        with self._condition:
+        with self._mutex:
             while True:
                 if self._items:
                     item = self._items.popleft()

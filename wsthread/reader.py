@@ -237,7 +237,7 @@ class Reader:
         self.bytes_received += len(data)
         events = protocol.receive_data(data)
         ending = protocol.failure is not None or protocol.close_rcvd is not None
-        if not ending and any(type(event) is Ping for event in events):
+        if not ending and Ping in map(type, events):
             self._flush_replies()
         for event in events:
             kind = type(event)

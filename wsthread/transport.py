@@ -64,20 +64,21 @@ class OutBuffer:
     payload of a large frame are two buffers: they are never joined).
     """
 
-    __slots__ = ("_views", "_size")
+    __slots__ = ("_views", "size")
 
     def __init__(self) -> None:
         self._views: Deque[memoryview] = deque()
-        self._size = 0
+        #: How many bytes wait (an attribute, not ``len()``: read once per write).
+        self.size = 0
 
     def __len__(self) -> int:
-        return self._size
+        return self.size
 
     def append(self, data: Buffer) -> None:
         """Add ``data`` (immutable bytes, or a view of them) behind what waits."""
         if len(data):
             self._views.append(data if isinstance(data, memoryview) else memoryview(data))
-            self._size += len(data)
+            self.size += len(data)
 
     def send(self, sock: socket.socket) -> int:
         """Send what the socket takes now, without blocking; return how much is left."""
@@ -98,10 +99,10 @@ class OutBuffer:
             self._consume(sent)
             if sent < sum(len(view) for view in batch):
                 break  # the socket is full
-        return self._size
+        return self.size
 
     def _consume(self, sent: int) -> None:
-        self._size -= sent
+        self.size -= sent
         views = self._views
         while sent:
             first = views[0]
@@ -182,7 +183,14 @@ class Transport:
             socket.timeout: nothing arrived within ``timeout`` seconds.
             OSError: the connection failed.
         """
-        if timeout is not None and not self._wait_readable(timeout):
+        if timeout is None:
+            try:
+                return self.socket.recv(size)  # the common case: one call
+            except BlockingIOError:
+                if not self._parks:
+                    raise
+                parking.Parking.instance().wait(self.socket)  # idle for parking.IDLE seconds
+        elif not self._wait_readable(timeout):
             raise socket.timeout("timed out")
         return self._recv_raw(size)
 
@@ -210,7 +218,7 @@ class Transport:
     @property
     def unsent(self) -> int:
         """How many bytes are waiting in the outgoing buffer."""
-        return len(self._out)
+        return self._out.size
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` and send what the socket accepts now; never blocks.
@@ -222,7 +230,7 @@ class Transport:
             OSError: the connection failed.
         """
         with self._lock:
-            if self._out:  # behind earlier bytes: keep the order
+            if self._out.size:  # behind earlier bytes: keep the order
                 self._out.append(data)
                 self._send_locked()
                 return
