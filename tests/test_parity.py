@@ -8,6 +8,7 @@ Where it makes the test stronger, the other end is the ``websockets`` library
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -216,6 +217,45 @@ def test_shutdown_ends_a_socket_being_served() -> None:
     assert ws.close_code == 1001
     thread.join(10)
     assert not thread.is_alive()
+
+
+def test_shutdown_does_not_wait_for_a_serve_socket_thread_that_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """shutdown() waits for serve_socket() to return, not for the caller's thread to end."""
+
+    def slow_to_return(ws: ServerConnection) -> None:
+        for message in ws:
+            ws.send(message)
+        time.sleep(0.3)  # tidying up after the close: shutdown's snapshot sees the thread
+
+    server = wsthread.serve(slow_to_return, "127.0.0.1", 0, close_timeout=30)
+    client_end, server_end = socket.socketpair()
+    returned = threading.Event()
+    release = threading.Event()
+
+    def application_thread() -> None:  # like a WSGI server's worker thread
+        server.serve_socket(server_end)
+        returned.set()
+        release.wait(30)
+
+    thread = threading.Thread(target=application_thread)
+    thread.start()
+    try:
+        ws = wsthread.connect("ws://localhost/", sock=client_end, close_timeout=2)
+        assert wait_until(lambda: len(server.connections) == 1)
+        caplog.set_level(logging.WARNING, logger="wsthread")
+        started = time.monotonic()
+        server.shutdown()
+        assert returned.is_set()  # shutdown waited for serve_socket() to finish
+        assert time.monotonic() - started < 20  # not for close_timeout (30 s)
+        assert not [r for r in caplog.records if "still running" in r.getMessage()]
+        with pytest.raises(wsthread.ConnectionClosed):
+            ws.recv(timeout=10)
+        assert ws.close_code == 1001
+    finally:
+        release.set()
+        thread.join(10)
 
 
 # -- identifying headers --------------------------------------------------------

@@ -65,6 +65,7 @@ from typing import (
     Mapping,
     Optional,
     Sequence,
+    Set,
     Tuple,
     Union,
 )
@@ -523,6 +524,10 @@ class _Registry:
         # Every connection thread, from accept to close, with its socket while
         # it is in the opening handshake (None once its connection is open).
         self.threads: Dict[threading.Thread, Optional[socket.socket]] = {}
+        # The threads this server started (the others, from serve_socket() and
+        # serve_upgrade(), are the caller's and go on after their connection).
+        self._started_here: Set[threading.Thread] = set()
+        self._left = threading.Condition(lock)  # a thread left the registry
 
     def snapshot(self) -> List[ServerConnection]:
         with self.lock:
@@ -562,13 +567,20 @@ class _Registry:
             if self.connections.pop(connection, False) is None:
                 self._counters.add_traffic(connection.stats())
 
-    def add_thread(self, thread: threading.Thread, sock: socket.socket) -> None:
+    def add_thread(
+        self, thread: threading.Thread, sock: socket.socket, started_here: bool = False
+    ) -> None:
+        """Track ``thread`` serving ``sock``; ``started_here``: a thread the server started."""
         with self.lock:
             self.threads[thread] = sock
+            if started_here:
+                self._started_here.add(thread)
 
     def remove_thread(self, thread: threading.Thread) -> None:
         with self.lock:
             self.threads.pop(thread, None)
+            self._started_here.discard(thread)
+            self._left.notify_all()
 
     def stop_threads(self, deadline: Deadline, logger: logging.Logger) -> None:
         """Wake the connection threads still running and wait for them, within ``deadline``.
@@ -581,6 +593,7 @@ class _Registry:
         """
         with self.lock:
             threads = list(self.threads.items())
+            started_here = set(self._started_here)
         me = threading.current_thread()
         for thread, sock in threads:
             if sock is not None and thread is not me and thread.is_alive():
@@ -589,10 +602,19 @@ class _Registry:
                 except OSError:
                     pass
         for thread, _ in threads:
-            if thread is not me:
+            if thread is me:
+                continue
+            # A thread of serve_socket() or serve_upgrade() belongs to the
+            # caller and lives on: wait until it is done with its connection.
+            with self._left:
+                while thread in self.threads and deadline.remaining() != 0:
+                    self._left.wait(deadline.remaining())
+                done = thread not in self.threads
+            if thread in started_here:
                 thread.join(deadline.remaining())
-                if thread.is_alive():
-                    logger.warning("%s is still running after shutdown", thread.name)
+                done = not thread.is_alive()
+            if not done:
+                logger.warning("%s is still running after shutdown", thread.name)
 
 
 def _is_listening(sock: socket.socket) -> bool:
@@ -746,7 +768,7 @@ class _Listener(socketserver.ThreadingTCPServer):
             name=f"wsthread-conn-{client_address}",
             daemon=True,
         )
-        self._registry.add_thread(thread, request)
+        self._registry.add_thread(thread, request, started_here=True)
         start_thread(thread, self.thread_stack_size)
 
     def _run_request(self, request: Any, client_address: Any) -> None:
