@@ -155,7 +155,7 @@ def test_keep_alive_bodies_head_204_and_unknown_length(make_server: ServerFactor
 
 
 def test_bad_requests_get_clear_answers(make_server: ServerFactory) -> None:
-    """Garbage: 400; an oversized body: 413 before it is read; an app error: 500."""
+    """Garbage (a non-ASCII Content-Length too): 400; an oversized body: 413; an app error: 500."""
     server = make_server({"/ws": echo_handler}, wsgi=wsgi_app, max_body_size=1000)
     assert raw(server.port, b"\x00\x01garbage\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     answer = raw(server.port, b"POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
@@ -170,6 +170,9 @@ def test_bad_requests_get_clear_answers(make_server: ServerFactory) -> None:
         server.port,
         b"POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
     )
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    # "\xb2" is "²" in latin-1: a digit to str.isdigit(), not to int()
+    answer = raw(server.port, b"POST /body HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 ")
     answer = raw(server.port, b"GET /boom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 500 ")

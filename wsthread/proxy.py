@@ -223,7 +223,11 @@ def _http_connect(
     head = _read_head(sock, proxy, deadline)
     status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
     parts = status_line.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    if (
+        len(parts) < 2
+        or not parts[0].startswith("HTTP/1.")
+        or not (parts[1].isascii() and parts[1].isdigit())
+    ):
         raise ProxyError(f"invalid answer to CONNECT: {status_line[:100]!r}", proxy=str(proxy))
     code = int(parts[1])
     if 200 <= code < 300:

@@ -400,7 +400,7 @@ def _serve_one(
             raise InvalidRequest("conflicting Content-Length headers")
         if lengths:
             text = lengths[0].strip()
-            if not text.isdigit() or len(text) > 18:
+            if not (text.isascii() and text.isdigit()) or len(text) > 18:  # "²".isdigit()
                 raise InvalidRequest("malformed Content-Length")
             length = int(text)
             if limit is not None and length > limit:
