@@ -285,31 +285,9 @@ def connect(
     if user_agent_header is not None and all(n.lower() != "user-agent" for n, _ in headers):
         headers.insert(0, ("User-Agent", user_agent_header))
     if sock is None:
-        try:
-            sock = connect_socket(
-                target.host, target.port, proxy=proxy, secure=target.secure, deadline=deadline
-            )
-        except socket.timeout:
-            raise TimeoutError(f"could not connect to {uri} within {open_timeout}s") from None
-        except OSError as exc:
-            if is_resource_error(exc):  # say which limit, and how to raise it
-                raise OSError(exc.errno, f"{exc.strerror}; {describe_limit()}") from exc
-            raise
+        sock = _open_socket(target, proxy, deadline, uri, open_timeout)
     try:
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport: Transport
-        if target.secure:
-            context = ssl if ssl is not None else ssl_module.create_default_context()
-            transport = TLSTransport.handshake(
-                sock,
-                context,
-                server_side=False,
-                server_hostname=server_hostname or target.host,
-                deadline=deadline,
-            )
-        else:
-            transport = Transport(sock)
+        transport = _client_transport(sock, target, ssl, server_hostname, deadline)
         key = generate_key()
         request = build_request(
             target.host,
@@ -350,6 +328,48 @@ def connect(
     if keepalive is not None:
         keepalive.add(connection)
     return connection
+
+
+def _open_socket(
+    target: WebSocketURI,
+    proxy: ProxyOption,
+    deadline: Deadline,
+    uri: str,
+    open_timeout: Optional[float],
+) -> socket.socket:
+    """Connect to the server (through the proxy, if any), within ``deadline``."""
+    try:
+        return connect_socket(
+            target.host, target.port, proxy=proxy, secure=target.secure, deadline=deadline
+        )
+    except socket.timeout:
+        raise TimeoutError(f"could not connect to {uri} within {open_timeout}s") from None
+    except OSError as exc:
+        if is_resource_error(exc):  # say which limit, and how to raise it
+            raise OSError(exc.errno, f"{exc.strerror}; {describe_limit()}") from exc
+        raise
+
+
+def _client_transport(
+    sock: socket.socket,
+    target: WebSocketURI,
+    ssl: Optional[ssl_module.SSLContext],
+    server_hostname: Optional[str],
+    deadline: Deadline,
+) -> Transport:
+    """The transport over a connected socket: TLS (handshake done) for ``wss://``."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if not target.secure:
+        return Transport(sock)
+    context = ssl if ssl is not None else ssl_module.create_default_context()
+    return TLSTransport.handshake(
+        sock,
+        context,
+        server_side=False,
+        server_hostname=server_hostname or target.host,
+        deadline=deadline,
+    )
 
 
 def unix_connect(
