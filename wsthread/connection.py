@@ -377,7 +377,9 @@ class Connection:
         fragmented message, one frame per piece; no other message can slip
         between its frames, because the writer lock is held while the
         iterable is consumed: a generator must not send or ping on this
-        connection, and one that waits holds up its other writers. Safe to call from any thread. Returns once the
+        connection, and one that waits holds up its other writers.
+
+        Safe to call from any thread. Returns once the
         socket has taken the whole message; if the peer takes nothing for
         ``write_timeout`` seconds, the connection is failed. A small reply
         sent by the receiving thread while more received messages wait may
