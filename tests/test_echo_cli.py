@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 import signal
+import socket
 
 import pytest
 import trustme
@@ -13,6 +14,7 @@ from conftest import (
     assert_clean_exit,
     assert_going_away,
     echo_process,
+    raw_websocket,
     websockets_tls_connect,
     write_certfile,
 )
@@ -63,6 +65,23 @@ def test_echo_cli_max_connections() -> None:
         with pytest.raises(InvalidStatus) as info:
             connect(url)
         assert info.value.response.status_code == 503
+
+
+@pytest.mark.parametrize("interval", ["0.2", "none"])
+def test_echo_cli_ping_interval(interval: str) -> None:
+    """`--ping-interval 0.2` pings a silent client within a second; `none` never pings."""
+    with echo_process("--ping-interval", interval) as (_, url):
+        sock, _ = raw_websocket(int(url.rstrip("/").rsplit(":", 1)[1]))
+        with sock:
+            sock.settimeout(1.5)
+            try:
+                first = sock.recv(2)
+            except socket.timeout:
+                first = b""
+        if interval == "none":
+            assert first == b"", "a ping arrived with --ping-interval none"
+        else:
+            assert first[:1] == b"\x89", f"expected a ping frame, got {first!r}"
 
 
 def test_echo_cli_port_in_use_is_one_line_not_a_traceback() -> None:

@@ -43,6 +43,10 @@ def _size(text: str) -> Optional[int]:
     return None if text.lower() == "none" else int(text)
 
 
+def _seconds(text: str) -> Optional[float]:
+    return None if text.lower() == "none" else float(text)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the echo server until interrupted; return the exit status."""
     parser = argparse.ArgumentParser(
@@ -65,6 +69,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         default=1024,
         metavar="N",
         help="open connections at once, or 'none'; beyond, HTTP 503 (default 1024)",
+    )
+    parser.add_argument(
+        "--ping-interval",
+        type=_seconds,
+        default=20.0,
+        metavar="SECONDS",
+        help="keepalive ping every SECONDS of silence, or 'none' (default 20)",
     )
     parser.add_argument(
         "--unix",
@@ -139,6 +150,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             **where,
             max_size=args.max_size,
             max_connections=args.max_connections,
+            ping_interval=args.ping_interval,
             ssl=context,
             compression=compression,
             trace=Tracer(sys.stderr) if args.trace else None,
@@ -205,6 +217,7 @@ def _run_workers(
         on_ready=on_ready,
         max_size=args.max_size,
         max_connections=args.max_connections,
+        ping_interval=args.ping_interval,
         compression=compression,
     )
     print("shutting down" if status == 0 else "stopped after a worker failed", flush=True)
