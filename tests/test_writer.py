@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import pytest
 
@@ -244,4 +244,27 @@ def test_a_broadcast_queued_during_the_late_flush_of_gathered_bytes_is_written()
     transport.writer = writer
     writer._flush_late()
     assert frames_in(bytes(transport.sent)) == [b"gathered", b"queued meanwhile"]
+    transport.close()
+
+
+@pytest.mark.parametrize("failure", ["the iterable raises", "a piece of another type"])
+def test_a_fragmented_message_left_half_sent_closes_with_1011(failure: str) -> None:
+    """An error once the first fragment went out closes with 1011: no later frame may follow."""
+    transport = FakeTransport()
+    writer = make(transport)
+
+    def pieces() -> Iterator[object]:
+        yield "first"
+        if failure == "the iterable raises":
+            raise LookupError("the application's generator failed")
+        yield 42
+
+    error = LookupError if failure == "the iterable raises" else TypeError
+    with pytest.raises(error):
+        writer.send_fragments(pieces(), None)  # type: ignore[arg-type]
+    sent = opcodes_and_payloads(bytes(transport.sent))
+    assert [opcode for opcode, _ in sent] == [Opcode.TEXT, Opcode.CLOSE]
+    assert writer.protocol.close_sent is not None and writer.protocol.close_sent[0] == 1011
+    with pytest.raises(ConnectionClosed), writer:  # nothing more goes out
+        writer.write(writer.protocol.send_text("later"))
     transport.close()

@@ -245,40 +245,55 @@ class Writer:
 
         Raises:
             TypeError: a piece is neither ``str`` nor bytes-like, or the
-                pieces mix the two (the message is then half sent, so the
-                connection is closed with 1011).
+                pieces mix the two.
             ConnectionClosed: as :meth:`write`.
+
+        Whatever is raised once the first frame went out (those errors, or
+        one from the iterable itself) leaves the message half sent: the
+        connection is then closed with 1011, since any later message would
+        break the protocol.
         """
         protocol = self.protocol
         with self:
             kind: Optional[type] = None
-            for piece in fragments:
-                if isinstance(piece, str):
-                    data = piece.encode("utf-8")
-                    piece_kind: type = str
-                elif isinstance(piece, (bytes, bytearray, memoryview)):
-                    data = bytes(piece)
-                    piece_kind = bytes
-                else:
-                    raise TypeError(f"cannot send a fragment of type {type(piece).__name__}")
-                if kind is None:
-                    kind = piece_kind
-                    as_text = kind is str if text is None else text
-                    frame = (
-                        protocol.send_text(data, fin=False)
-                        if as_text
-                        else protocol.send_binary(data, fin=False)
-                    )
-                elif piece_kind is not kind:
-                    # The message is half sent: the only honest way out is to fail.
-                    self.write(protocol.send_close(CloseCode.INTERNAL_ERROR, "mixed fragments"))
-                    raise TypeError("all fragments of a message must be str, or all bytes")
-                else:
-                    frame = protocol.send_continuation(data, fin=False)
-                self.write(frame)
+            try:
+                for piece in fragments:
+                    if isinstance(piece, str):
+                        data = piece.encode("utf-8")
+                        piece_kind: type = str
+                    elif isinstance(piece, (bytes, bytearray, memoryview)):
+                        data = bytes(piece)
+                        piece_kind = bytes
+                    else:
+                        raise TypeError(f"cannot send a fragment of type {type(piece).__name__}")
+                    if kind is None:
+                        kind = piece_kind
+                        as_text = kind is str if text is None else text
+                        frame = (
+                            protocol.send_text(data, fin=False)
+                            if as_text
+                            else protocol.send_binary(data, fin=False)
+                        )
+                    elif piece_kind is not kind:
+                        raise TypeError("all fragments of a message must be str, or all bytes")
+                    else:
+                        frame = protocol.send_continuation(data, fin=False)
+                    self.write(frame)
+            except BaseException:
+                if kind is not None:
+                    self._abandon_message()
+                raise
             if kind is not None:
                 self.write(protocol.send_continuation(b"", fin=True))
                 self.messages_sent += 1
+
+    def _abandon_message(self) -> None:
+        """A fragmented message was left half sent: close with 1011; the caller holds the lock."""
+        if self.protocol.close_sent is None and not self._closed:
+            try:
+                self.write(self.protocol.send_close(CloseCode.INTERNAL_ERROR, "message abandoned"))
+            except ConnectionClosed:
+                pass
 
     def flush(self) -> None:
         """Wait until the socket has taken every byte written; the caller holds the lock.
