@@ -171,6 +171,13 @@ def test_bad_requests_get_clear_answers(make_server: ServerFactory) -> None:
         b"POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
     )
     assert answer.startswith(b"HTTP/1.1 400 ")
+    for size in (b"0x5", b"+5", b"5_0", b""):  # chunk sizes are hex digits only
+        answer = raw(
+            server.port,
+            b"POST /body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + size + b"\r\nxxxxx\r\n0\r\n\r\n",
+        )  # fmt: skip
+        assert answer.startswith(b"HTTP/1.1 400 "), size
     # "\xb2" is "²" in latin-1: a digit to str.isdigit(), not to int()
     answer = raw(server.port, b"POST /body HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 ")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import socket
 import sys
 import urllib.parse
@@ -48,6 +49,7 @@ HIJACKED = "wsthread.hijacked"
 
 _READ = 65536
 _MAX_CHUNK_LINE = 4096
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _DRAIN = 65536  # unread body bytes skipped to keep a connection alive; beyond, it closes
 
 
@@ -128,12 +130,10 @@ def _read_chunked(stream: _Stream, limit: Optional[int]) -> bytes:
     while True:
         line = stream.read_line(_MAX_CHUNK_LINE)
         size_text = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise InvalidRequest("malformed chunk size") from None
-        if size < 0 or not size_text.isalnum():
+        # HEXDIG only: int(..., 16) alone also takes "0x1f", "+1f" and "1_f".
+        if not _CHUNK_SIZE.fullmatch(size_text):
             raise InvalidRequest("malformed chunk size")
+        size = int(size_text, 16)
         if size == 0:
             break
         if limit is not None and len(body) + size > limit:
