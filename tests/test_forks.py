@@ -141,7 +141,13 @@ def test_fork_guard_unit() -> None:
     assert not guard.inherited
     guard.check("anything")  # does not raise
     assert "broadcast()" in guard.message("broadcast()")
-    assert fork_generation() >= 0
+    generation = fork_generation()
+    pid = os.fork()
+    if pid == 0:  # the child: one fork deeper, and the guard made before it knows
+        os._exit(0 if fork_generation() == generation + 1 and guard.inherited else 1)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, "in the child, the generation did not go up or the guard missed the fork"
+    assert fork_generation() == generation  # the parent's count is unchanged
 
 
 def test_port_in_use_says_why_a_newcomer_may_meet_it() -> None:
