@@ -306,14 +306,15 @@ class Protocol:
         """
         events: List[Event] = []
         self.frames_pending = False
-        if self.receiving_done:
+        # receiving_done, spelled out: this runs for every read.
+        if self.close_rcvd is not None or self.failure is not None or self.eof:
             return events
         parser = self._parser
         parser.feed(data)
         inflating = self.deflate is not None
         produced = 0
         try:
-            while not self.receiving_done:
+            while self.close_rcvd is None:  # a failure raises out of the loop
                 limit = None if self.max_size is None else self.max_size - self._message_size
                 frame = parser.next_frame(limit)
                 if frame is None:
@@ -328,7 +329,7 @@ class Protocol:
                         if produced >= INFLATE_BATCH and parser.buffered:
                             self.frames_pending = True
                             break
-            if parser.in_payload and not self.receiving_done:
+            if parser.in_payload and self.close_rcvd is None:
                 self._check_partial_text()
         except ProtocolError as exc:
             self.failure = exc

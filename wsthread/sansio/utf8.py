@@ -22,6 +22,9 @@ class Utf8Decoder:
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")()
+        # Whether the decoder holds no partial character: a whole message in
+        # one piece is then decoded in one C call (the common case).
+        self._clean = True
 
     def decode(self, data: Union[bytes, bytearray, memoryview], final: bool = False) -> str:
         """Decode the next piece; ``final`` marks the end of the message.
@@ -32,11 +35,16 @@ class Utf8Decoder:
                 at the first impossible byte, even in the middle of a frame.
         """
         try:
+            if final and self._clean:
+                return str(data, "utf-8")
             text = self._decoder.decode(data, final)
         except UnicodeDecodeError as exc:
             raise InvalidUTF8(f"invalid UTF-8: {exc.reason}") from exc
-        if not final:
+        if final:
+            self._clean = True  # a final decode that succeeded leaves nothing behind
+        else:
             pending = self._decoder.getstate()[0]
+            self._clean = not pending
             if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
                 raise InvalidUTF8("invalid UTF-8: encoded surrogate")
         return text
@@ -53,7 +61,9 @@ class Utf8Decoder:
     def setstate(self, state: Tuple[bytes, int]) -> None:
         """Continue from a state that :meth:`getstate` returned (of this or another decoder)."""
         self._decoder.setstate(state)
+        self._clean = not state[0]
 
     def reset(self) -> None:
         """Forget any partial character, ready for a new message."""
         self._decoder.reset()
+        self._clean = True
