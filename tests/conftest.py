@@ -84,6 +84,24 @@ def thread_baseline() -> Iterator[Callable[[], int]]:
     yield lambda: baseline
 
 
+#: The process-wide helper threads (threads.py, parking.py): each comes when
+#: some connection needs it and goes when none has for a while, so a count of
+#: connection threads leaves them out.
+HELPER_THREADS = frozenset(
+    {"wsthread-parking", "wsthread-write-pump", "wsthread-start-readers", "wsthread-keepalive"}
+)
+
+
+def thread_count() -> int:
+    """Threads running now, leaving out wsthread's process-wide helper threads.
+
+    An idle bystander connection parks its read after half a second, which
+    starts ``wsthread-parking`` whenever that happens to fall: a test that
+    asks "are the connection threads gone?" must not count it.
+    """
+    return sum(1 for thread in threading.enumerate() if thread.name not in HELPER_THREADS)
+
+
 def raw_handshake(port: int, request: bytes, timeout: float = 5) -> bytes:
     """Send raw bytes to the server and return everything it answers before closing."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:

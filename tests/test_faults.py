@@ -21,7 +21,7 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 import wsthread
-from conftest import UPGRADE_REQUEST, ServerFactory, raw_websocket, wait_until
+from conftest import UPGRADE_REQUEST, ServerFactory, raw_websocket, thread_count, wait_until
 from wsthread.exceptions import ConnectionClosed
 from wsthread.sansio.frames import Frame, FrameParser, Opcode, parse_close, serialize_frame
 from wsthread.server import ServerConnection
@@ -33,7 +33,7 @@ MARGIN = 5.0
 
 def threads_back_to(baseline: int, timeout: float = CLOSE_TIMEOUT + MARGIN) -> bool:
     """Wait until no more than ``baseline`` threads are running."""
-    return wait_until(lambda: threading.active_count() <= baseline, timeout)
+    return wait_until(lambda: thread_count() <= baseline, timeout)
 
 
 def errors_logged(caplog: pytest.LogCaptureFixture) -> List[str]:
@@ -52,7 +52,7 @@ def client_frame(opcode: Opcode, payload: bytes = b"", fin: bool = True) -> byte
 
 def threads_up(count: int, timeout: float = 10) -> bool:
     """Wait until at least ``count`` threads run (the server took the connections)."""
-    return wait_until(lambda: threading.active_count() >= count, timeout)
+    return wait_until(lambda: thread_count() >= count, timeout)
 
 
 def vanish(socks: List[socket.socket], how: str) -> None:
@@ -82,6 +82,10 @@ class Bystander:
         self.ws = self._stack.enter_context(opener(uri, open_timeout=10, **options))
         self.exchanged = 0
         self.check()
+        if isinstance(self.ws, wsthread.ClientConnection):
+            # Its reader thread would start on its own 50 ms after recv() left the
+            # socket unread, perhaps after a test took its thread baseline: start it now.
+            self.ws.reader.start_thread()
 
     def check(self) -> None:
         """One echo round trip."""
@@ -119,7 +123,7 @@ def test_clients_vanishing_mid_handshake(
     """20 clients send half a request and vanish: their threads end, the bystander is fine."""
     server = make_server(close_timeout=CLOSE_TIMEOUT)
     bystander = Bystander(f"ws://127.0.0.1:{server.port}/")
-    baseline = threading.active_count()
+    baseline = thread_count()
     socks = []
     for i in range(20):
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
@@ -129,7 +133,9 @@ def test_clients_vanishing_mid_handshake(
     assert threads_up(baseline + 20 - 2), "the server should hold the pending handshakes"
     vanish(socks, how)
     started = time.monotonic()
-    assert threads_back_to(baseline), f"{threading.active_count()} threads, baseline {baseline}"
+    assert threads_back_to(baseline), (
+        f"{thread_count()} threads, baseline {baseline}: {[t.name for t in threading.enumerate()]}"
+    )
     print(
         f"\nmid-handshake ({how}): threads back to {baseline} in {time.monotonic() - started:.2f}s"
     )
@@ -149,7 +155,7 @@ def test_clients_vanishing_mid_tls_handshake(
     server_context, client_context = tls
     server = make_server(ssl=server_context, close_timeout=CLOSE_TIMEOUT)
     bystander = Bystander(f"wss://localhost:{server.port}/", ssl=client_context)
-    baseline = threading.active_count()
+    baseline = thread_count()
     socks = []
     for _ in range(10):
         raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
@@ -167,7 +173,9 @@ def test_clients_vanishing_mid_tls_handshake(
     assert threads_up(baseline + 10 - 2), "the server should hold the pending handshakes"
     vanish(socks, "rst" if how == "rst" else "fin")
     started = time.monotonic()
-    assert threads_back_to(baseline), f"{threading.active_count()} threads, baseline {baseline}"
+    assert threads_back_to(baseline), (
+        f"{thread_count()} threads, baseline {baseline}: {[t.name for t in threading.enumerate()]}"
+    )
     print(f"\nmid-TLS ({how}): threads back to {baseline} in {time.monotonic() - started:.2f}s")
     bystander.check()
     bystander.close()
@@ -190,7 +198,7 @@ def test_clients_vanishing_mid_frame(
 
     server = make_server(handler, close_timeout=CLOSE_TIMEOUT)
     bystander = Bystander(f"ws://127.0.0.1:{server.port}/")
-    baseline = threading.active_count()
+    baseline = thread_count()
     socks = []
     for _ in range(10):
         sock, _ = raw_websocket(server.port)
@@ -202,7 +210,9 @@ def test_clients_vanishing_mid_frame(
     started = time.monotonic()
     for _ in range(10):
         assert handler_ended.acquire(timeout=CLOSE_TIMEOUT + MARGIN)
-    assert threads_back_to(baseline), f"{threading.active_count()} threads, baseline {baseline}"
+    assert threads_back_to(baseline), (
+        f"{thread_count()} threads, baseline {baseline}: {[t.name for t in threading.enumerate()]}"
+    )
     print(f"\nmid-frame ({how}): threads back to {baseline} in {time.monotonic() - started:.2f}s")
     bystander.check()
     bystander.close()
@@ -234,7 +244,7 @@ def test_reset_while_the_server_is_sending(
 
     server = make_server(streamer, close_timeout=CLOSE_TIMEOUT)
     bystander = Bystander(f"ws://127.0.0.1:{server.port}/")
-    baseline = threading.active_count()
+    baseline = thread_count()
     request = UPGRADE_REQUEST.replace(b"GET / ", b"GET /stream ") + b"\r\n"
     socks = []
     for _ in range(10):
@@ -251,7 +261,9 @@ def test_reset_while_the_server_is_sending(
     started = time.monotonic()
     assert wait_until(lambda: len(outcomes) == 10, CLOSE_TIMEOUT + MARGIN), outcomes
     assert outcomes == ["closed"] * 10
-    assert threads_back_to(baseline), f"{threading.active_count()} threads, baseline {baseline}"
+    assert threads_back_to(baseline), (
+        f"{thread_count()} threads, baseline {baseline}: {[t.name for t in threading.enumerate()]}"
+    )
     print(f"\nRST while sending: threads back to {baseline} in {time.monotonic() - started:.2f}s")
     bystander.check()
     bystander.close()
@@ -308,7 +320,7 @@ def busy_client(port: int, ready: threading.Barrier, results: Dict[int, str], in
 def test_shutdown_while_100_clients_send(make_server: ServerFactory) -> None:
     """shutdown() during traffic: each client gets 1001 (or a clean TCP close),
     shutdown() returns within close_timeout plus a margin, no thread is left."""
-    baseline = threading.active_count()
+    baseline = thread_count()
     server = make_server(close_timeout=CLOSE_TIMEOUT)
     clients = 100
     ready = threading.Barrier(clients + 1)
@@ -336,7 +348,9 @@ def test_shutdown_while_100_clients_send(make_server: ServerFactory) -> None:
     # A bound, not a speed claim: shutdown waits at most about close_timeout for the
     # closing handshakes; the margin absorbs a 2-core machine shared with other suites.
     assert took < CLOSE_TIMEOUT + 2 * MARGIN
-    assert threads_back_to(baseline), f"{threading.active_count()} threads, baseline {baseline}"
+    assert threads_back_to(baseline), (
+        f"{thread_count()} threads, baseline {baseline}: {[t.name for t in threading.enumerate()]}"
+    )
 
 
 # -- misuse after close ------------------------------------------------------------------------

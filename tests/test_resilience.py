@@ -24,7 +24,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import pytest
 from websockets.sync.client import connect
 
-from conftest import UPGRADE_REQUEST, ServerFactory, raw_websocket, wait_until
+from conftest import UPGRADE_REQUEST, ServerFactory, raw_websocket, thread_count, wait_until
 from wsthread.sansio.frames import Frame, FrameParser, Opcode, parse_close, serialize_frame
 
 MASK = b"\x9a\x10\x77\x03"
@@ -82,7 +82,7 @@ def echo_works(port: int) -> bool:
 
 def threads_back_to(baseline: int, timeout: float = 10) -> bool:
     """Wait until the process is back to ``baseline`` threads."""
-    return wait_until(lambda: threading.active_count() <= baseline, timeout)
+    return wait_until(lambda: thread_count() <= baseline, timeout)
 
 
 def no_errors_logged(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> List[str]:
@@ -150,7 +150,7 @@ def test_slowloris_connections_are_dropped_at_open_timeout(
     caplog.set_level(logging.DEBUG, logger="wsthread")
     open_timeout = 2.0
     server = make_server(open_timeout=open_timeout)
-    baseline = threading.active_count()
+    baseline = thread_count()
     count = 300
     slow = []
     for _ in range(count):
@@ -201,7 +201,7 @@ def test_slowloris_connections_are_dropped_at_open_timeout(
         f"\nslowloris: {count} connections with open_timeout={open_timeout}s dropped "
         f"between {first:.2f}s and {last:.2f}s after they opened"
     )
-    assert threads_back_to(baseline), f"{threading.active_count()} threads, baseline {baseline}"
+    assert threads_back_to(baseline), f"{thread_count()} threads, baseline {baseline}"
     assert echo_works(server.port)
     assert not no_errors_logged(caplog)
 
@@ -302,7 +302,7 @@ def test_garbage_gets_a_clear_4xx_and_no_traceback(
     """Not-WebSocket input gets a 4xx status line with a text reason; nothing above INFO logged."""
     caplog.set_level(logging.DEBUG, logger="wsthread")
     server = make_server()
-    baseline = threading.active_count()
+    baseline = thread_count()
     answer, _ = send_until_refused(server.port, request_bytes, iter(()), LIMIT)
     status_line, _, rest = answer.partition(b"\r\n")
     assert status_line.startswith(b"HTTP/1.1 " + status + b" "), answer[:200]
