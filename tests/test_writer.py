@@ -44,9 +44,10 @@ class FakeTransport:
         self.sent += chunk
         del self.out[: len(chunk)]
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> int:
         self.out += data
         self._send()
+        return len(self.out)
 
     def send_some(self) -> int:
         self._send()

@@ -338,7 +338,7 @@ class Connection:
     def _take(self, deadline: Deadline, timeout: Optional[float]) -> Item:
         """Take the next message or piece from the queue, reading the socket if it is free."""
         writer = self.writer
-        if writer.gathering and self._messages.empty:
+        if writer.gathered and self._messages.empty:
             # About to wait for data: gathered replies go out first.
             try:
                 with writer:

@@ -333,7 +333,7 @@ class MessageQueue:
         ended = False
         self._condition.release()
         try:
-            ended = not read(deadline.remaining())
+            ended = not read(None if deadline.expires is None else deadline.remaining())
         finally:
             self._condition.acquire()
             self._token = _FREE

@@ -220,32 +220,34 @@ class Transport:
         """How many bytes are waiting in the outgoing buffer."""
         return self._out.size
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> int:
         """Queue ``data`` and send what the socket accepts now; never blocks.
 
         What the socket does not take is kept as a view of ``data`` (so it
-        must not change afterwards: pass ``bytes``).
+        must not change afterwards: pass ``bytes``). Returns how many bytes
+        wait (:attr:`unsent`).
 
         Raises:
             OSError: the connection failed.
         """
         with self._lock:
-            if self._out.size:  # behind earlier bytes: keep the order
-                self._out.append(data)
-                self._send_locked()
-                return
+            out = self._out
+            if out.size:  # behind earlier bytes: keep the order
+                out.append(data)
+                return out.send(self.socket)
             try:
                 sent = self.socket.send(data, _DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             if sent < len(data):
-                self._out.append(memoryview(data)[sent:])
+                out.append(memoryview(data)[sent:])
+            return out.size
 
-    def write_parts(self, parts: Sequence[bytes]) -> None:
+    def write_parts(self, parts: Sequence[bytes]) -> int:
         """Like :meth:`write` for the concatenation of ``parts``, without concatenating them.
 
         Used for a large frame's header and payload: one ``sendmsg()``
-        system call, and no copy of the payload.
+        system call, and no copy of the payload. Returns how many bytes wait.
 
         Raises:
             OSError: the connection failed.
@@ -253,7 +255,7 @@ class Transport:
         with self._lock:
             for part in parts:
                 self._out.append(part)
-            self._send_locked()
+            return self._send_locked()
 
     def send_some(self) -> int:
         """Send what the socket accepts now from the buffer; return what is left.
@@ -411,17 +413,17 @@ class TLSTransport(Transport):
             return None
         return b"".join(chunks)
 
-    def write(self, data: bytes) -> None:
-        """Encrypt ``data``, queue it and send what the socket accepts now."""
+    def write(self, data: bytes) -> int:
+        """Encrypt ``data``, queue it and send what the socket accepts now; return what waits."""
         with self._lock:
             self.tls.write(data)
             self._out.append(self._outgoing.read())
-            self._send_locked()
+            return self._send_locked()
 
-    def write_parts(self, parts: Sequence[bytes]) -> None:
+    def write_parts(self, parts: Sequence[bytes]) -> int:
         """Encrypt each part in turn (TLS copies every byte anyway: nothing to save here)."""
         with self._lock:
             for part in parts:
                 self.tls.write(part)
             self._out.append(self._outgoing.read())
-            self._send_locked()
+            return self._send_locked()

@@ -129,15 +129,19 @@ class Writer:
         self.bytes_sent = 0
         # Frames gathered for one later system call (under the writer lock).
         self.gather_delay = GATHER_DELAY  # tests lengthen it to look at gathered bytes
-        self._gathered: List[bytes] = []
-        self._gathered_bytes = 0
+        self.gathered: List[bytes] = []
+        """Frames kept for the next write (under the writer lock; read it as a hint only)."""
+        self.gathered_bytes = 0
 
     def __enter__(self) -> Writer:
         self.lock.acquire()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.release()
+        # release(), inlined: this runs for every message sent.
+        self.lock.release()
+        if self._outbox:
+            self.drain_outbox()
 
     def release(self) -> None:
         """Release the writer lock, then write the outbox if a broadcast queued messages meanwhile.
@@ -173,11 +177,11 @@ class Writer:
         if self._closed:
             raise self.protocol.close_exception()
         self.bytes_sent += len(data)
-        gathered = self._gathered
+        gathered = self.gathered
         if (
             gather
             and len(data) <= GATHER_FRAME
-            and self._gathered_bytes + len(data) <= GATHER_LIMIT
+            and self.gathered_bytes + len(data) <= GATHER_LIMIT
             and not self.transport.unsent
         ):
             if not gathered:
@@ -185,30 +189,30 @@ class Writer:
                     time.monotonic() + self.gather_delay, self._flush_late
                 )
             gathered.append(data)
-            self._gathered_bytes += len(data)
+            self.gathered_bytes += len(data)
             return
         if gathered:
             gathered.append(data)
             data = b"".join(gathered)
             gathered.clear()
-            self._gathered_bytes = 0
+            self.gathered_bytes = 0
         self._transfer(data, wait, self.write_timeout)
 
     @property
     def gathering(self) -> bool:
         """Whether gathered bytes wait for a later write (read without the lock: a hint)."""
-        return bool(self._gathered)
+        return bool(self.gathered)
 
     def _flush_late(self) -> None:
         """The timer's call, :data:`GATHER_DELAY` after a first gathered frame: send them."""
-        if not self._gathered:
+        if not self.gathered:
             return
         if not self.lock.acquire(blocking=False):
             # A writer is busy (and will send them); look again soon.
             shared(ReaderStarter).schedule(time.monotonic() + self.gather_delay, self._flush_late)
             return
         try:
-            if self._gathered and not self._closed:
+            if self.gathered and not self._closed:
                 self.write(b"", wait=False)
         except ConnectionClosed:
             pass
@@ -316,12 +320,12 @@ class Writer:
         if self._closed:
             raise self.protocol.close_exception()
         self.bytes_sent += len(header) + len(payload)
-        gathered = self._gathered
+        gathered = self.gathered
         if gathered:
             gathered.append(header)
             header = b"".join(gathered)
             gathered.clear()
-            self._gathered_bytes = 0
+            self.gathered_bytes = 0
         self._transfer(header, True, self.write_timeout, payload=payload)
 
     def _transfer(
@@ -343,12 +347,12 @@ class Writer:
         transport = self.transport
         try:
             if payload is not None:
-                transport.write_parts((data, payload))
+                left = transport.write_parts((data, payload))
             elif data:
-                transport.write(data)
+                left = transport.write(data)
             else:
-                transport.send_some()
-            if transport.unsent:
+                left = transport.send_some()
+            if left:
                 if wait:
                     transport.flush(timeout)
                 elif not pumping:
