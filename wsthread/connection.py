@@ -185,6 +185,9 @@ class Connection:
         limit = receive_budget_bytes(receive_budget)
         budget = None if limit is None else shared(ReceiveBudget, limit)
         self._messages = MessageQueue(max_queue, budget=budget)
+        # The keepalive's view of the peer (see keepalive_tick).
+        self._received_at_tick = 0
+        self._peer_active_at = float("-inf")
         self._receiver = Receiver(self._take)
         self._receiving_thread = 0  # the thread that last took a message (see send())
         self._closed = threading.Event()
@@ -510,9 +513,14 @@ class Connection:
         Called by :class:`~wsthread.threads.Keepalive`, never by the
         application; never blocks.
         """
-        if self._messages.paused:
-            # The pong may well be waiting, unread behind messages the
-            # application has not taken: never close for that.
+        # A peer that sent data lately, or whose data we have not been reading
+        # (back-pressure: its pong may wait behind messages the application
+        # has not taken), is alive: never close it for a late pong.
+        received = self.reader.bytes_received
+        if received != self._received_at_tick or self._messages.paused:
+            self._received_at_tick = received
+            self._peer_active_at = now
+        if timeout is not None and now - self._peer_active_at < timeout:
             self._pings.postpone_deadline(now, timeout)
         self._pings.tick(now, interval, timeout)
 
