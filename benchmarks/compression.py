@@ -300,11 +300,18 @@ class DeflateClient:
         )
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         self.writer.write(header + mask + masked)
-        head = await self.reader.readexactly(2)
-        size = head[1] & 0x7F
-        if size == 126:
-            size = int.from_bytes(await self.reader.readexactly(2), "big")
-        data = await self.reader.readexactly(size)
+        while True:
+            head = await self.reader.readexactly(2)
+            size = head[1] & 0x7F
+            if size == 126:
+                size = int.from_bytes(await self.reader.readexactly(2), "big")
+            data = await self.reader.readexactly(size)
+            if head[0] & 0x0F != 0x9:
+                break
+            # A keepalive ping (websockets sends one after 20 s): answer it, read on.
+            pong_mask = os.urandom(4)
+            pong = bytes(b ^ pong_mask[i % 4] for i, b in enumerate(data))
+            self.writer.write(bytes([0x8A, 0x80 | len(data)]) + pong_mask + pong)
         rsv1 = bool(head[0] & 0x40)
         if rsv1:
             data = self.decompressor.decompress(data + b"\x00\x00\xff\xff")
