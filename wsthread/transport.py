@@ -189,7 +189,7 @@ class Transport:
             except BlockingIOError:
                 if not self._parks:
                     raise
-                parking.Parking.instance().wait(self.socket)  # idle for parking.IDLE seconds
+                self._park()  # idle for parking.IDLE seconds
         elif not self._wait_readable(timeout):
             raise socket.timeout("timed out")
         return self._recv_raw(size)
@@ -202,8 +202,7 @@ class Transport:
             except BlockingIOError:
                 if not self._parks:
                     raise
-                # SO_RCVTIMEO: idle for parking.IDLE seconds.
-                parking.Parking.instance().wait(self.socket)
+                self._park()  # SO_RCVTIMEO: idle for parking.IDLE seconds
 
     def _wait_readable(self, timeout: float) -> bool:
         """Wait at most ``timeout`` seconds for data or EOF, parking past ``parking.IDLE``."""
@@ -211,7 +210,20 @@ class Transport:
             return wait_readable(self.socket, timeout)
         if wait_readable(self.socket, parking.IDLE):
             return True
-        return parking.Parking.instance().wait(self.socket, timeout - parking.IDLE)
+        return self._park(timeout - parking.IDLE)
+
+    def _park(self, timeout: Optional[float] = None) -> bool:
+        """Wait, parked, until the socket is readable: ``True``; ``False`` after ``timeout``.
+
+        Parking needs a descriptor for its epoll set when it starts. At the
+        open-files limit there is none: this thread then waits in ``poll()``
+        itself (no descriptor needed) rather than fail a healthy connection.
+        """
+        try:
+            lot = parking.Parking.instance()
+        except OSError:
+            return wait_readable(self.socket, timeout)
+        return lot.wait(self.socket, timeout)
 
     # -- writing -------------------------------------------------------------
 
