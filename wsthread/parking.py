@@ -48,7 +48,7 @@ from typing import Deque, Dict, Optional
 from .deadline import Deadline
 from .forks import after_fork_in_child
 
-__all__ = ["IDLE", "ADMIT", "Parking", "available", "park_after_idle"]
+__all__ = ["IDLE", "ADMIT", "Parking", "available", "park_after_idle", "prepare"]
 
 logger = logging.getLogger("wsthread")
 
@@ -74,6 +74,22 @@ _EVENTS = (
 def available() -> bool:
     """Whether this platform can park sockets (it has ``select.epoll``)."""
     return _EPOLL is not None
+
+
+def prepare() -> None:
+    """Make the process's parking lot now, while a descriptor for its epoll set is surely free.
+
+    A server calls this when it is created. Made lazily instead, the lot
+    would be made by the first read to idle, and at the open-files limit
+    that read would take the descriptor the accept thread frees for a moment
+    to answer a client with 503 (see :mod:`wsthread.fdlimit`): the reserve
+    would be lost, and clients arriving at the limit would wait unanswered.
+    """
+    if available():
+        try:
+            Parking.instance()
+        except OSError:  # already at the limit: reads wait in poll() instead
+            pass
 
 
 def park_after_idle(sock: socket.socket) -> bool:

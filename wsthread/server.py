@@ -70,6 +70,7 @@ from typing import (
     Union,
 )
 
+from . import parking
 from .connection import Connection, Data, format_address, peer_address
 from .deadline import Deadline
 from .exceptions import (
@@ -873,6 +874,8 @@ class WebSocketServer(_Listener):
         self._log_limiter = LogLimiter(self.logger)
         # At the open-files limit: a reserve descriptor, backing off, one warning per episode.
         self._accept_guard = AcceptGuard(self.logger, self._counters.accept_error)
+        # The parking lot's epoll descriptor, taken now rather than at the limit.
+        parking.prepare()
         # Reentrant: a KeyboardInterrupt that lands while the main thread holds
         # it must not stop shutdown(), run next on that same thread, from taking it.
         self._state_lock = threading.RLock()
