@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import pytest
 import trustme
@@ -185,6 +185,27 @@ def reap(process: subprocess.Popen[str]) -> None:
     for stream in (process.stdin, process.stdout, process.stderr):
         if stream is not None:
             stream.close()
+
+
+def run(
+    command: Sequence[Union[str, Path]], *, timeout: float, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` to its end, output captured as text; the test checks its exit status."""
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, check=False, **options
+    )
+
+
+def run_ok(
+    command: Sequence[Union[str, Path]], *, timeout: float, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command``, which must exit with status 0; a failure shows the end of its output."""
+    result = run(command, timeout=timeout, **options)
+    assert result.returncode == 0, (
+        f"exit status {result.returncode}\n--- stdout:\n{result.stdout[-3000:]}"
+        f"\n--- stderr:\n{result.stderr[-3000:]}"
+    )
+    return result
 
 
 class RedisServer:

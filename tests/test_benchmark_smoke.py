@@ -8,11 +8,12 @@ echoes, and the table comes out. ``run.py --quick`` takes about 40 s here.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import run_ok
 
 pytestmark = pytest.mark.slow
 
@@ -24,16 +25,10 @@ BENCHMARKS = ROOT / "benchmarks"
 def test_run_quick(tmp_path: Path) -> None:
     """The quick run starts the five servers, measures every workload and prints the table."""
     report = tmp_path / "report.json"
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "run.py"), "--quick", "--json", str(report)],
-        cwd=str(ROOT),
-        capture_output=True,
-        text=True,
-        timeout=140,
-        check=False,
+    result = run_ok(
+        [sys.executable, BENCHMARKS / "run.py", "--quick", "--json", report], cwd=ROOT, timeout=140
     )
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
     assert "| workload | wsthread | websockets | raw floor |" in result.stdout, output[-4000:]
     data = json.loads(report.read_text())
     names = ("wsthread", "websockets", "raw floor", "ws asyncio", "picows")
@@ -56,13 +51,5 @@ def test_run_quick(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_mask_quick() -> None:
     """The masking comparison checks every implementation against the others and prints MB/s."""
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "mask.py"), "--quick"],
-        cwd=str(ROOT),
-        capture_output=True,
-        text=True,
-        timeout=50,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    result = run_ok([sys.executable, BENCHMARKS / "mask.py", "--quick"], cwd=ROOT, timeout=50)
     assert "1,048,576" in result.stdout

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import List
 
 import pytest
+
+from conftest import run_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,15 +45,7 @@ def test_every_program_is_found() -> None:
 @pytest.mark.parametrize("command", PROGRAMS, ids=" ".join)
 def test_help_is_plain_text(command: List[str]) -> None:
     """``--help`` exits 0 and shows no reStructuredText markup."""
-    result = subprocess.run(
-        [sys.executable, *command, "--help"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_ok([sys.executable, *command, "--help"], cwd=ROOT, timeout=120)
     assert result.stdout.startswith("usage:")
     found = MARKUP.search(result.stdout)
     assert found is None, f"markup {found.group(0)!r} in:\n{result.stdout}"

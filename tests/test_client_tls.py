@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
@@ -16,7 +15,7 @@ import trustme
 from websockets.sync.server import serve as ws_serve
 
 import wsthread
-from conftest import ServerFactory, websockets_tls_connect
+from conftest import ServerFactory, run_ok, websockets_tls_connect
 from wsthread.exceptions import InvalidResponse, InvalidStatus, InvalidURI
 
 
@@ -211,14 +210,11 @@ def test_client_recv_timeout_and_closed_errors(make_server: ServerFactory) -> No
 def test_cli_with_a_pipe(make_server: ServerFactory) -> None:
     """`echo ... | python -m wsthread URI` prints the echoes and the close code."""
     server = make_server()
-    result = subprocess.run(
+    result = run_ok(
         [sys.executable, "-m", "wsthread", f"ws://127.0.0.1:{server.port}/"],
         input="hello\nworld\n",
-        capture_output=True,
-        text=True,
         timeout=30,
     )
-    assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["< hello", "< world"]
     assert "Connection closed: code 1000" in result.stderr
 
@@ -232,21 +228,11 @@ def test_cli_over_wss_with_cafile(
     cafile = pathlib.Path(str(tmp_path)) / "ca.pem"
     ca.cert_pem.write_to_path(str(cafile))
     server = make_server(ssl=server_ssl)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wsthread",
-            "--cafile",
-            str(cafile),
-            f"wss://localhost:{server.port}/",
-        ],
+    result = run_ok(
+        [sys.executable, "-m", "wsthread", "--cafile", cafile, f"wss://localhost:{server.port}/"],
         input="secure\n",
-        capture_output=True,
-        text=True,
         timeout=30,
     )
-    assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["< secure"]
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import wsthread
-from conftest import ServerFactory
+from conftest import ServerFactory, run_ok
 
 
 def test_default_client_against_default_server(make_server: ServerFactory) -> None:
@@ -70,28 +70,13 @@ def test_invalid_compression_values_are_refused() -> None:
 def test_compression_benchmark_smoke() -> None:
     """benchmarks/compression.py still runs: every server negotiates as expected, the tables
     come out. No memory or speed figure is asserted here (they belong in its table)."""
-    import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(root / "benchmarks" / "compression.py"),
-            "--idle",
-            "40",
-            "--more",
-            "3",
-        ],
-        cwd=str(root),
-        capture_output=True,
-        text=True,
-        timeout=220,
-        check=False,
-    )
+    script = root / "benchmarks" / "compression.py"
+    result = run_ok([sys.executable, script, "--idle", "40", "--more", "3"], cwd=root, timeout=220)
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
     assert "| default: 12-bit windows, memLevel 5, released |" in result.stdout
     for row in ("wsthread default | 40/40", "wsthread off | 0/40", "websockets | 40/40"):
         assert f"| {row} |" in result.stdout, output[-4000:]

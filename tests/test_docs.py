@@ -16,7 +16,6 @@ import importlib
 import inspect
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -24,6 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 
 import wsthread
+from conftest import run_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -97,16 +97,9 @@ RUNNABLE = [path for path in pages() if snippets(path)]
 def snippet_results() -> Dict[str, List[Dict[str, Any]]]:
     """Run the snippets of every page once; each page's outcomes, by path."""
     payload = [(str(path), [(line, code) for line, code, _ in snippets(path)]) for path in RUNNABLE]
-    result = subprocess.run(
-        [sys.executable, "-c", DRIVER],
-        input=json.dumps(payload),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=240,
-        check=False,
+    result = run_ok(
+        [sys.executable, "-c", DRIVER], input=json.dumps(payload), cwd=ROOT, timeout=240
     )
-    assert result.returncode == 0, result.stderr
     report: Dict[str, List[Dict[str, Any]]] = json.loads(result.stdout)
     return report
 
@@ -214,15 +207,11 @@ def test_site_builds_without_warnings(tmp_path: Path) -> None:
     from sphinx.util.inventory import InventoryFile
 
     output = tmp_path / "html"
-    result = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html", str(DOCS), str(output)],
-        capture_output=True,
-        text=True,
+    result = run_ok(
+        [sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html", DOCS, output],
         cwd=ROOT,
         timeout=600,
-        check=False,
     )
-    assert result.returncode == 0, result.stderr + result.stdout
     assert "WARNING" not in result.stderr
 
     with open(output / "objects.inv", "rb") as stream:

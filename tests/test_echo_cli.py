@@ -15,6 +15,7 @@ from conftest import (
     assert_going_away,
     echo_process,
     raw_websocket,
+    run,
     websockets_tls_connect,
     write_certfile,
 )
@@ -86,18 +87,11 @@ def test_echo_cli_ping_interval(interval: str) -> None:
 
 def test_echo_cli_port_in_use_is_one_line_not_a_traceback() -> None:
     """A second echo server on the same port says so in one line and exits 1."""
-    import subprocess
     import sys
 
     with echo_process() as (_, url):
         port = url.rsplit(":", 1)[1].rstrip("/")
-        result = subprocess.run(
-            [sys.executable, "-m", "wsthread.echo", "--port", port],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run([sys.executable, "-m", "wsthread.echo", "--port", port], timeout=60)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip() == (

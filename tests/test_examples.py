@@ -28,7 +28,7 @@ from typing import IO, Dict, Iterator, List, Optional, Set, Tuple
 import pytest
 
 import wsthread
-from conftest import ServerFactory, stalled_client, write_certfile
+from conftest import ServerFactory, run_ok, stalled_client, write_certfile
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 URL = re.compile(r"\b(?:wss?|https?)://[^\s/]+/")
@@ -122,21 +122,18 @@ def test_echo_pair() -> None:
     """echo_client.py sends its arguments to echo_server.py and prints the echoes."""
     with example("echo_server.py") as server:
         assert server.urls == [f"ws://127.0.0.1:{server.port}/"]
-        client = subprocess.run(
+        client = run_ok(
             [
                 sys.executable,
-                str(EXAMPLES / "echo_client.py"),
+                EXAMPLES / "echo_client.py",
                 "--port",
                 str(server.port),
                 "hello",
                 "wörld",
             ],
-            capture_output=True,
-            text=True,
             encoding="utf-8",
             timeout=30,
         )
-        assert client.returncode == 0, client.stderr
         assert client.stdout.splitlines() == [
             f"connected to ws://127.0.0.1:{server.port}/",
             "< hello",
@@ -355,10 +352,10 @@ def test_tls_echo(tmp_path: Path) -> None:
 
 def test_polling_vs_websocket_prints_its_table() -> None:
     """A short run delivers every event by all four methods and prints one row each."""
-    result = subprocess.run(
+    result = run_ok(
         [
             sys.executable,
-            str(EXAMPLES / "polling_vs_websocket.py"),
+            EXAMPLES / "polling_vs_websocket.py",
             "--events",
             "5",
             "--every",
@@ -368,11 +365,8 @@ def test_polling_vs_websocket_prints_its_table() -> None:
             "--slow-poll",
             "0.1",
         ],
-        capture_output=True,
-        text=True,
         timeout=60,
     )
-    assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     rows = {
         line.split("  ")[0].strip(): line.split()

@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 
 import pytest
 
-from conftest import UPGRADE_REQUEST, ServerFactory
+from conftest import UPGRADE_REQUEST, ServerFactory, run_ok
 from wsthread.fdlimit import AcceptGuard, describe_limit, is_resource_error
 
 resource = pytest.importorskip("resource")
@@ -274,14 +274,8 @@ CLIENT = textwrap.dedent(
 def test_client_at_the_open_files_limit_says_which_limit(make_server: ServerFactory) -> None:
     """connect() out of descriptors raises EMFILE naming the limit; one freed descriptor will do."""
     server = make_server()
-    result = subprocess.run(
-        [sys.executable, "-c", CLIENT, str(server.port)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_ok([sys.executable, "-c", CLIENT, str(server.port)], timeout=60)
     lines = result.stdout.splitlines()
-    assert result.returncode == 0, result.stderr
     assert lines[0].startswith(f"OSError {errno.EMFILE} ") and "open-files limit: 64" in lines[0]
     assert "ulimit -n" in lines[0]
     assert lines[1] == "echo back"

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
+
+from conftest import run_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,15 +92,7 @@ print(json.dumps({
 
 def run_script(script: str) -> Dict[str, Any]:
     """Run ``script`` in a fresh interpreter; its last stdout line, as JSON."""
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_ok([sys.executable, "-c", script], cwd=ROOT, timeout=120)
     report: Dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return report
 

@@ -20,7 +20,7 @@ import pytest
 from websockets.sync.client import connect
 
 import wsthread
-from conftest import RedisServer
+from conftest import RedisServer, run_ok
 from wsthread.hubs import LocalHub, RedisHub, decode_payload, encode_payload
 
 Message = Union[str, bytes]
@@ -90,9 +90,7 @@ def test_payload_round_trip_keeps_the_type() -> None:
 def test_redis_is_imported_only_by_a_redis_hub(monkeypatch: pytest.MonkeyPatch) -> None:
     """wsthread and wsthread.hubs import without redis; RedisHub says how to get it."""
     code = "import sys, wsthread, wsthread.hubs, wsthread.workers; print('redis' in sys.modules)"
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    result = run_ok([sys.executable, "-c", code], timeout=60)
     assert result.stdout.strip() == "False"
     monkeypatch.setitem(sys.modules, "redis", None)  # as if not installed
     with pytest.raises(ImportError, match=r"pip install 'wsthread\[redis\]'"):

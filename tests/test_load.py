@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ from typing import Deque, Dict, List, Sequence, Union
 import pytest
 
 import wsthread
-from conftest import ServerFactory
+from conftest import ServerFactory, run_ok
 from wsthread.exceptions import ConnectionClosed
 
 CLIENTS = 100
@@ -161,13 +160,7 @@ def test_100_clients_1000_messages_each_no_loss(make_server: ServerFactory) -> N
 def test_soak_20_seconds_stays_bounded() -> None:
     """stress/soak.py churns connections for 20 s: RSS and threads stay bounded, no errors."""
     script = Path(__file__).resolve().parent.parent / "stress" / "soak.py"
-    result = subprocess.run(
-        [sys.executable, str(script), "--duration", "20", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    result = run_ok([sys.executable, script, "--duration", "20", "--json"], timeout=100)
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     print(f"\nsoak: {json.dumps(summary)}")
     assert summary["connections"] > 100

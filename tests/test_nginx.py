@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 import wsthread
-from conftest import ServerFactory, echo_handler, websockets_tls_connect
+from conftest import ServerFactory, echo_handler, run, run_ok, websockets_tls_connect
 from wsthread.server import ServerConnection
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -301,22 +301,10 @@ def test_example_config_passes_nginx_t(tmp_path: Path) -> None:
         f"http {{ access_log off; include {tmp_path}/conf.d/*.conf; }}\n",
         encoding="utf-8",
     )
-    result = subprocess.run(
-        [NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    check = [NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")]
+    result = run_ok(check, timeout=60)
     assert "test is successful" in result.stderr
     # Without the certificate, as the issue found it, the check fails.
     (tmp_path / "wsthread" / "localhost.pem").unlink()
-    result = subprocess.run(
-        [NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run(check, timeout=60)
     assert result.returncode != 0 and "localhost.pem" in result.stderr

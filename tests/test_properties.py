@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import struct
-import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -27,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import run_ok
 from wsthread.exceptions import (
     InvalidHandshake,
     InvalidRequest,
@@ -754,23 +754,20 @@ def test_fuzz_harness_short_pass(tmp_path: Path) -> None:
     assert len(list(seeds.iterdir())) >= 8
     scratch = tmp_path / "corpus"
     scratch.mkdir()
-    result = subprocess.run(
+    result = run_ok(
         [
             sys.executable,
-            str(root / "fuzzing" / "fuzz_parsers.py"),
+            root / "fuzzing" / "fuzz_parsers.py",
             f"-max_total_time={FUZZ_SECONDS}",
             "-timeout=10",
             "-rss_limit_mb=1024",
             "-print_final_stats=1",
-            str(scratch),
-            str(seeds),
+            scratch,
+            seeds,
         ],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=FUZZ_SECONDS + 90,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     assert not list(tmp_path.glob("crash-*")) and not list(tmp_path.glob("timeout-*"))
     match = re.search(r"stat::number_of_executed_units:\s*(\d+)", result.stderr)
     assert match is not None, result.stderr[-2000:]

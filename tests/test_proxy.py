@@ -16,7 +16,7 @@ from typing import Any, Iterator, List, Optional
 import pytest
 
 import wsthread
-from conftest import ServerFactory
+from conftest import ServerFactory, run, run_ok
 from wsthread.proxy import ProxyError, parse_proxy, proxy_from_environment
 
 PROXY_VARIABLES = ["http_proxy", "https_proxy", "all_proxy", "no_proxy"]
@@ -410,23 +410,14 @@ def test_command_line_proxy_option(make_server: ServerFactory, tmp_path: Path) -
     server = make_server()
     uri = f"ws://127.0.0.1:{server.port}/"
     with tinyproxy(tmp_path) as proxy:
-        done = subprocess.run(
+        done = run_ok(
             [sys.executable, "-m", "wsthread", "--proxy", f"http://127.0.0.1:{proxy.port}", uri],
             input="hello\n",
-            capture_output=True,
-            text=True,
             timeout=60,
         )
-        assert done.returncode == 0, done.stderr
         assert "< hello" in done.stdout
         assert f"127.0.0.1:{server.port}" in proxy.log_text()
     dead = f"http://127.0.0.1:{closed_port()}"
-    done = subprocess.run(
-        [sys.executable, "-m", "wsthread", "--proxy", dead, uri],
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run([sys.executable, "-m", "wsthread", "--proxy", dead, uri], input="", timeout=60)
     assert done.returncode == 1
     assert "cannot connect to the proxy" in done.stderr and "Traceback" not in done.stderr

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import subprocess
 import sys
 import sysconfig
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Callable, List, Union
 
 import pytest
 
+from conftest import run_ok
 from wsthread.sansio import frames
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +156,7 @@ def test_library_uses_c_when_built() -> None:
 def test_pure_python_path_in_a_subprocess() -> None:
     """WSTHREAD_NO_SPEEDUPS=1 selects the Python masking, and the frame tests pass with it."""
     env = dict(os.environ, WSTHREAD_NO_SPEEDUPS="1")
-    check = subprocess.run(
+    check = run_ok(
         [
             sys.executable,
             "-c",
@@ -165,30 +165,16 @@ def test_pure_python_path_in_a_subprocess() -> None:
             "assert frames.SPEEDUPS is False; print('pure')",
         ],
         env=env,
-        capture_output=True,
-        text=True,
         timeout=60,
-        check=False,
     )
-    assert check.returncode == 0 and check.stdout.strip() == "pure", check.stderr
-    tests = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            str(ROOT / "tests" / "sansio" / "test_frames.py"),
-        ],
+    assert check.stdout.strip() == "pure", check.stderr
+    frame_tests = ROOT / "tests" / "sansio" / "test_frames.py"
+    tests = run_ok(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", frame_tests],
         env=env,
-        cwd=str(ROOT),
-        capture_output=True,
-        text=True,
+        cwd=ROOT,
         timeout=110,
-        check=False,
     )
-    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
     assert " passed" in tests.stdout
 
 

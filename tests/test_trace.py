@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple
 import pytest
 
 import wsthread
-from conftest import ServerFactory, assert_clean_exit, echo_process, reap
+from conftest import ServerFactory, assert_clean_exit, echo_process, reap, run, run_ok
 from wsthread.frames import decode, describe_incomplete, explain, main, parse_hex, violations
 from wsthread.sansio.frames import Frame, Opcode, serialize_frame
 from wsthread.sansio.handshake import accept_key
@@ -370,12 +370,9 @@ def test_frames_page_shows_what_the_decoder_prints() -> None:
     assert len(blocks) >= 4
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     for command, shown in blocks:
-        result = subprocess.run(
+        result = run(
             ["bash", "-c", command[2:].replace("python ", f"{sys.executable} ", 1)],
-            capture_output=True,
-            text=True,
             timeout=60,
-            check=False,
             env=env,
         )
         assert result.stdout == shown, command
@@ -403,14 +400,9 @@ def test_parse_hex_accepts_common_notations() -> None:
 
 def test_decoder_as_a_module() -> None:
     """``python -m wsthread.frames`` runs as a program."""
-    result = subprocess.run(
-        [sys.executable, "-m", "wsthread.frames", "--from", "auto", RFC_PING_HELLO],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_ok(
+        [sys.executable, "-m", "wsthread.frames", "--from", "auto", RFC_PING_HELLO], timeout=60
     )
-    assert result.returncode == 0, result.stderr
     assert "PING FIN=1 RSV=000 MASK=0 len=5  data 'Hello'" in result.stdout
 
 
