@@ -1,11 +1,15 @@
-"""The Writer on a fake transport: partial writes, timeouts, failures mid-frame, outbox limits."""
+"""The Writer on a fake transport: partial writes, timeouts, failures mid-frame, the pump step.
+
+The broadcast outbox and fragmented messages have their own files
+(``test_outbox.py``, ``test_fragments.py``), on the fake transport from here.
+"""
 
 from __future__ import annotations
 
 import logging
 import socket
 import threading
-from typing import Iterator, List, Optional
+from typing import List, Optional, Tuple
 
 import pytest
 
@@ -67,16 +71,23 @@ class FakeTransport:
         self.peer.close()
 
 
-def frames_in(data: bytes) -> List[bytes]:
+def opcodes_and_payloads(data: bytes) -> List[Tuple[Opcode, bytes]]:
+    """The frames a server wrote, in order."""
     parser = FrameParser(expect_masked=False)
     parser.feed(data)
-    payloads = []
+    found = []
     while True:
         frame = parser.next_frame()
         if frame is None:
-            return payloads
-        assert frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CLOSE)
-        payloads.append(frame.payload)
+            return found
+        found.append((frame.opcode, frame.payload))
+
+
+def frames_in(data: bytes) -> List[bytes]:
+    """The payloads of the data and close frames a server wrote."""
+    frames = opcodes_and_payloads(data)
+    assert all(opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CLOSE) for opcode, _ in frames)
+    return [payload for _, payload in frames]
 
 
 def make(transport: FakeTransport, **options: object) -> Writer:
@@ -148,35 +159,6 @@ def test_a_failure_in_the_middle_of_a_frame_wakes_every_writer(
     transport.close()
 
 
-def test_the_outbox_closes_a_peer_past_write_limit_with_1013(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """enqueue() never waits; past write_limit bytes waiting it fails the peer with 1013."""
-    transport = FakeTransport(take=0)  # a peer that reads nothing
-    writer = make(transport, write_limit=1000)
-    caplog.set_level(logging.WARNING, logger="wsthread.test_writer")
-    accepted = [writer.enqueue(False, b"z" * 400) for _ in range(3)]
-    assert accepted == [True, True, True]  # 0, 400, 800 bytes waiting: under the limit
-    assert writer.enqueue(False, b"z" * 400) is False  # 1,200 waiting: closed
-    assert writer.closed and transport.shutdowns == 1
-    assert writer.protocol.close_sent == (1013, "client too slow")
-    assert any("client too slow" in r.getMessage() for r in caplog.records)
-    assert writer.enqueue(False, b"late") is False  # closed: nothing more is queued
-    transport.close()
-
-
-def test_the_outbox_is_written_when_the_lock_is_released() -> None:
-    """A broadcast queued while another thread holds the lock goes out when it leaves."""
-    transport = FakeTransport()
-    writer = make(transport)
-    with writer:
-        writer.write(writer.protocol.send_text("first"))
-        assert writer.enqueue(True, b"queued meanwhile") is True
-        assert frames_in(bytes(transport.sent)) == [b"first"]  # not yet: the lock is busy
-    assert frames_in(bytes(transport.sent)) == [b"first", b"queued meanwhile"]
-    transport.close()
-
-
 def test_the_pump_step_gives_up_after_write_timeout_without_progress() -> None:
     """pump(): progress keeps a slow peer alive; none for write_timeout closes it with 1011."""
     transport = FakeTransport(take=0)
@@ -209,17 +191,6 @@ class EnqueueDuringWrite(FakeTransport):
             assert writer.enqueue(True, b"queued meanwhile") is True
 
 
-def opcodes_and_payloads(data: bytes) -> List[tuple]:
-    parser = FrameParser(expect_masked=False)
-    parser.feed(data)
-    found = []
-    while True:
-        frame = parser.next_frame()
-        if frame is None:
-            return found
-        found.append((frame.opcode, frame.payload))
-
-
 def test_a_broadcast_queued_during_a_keepalive_ping_is_written_when_it_ends() -> None:
     """The keepalive tick takes the lock without waiting; releasing it writes the outbox."""
     transport = EnqueueDuringWrite()
@@ -245,27 +216,4 @@ def test_a_broadcast_queued_during_the_late_flush_of_gathered_bytes_is_written()
     transport.writer = writer
     writer._flush_late()
     assert frames_in(bytes(transport.sent)) == [b"gathered", b"queued meanwhile"]
-    transport.close()
-
-
-@pytest.mark.parametrize("failure", ["the iterable raises", "a piece of another type"])
-def test_a_fragmented_message_left_half_sent_closes_with_1011(failure: str) -> None:
-    """An error once the first fragment went out closes with 1011: no later frame may follow."""
-    transport = FakeTransport()
-    writer = make(transport)
-
-    def pieces() -> Iterator[object]:
-        yield "first"
-        if failure == "the iterable raises":
-            raise LookupError("the application's generator failed")
-        yield 42
-
-    error = LookupError if failure == "the iterable raises" else TypeError
-    with pytest.raises(error):
-        writer.send_fragments(pieces(), None)  # type: ignore[arg-type]
-    sent = opcodes_and_payloads(bytes(transport.sent))
-    assert [opcode for opcode, _ in sent] == [Opcode.TEXT, Opcode.CLOSE]
-    assert writer.protocol.close_sent is not None and writer.protocol.close_sent[0] == 1011
-    with pytest.raises(ConnectionClosed), writer:  # nothing more goes out
-        writer.write(writer.protocol.send_text("later"))
     transport.close()

@@ -5,7 +5,8 @@ A :class:`Writer` owns, for one connection:
 * the **writer lock**, held while frames are built *and* handed to the
   transport, so that frames from two threads never interleave (the
   protocol's sending half is only ever used under it);
-* the **outbox** of messages queued by ``broadcast()``, which never waits;
+* the **outbox** of messages queued by ``broadcast()``, which never waits
+  (an :class:`~wsthread.outbox.Outbox`, made by the first broadcast);
 * the **write-pump step**, with which the process-wide
   :class:`~wsthread.threads.WritePump` finishes what a socket did not take.
 
@@ -22,7 +23,7 @@ The write path::
 
     send()/ping()/close()/replies ─ with writer: writer.write(frame) ─┐
     keepalive ping ─ writer.lock (if free) ─ writer.write(frame, wait=False)
-    broadcast ─ writer.enqueue() ─ outbox ─ drain_outbox() (if lock free)
+    broadcast ─ writer.enqueue() ─ Outbox ─ Outbox.drain() (if lock free)
                                                                       v
                    _transfer(): transport.write() ── flush (wait=True)
                                                  └── WritePump (wait=False)
@@ -55,12 +56,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections import deque
-from typing import Any, Callable, Deque, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, List, Optional, Union
 
 from .exceptions import ConnectionClosed
+from .fragments import send_fragments
+from .outbox import Outbox
 from .sansio.frames import CloseCode
-from .sansio.protocol import Protocol, State
+from .sansio.protocol import Protocol
 from .threads import ReaderStarter, WritePump, shared
 from .transport import Transport
 
@@ -114,12 +116,11 @@ class Writer:
         self.logger = logger
         self._on_fail = on_fail
         self.lock = threading.Lock()
-        # Guards the outbox and the shutdown flag; never held while writing.
+        # Guards the shutdown flag and the making of the outbox; never held while writing.
         self._state_lock = threading.Lock()
         self._closed = False
-        # Messages waiting for the writer lock (see enqueue).
-        self._outbox: Optional[Deque[Tuple[bool, bytes]]] = None  # made by a first broadcast
-        self._outbox_bytes = 0
+        self.outbox: Optional[Outbox] = None
+        """Messages waiting for the writer lock (see :meth:`enqueue`); made by a first broadcast."""
         # For the write pump: whether it watches this writer, and when the
         # transport last made progress on a write that did not wait.
         self._pumped = False
@@ -140,19 +141,19 @@ class Writer:
     def __exit__(self, *exc_info: object) -> None:
         # release(), inlined: this runs for every message sent.
         self.lock.release()
-        if self._outbox:
-            self.drain_outbox()
+        if self.outbox is not None and self.outbox.items:
+            self.outbox.drain()
 
     def release(self) -> None:
         """Release the writer lock, then write the outbox if a broadcast queued messages meanwhile.
 
         Whoever took :attr:`lock` with ``lock.acquire(blocking=False)``
         releases it with this: a broadcast that found the lock busy left its
-        messages to the holder (see :meth:`drain_outbox`).
+        messages to the holder (see :meth:`Outbox.drain <wsthread.outbox.Outbox.drain>`).
         """
         self.lock.release()
-        if self._outbox:
-            self.drain_outbox()
+        if self.outbox is not None and self.outbox.items:
+            self.outbox.drain()
 
     @property
     def closed(self) -> bool:
@@ -242,62 +243,8 @@ class Writer:
                     pass
 
     def send_fragments(self, fragments: Iterable[Union[str, bytes]], text: Optional[bool]) -> None:
-        """Send one fragmented message, a frame per piece; takes the lock for all of it.
-
-        No other message can slip between its frames. ``text`` as for
-        ``Connection.send()``.
-
-        Raises:
-            TypeError: a piece is neither ``str`` nor bytes-like, or the
-                pieces mix the two.
-            ConnectionClosed: as :meth:`write`.
-
-        Whatever is raised once the first frame went out (those errors, or
-        one from the iterable itself) leaves the message half sent: the
-        connection is then closed with 1011, since any later message would
-        break the protocol.
-        """
-        protocol = self.protocol
-        with self:
-            kind: Optional[type] = None
-            try:
-                for piece in fragments:
-                    if isinstance(piece, str):
-                        data = piece.encode("utf-8")
-                        piece_kind: type = str
-                    elif isinstance(piece, (bytes, bytearray, memoryview)):
-                        data = bytes(piece)
-                        piece_kind = bytes
-                    else:
-                        raise TypeError(f"cannot send a fragment of type {type(piece).__name__}")
-                    if kind is None:
-                        kind = piece_kind
-                        as_text = kind is str if text is None else text
-                        frame = (
-                            protocol.send_text(data, fin=False)
-                            if as_text
-                            else protocol.send_binary(data, fin=False)
-                        )
-                    elif piece_kind is not kind:
-                        raise TypeError("all fragments of a message must be str, or all bytes")
-                    else:
-                        frame = protocol.send_continuation(data, fin=False)
-                    self.write(frame)
-            except BaseException:
-                if kind is not None:
-                    self._abandon_message()
-                raise
-            if kind is not None:
-                self.write(protocol.send_continuation(b"", fin=True))
-                self.messages_sent += 1
-
-    def _abandon_message(self) -> None:
-        """A fragmented message was left half sent: close with 1011; the caller holds the lock."""
-        if self.protocol.close_sent is None and not self._closed:
-            try:
-                self.write(self.protocol.send_close(CloseCode.INTERNAL_ERROR, "message abandoned"))
-            except ConnectionClosed:
-                pass
+        """Send one fragmented message: see :func:`wsthread.fragments.send_fragments`."""
+        send_fragments(self, fragments, text)
 
     def flush(self) -> None:
         """Wait until the socket has taken every byte written; the caller holds the lock.
@@ -403,69 +350,18 @@ class Writer:
     # -- messages that never wait (broadcast) ------------------------------
 
     def enqueue(self, is_text: bool, payload: bytes) -> bool:
-        """Queue a message without ever blocking the caller.
+        """Queue a message in the :class:`~wsthread.outbox.Outbox`, never blocking the caller.
 
         Returns ``False`` when the connection is closing, or when the peer has
         let ``write_limit`` bytes pile up: then it is closed with 1013.
         """
-        if self._closed or self.protocol.state is not State.OPEN:
-            return False
-        limit = self.write_limit
-        with self._state_lock:
-            backlog = self._outbox_bytes + self.transport.unsent
-            overflow = limit is not None and backlog > limit
-            if not overflow:
-                if self._outbox is None:
-                    self._outbox = deque()
-                self._outbox.append((is_text, payload))
-                self._outbox_bytes += len(payload)
-        if overflow:
-            self.logger.warning(
-                "client too slow: %d bytes waiting (write_limit %d): closing with 1013",
-                backlog,
-                limit,
-            )
-            self.fail(CloseCode.TRY_AGAIN_LATER, "client too slow")
-            return False
-        self.drain_outbox()
-        return True
-
-    def drain_outbox(self) -> None:
-        """Frame and write queued messages if the writer lock is free; never blocks.
-
-        Whoever holds the lock calls this after releasing it (leaving a
-        ``with writer:`` block and :meth:`release` do), so a message queued
-        while the lock was busy is never left behind.
-        """
-        while self._outbox:
-            if not self.lock.acquire(blocking=False):
-                return
-            try:
-                self._write_outbox()
-            finally:
-                self.lock.release()
-
-    def _write_outbox(self) -> None:
-        with self._state_lock:
-            items = list(self._outbox or ())
-            if self._outbox:
-                self._outbox.clear()
-            self._outbox_bytes = 0
-        protocol = self.protocol
-        frames = []
-        try:
-            for is_text, payload in items:
-                frames.append(
-                    protocol.send_text(payload) if is_text else protocol.send_binary(payload)
-                )
-        except ConnectionClosed:
-            pass  # closing: what is left is dropped, as after a close frame
-        if frames:
-            self.messages_sent += len(frames)
-            try:
-                self.write(b"".join(frames), wait=False)
-            except ConnectionClosed:
-                pass
+        outbox = self.outbox
+        if outbox is None:
+            with self._state_lock:
+                if self.outbox is None:
+                    self.outbox = Outbox(self, self.write_limit)
+                outbox = self.outbox
+        return outbox.put(is_text, payload)
 
     # -- the write pump's side ---------------------------------------------
 
@@ -501,9 +397,7 @@ class Writer:
             if self.transport.unsent < before:
                 self._progress = now
         finally:
-            self.lock.release()
-        if self._outbox:
-            self.drain_outbox()
+            self.release()
         if self.transport.unsent == 0:
             return True
         timeout = self.write_timeout
