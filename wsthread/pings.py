@@ -4,7 +4,9 @@
 arrive, measures the round trip, and runs the keepalive schedule that the
 process's :class:`~wsthread.threads.Keepalive` thread drives with
 :meth:`Pings.tick`. Its state is guarded by the connection's writer lock,
-which is held anyway to send a ping.
+which is held anyway to send a ping; the keepalive's pong deadline also by
+:attr:`Pings.schedule_lock`, since the keepalive thread moves it without
+the writer lock (which a long send may hold).
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class Pings:
         """The round trip, in seconds, of the last ping answered; ``None`` before."""
         # The keepalive schedule.
         self._next_ping: Optional[float] = None
+        self.schedule_lock = threading.Lock()
+        """Guards the pong deadline and the ping it waits for; taken inside the writer lock."""
         self._pong_deadline: Optional[float] = None
         self._keepalive_payload: Optional[bytes] = None
 
@@ -76,8 +80,9 @@ class Pings:
             if payload not in self._waiters:
                 return
             if payload == self._keepalive_payload:
-                self._pong_deadline = None
-                self._keepalive_payload = None
+                with self.schedule_lock:  # not between postpone_deadline's test and its move
+                    self._pong_deadline = None
+                    self._keepalive_payload = None
             sent = self._sent_at.get(payload)
             if sent is not None:
                 self.latency = now - sent
@@ -102,10 +107,14 @@ class Pings:
         """Give an unanswered keepalive ping ``timeout`` more seconds from ``now``.
 
         For a connection whose reading is paused (back-pressure): its pong
-        may be waiting unread, and the peer is not to blame.
+        may be waiting unread, and the peer is not to blame. Atomic with
+        :meth:`acknowledge`: a deadline the pong has just cleared stays cleared.
         """
-        if self._pong_deadline is not None and timeout is not None and now >= self._pong_deadline:
-            self._pong_deadline = now + timeout
+        if timeout is None:
+            return
+        with self.schedule_lock:
+            if self._pong_deadline is not None and now >= self._pong_deadline:
+                self._pong_deadline = now + timeout
 
     def tick(self, now: float, interval: float, timeout: Optional[float]) -> None:
         """Send a keepalive ping when due; fail with 1011 if the last one went unanswered.
@@ -114,7 +123,8 @@ class Pings:
         """
         if self.writer.closed or self.protocol.state is not State.OPEN:
             return
-        if self._pong_deadline is not None and now >= self._pong_deadline:
+        deadline = self._pong_deadline
+        if deadline is not None and now >= deadline:
             self.logger.info("no pong within %s seconds: closing with 1011", timeout)
             self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             return
@@ -133,9 +143,10 @@ class Pings:
             frame = self.protocol.send_ping(payload)
             self._waiters[payload] = threading.Event()
             self._sent_at[payload] = time.monotonic()
-            self._keepalive_payload = payload
-            if timeout is not None:
-                self._pong_deadline = now + timeout
+            with self.schedule_lock:
+                self._keepalive_payload = payload
+                if timeout is not None:
+                    self._pong_deadline = now + timeout
             writer.write(frame, wait=False)
         except ConnectionClosed:
             pass
