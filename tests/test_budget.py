@@ -15,12 +15,14 @@ import pytest
 
 import wsthread
 from conftest import ServerFactory, wait_until
-from wsthread.messages import (
+from wsthread.budget import (
     DEFAULT_RECEIVE_BUDGET,
-    MessageQueue,
+    GRANULE,
+    BudgetShare,
     ReceiveBudget,
     default_receive_budget,
 )
+from wsthread.messages import MessageQueue
 from wsthread.threads import shared
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +44,23 @@ def test_default_budget_is_a_sane_fraction() -> None:
     """1/16 of the memory, at most 64 MiB, at least 1 MiB."""
     assert default_receive_budget() == DEFAULT_RECEIVE_BUDGET
     assert 2**20 <= DEFAULT_RECEIVE_BUDGET <= 64 * 2**20
+
+
+def test_a_share_reports_in_steps_and_wakes_the_paused_when_it_frees_room() -> None:
+    """BudgetShare: stale() past a step or when emptied; update() adds, or frees and wakes."""
+    budget = ReceiveBudget(3 * GRANULE)
+    share, other = BudgetShare(budget), BudgetShare(budget)
+    assert not share.stale(GRANULE - 1) and share.stale(GRANULE)
+    assert share.update(2 * GRANULE) == [] and budget.used == 2 * GRANULE
+    assert other.update(GRANULE) == [] and budget.exhausted
+    paused = MessageQueue(None, budget=budget)
+    assert budget.pause(paused)  # its reader waits for room
+    assert not share.stale(GRANULE + 1)  # off by less than a step
+    assert share.stale(0)  # emptied: always reported
+    assert share.update(GRANULE) == [paused]  # room again: wake its reader
+    assert budget.used == 2 * GRANULE and budget.peak == 3 * GRANULE
+    assert share.update(0) == [] and other.update(0) == [] and budget.used == 0
+    assert not share.stale(0)  # nothing counted, nothing held
 
 
 def test_queue_counts_its_bytes_in_the_budget() -> None:

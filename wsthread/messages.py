@@ -4,19 +4,29 @@
 connection's reader thread, or an application thread waiting in
 ``recv()``) and the application. It holds no socket and starts no thread,
 so it is tested on its own with threads and barriers
-(``tests/test_messages.py``).
+(``tests/test_messages.py``). What it holds counts in a shared receive
+budget, kept in :mod:`wsthread.budget` (whose names are re-exported here,
+where they were first defined).
 """
 
 from __future__ import annotations
 
 import codecs
-import os
 import threading
 import time
 from collections import deque
 from sys import getsizeof
-from typing import Callable, Deque, Dict, Iterator, List, Optional, Union
+from typing import Callable, Deque, Iterator, List, Optional, Union
 
+from .budget import (
+    DEFAULT_RECEIVE_BUDGET,
+    GRANULE,
+    BudgetShare,
+    ReceiveBudget,
+    ReceiveBudgetOption,
+    default_receive_budget,
+    receive_budget_bytes,
+)
 from .deadline import Deadline
 from .sansio.protocol import Fragment
 
@@ -66,130 +76,6 @@ def _footprint(item: Item) -> int:
     return getsizeof(item)
 
 
-def default_receive_budget() -> int:
-    """The default ``receive_budget``: 1/16 of the machine's memory, at most 64 MiB.
-
-    64 MiB of messages waiting for handlers is plenty to keep every
-    connection busy (more would only add latency: the peers' data waits in
-    the kernel and in the peers instead), and 1/16 keeps a small board
-    (a 512 MiB Raspberry Pi: 32 MiB) out of trouble.
-    """
-    cap = 64 * 2**20
-    try:
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # not on this platform
-        return cap
-    return max(2**20, min(cap, memory // 16)) if memory > 0 else cap
-
-
-#: What ``receive_budget="auto"`` (the default of :func:`~wsthread.serve` and
-#: :func:`~wsthread.connect`) means on this machine, in bytes (see
-#: :func:`default_receive_budget`).
-DEFAULT_RECEIVE_BUDGET = default_receive_budget()
-
-ReceiveBudgetOption = Union[int, str, None]
-"""``receive_budget=``: bytes, ``"auto"`` or ``None`` (no budget)."""
-
-
-def receive_budget_bytes(option: ReceiveBudgetOption) -> Optional[int]:
-    """The bytes a ``receive_budget=`` option stands for (``None``: no budget).
-
-    Raises:
-        ValueError: neither a positive number of bytes, ``"auto"`` nor ``None``.
-    """
-    if option is None:
-        return None
-    if option == "auto":
-        return DEFAULT_RECEIVE_BUDGET
-    if isinstance(option, int) and not isinstance(option, bool) and option > 0:
-        return option
-    raise ValueError(
-        f"receive_budget must be a positive number of bytes, 'auto' or None: {option!r}"
-    )
-
-
-class ReceiveBudget:
-    """The bytes received and not yet read by the application, across many connections.
-
-    Every :class:`MessageQueue` that shares a budget adds what it holds: the
-    messages waiting for the application, and the message being assembled
-    (see :meth:`MessageQueue.set_partial`). Past ``limit`` bytes, the
-    connections' reader threads stop reading (the peers' TCP windows fill
-    and they wait); an application thread waiting in ``recv()`` still reads
-    its own connection, so that nobody waits for ever. Reading resumes at
-    once when an application takes a message and the total goes back under
-    the limit.
-
-    Thread-safe. Lock order: a queue's lock, then the budget's lock; the
-    budget never takes a queue's lock while holding its own.
-    """
-
-    def __init__(self, limit: int) -> None:
-        if limit <= 0:
-            raise ValueError(f"a receive budget must be positive, not {limit}")
-        self.limit = limit
-        self._used = 0
-        self._peak = 0
-        self._lock = threading.Lock()
-        self._paused: Dict[MessageQueue, None] = {}  # queues whose reader waits for room
-
-    @property
-    def used(self) -> int:
-        """Bytes held now."""
-        return self._used
-
-    @property
-    def peak(self) -> int:
-        """The most bytes held at any moment so far."""
-        return self._peak
-
-    @property
-    def exhausted(self) -> bool:
-        """Whether the budget is spent: reader threads should not read."""
-        with self._lock:
-            return self._used >= self.limit
-
-    def add(self, size: int) -> None:
-        """Count ``size`` more bytes (negative: fewer)."""
-        with self._lock:
-            self._used += size
-            if self._used > self._peak:
-                self._peak = self._used
-
-    def release(self, size: int) -> List[MessageQueue]:
-        """Count ``size`` bytes fewer; return the paused queues to wake (there is room again).
-
-        The caller wakes them with :meth:`MessageQueue.wake_reader` after
-        letting go of its own queue's lock.
-        """
-        with self._lock:
-            self._used -= size
-            if not self._paused or self._used >= self.limit:
-                return []
-            paused = list(self._paused)
-            self._paused.clear()
-            return paused
-
-    def pause(self, queue: MessageQueue) -> bool:
-        """Note that ``queue``'s reader waits for room; ``False`` if there is room after all."""
-        with self._lock:
-            if self._used < self.limit:
-                return False
-            self._paused[queue] = None
-            return True
-
-    def forget(self, queue: MessageQueue) -> None:
-        """``queue`` no longer waits for room."""
-        with self._lock:
-            self._paused.pop(queue, None)
-
-
-# A queue's count in the budget is brought up to date when it is this far off,
-# or when the queue empties: small messages then never touch the shared budget,
-# and each connection is off by less than this.
-_GRANULE = 16 * 1024
-
-
 class MessageQueue:
     """Received messages, and the right to read the socket, shared by two kinds of thread.
 
@@ -217,11 +103,11 @@ class MessageQueue:
         budget: Optional[ReceiveBudget] = None,
     ) -> None:
         self.max_size = max_size
-        self.budget = budget
         self._items: Deque[Item] = deque()
         self._bytes = 0  # the memory the queued messages take (sys.getsizeof)
         self._partial = 0  # bytes of messages still arriving (see set_partial)
-        self._reported = 0  # what this queue counts in the budget now (see _report)
+        # What this queue counts in the budget: None without a budget, or once closed.
+        self._share = None if budget is None else BudgetShare(budget)
         self._waiting_for_room = False  # the reader thread, paused by the budget
         lock = threading.Lock()
         # The lock itself, for the hot paths of put() and get(): "with lock"
@@ -265,8 +151,9 @@ class MessageQueue:
                         self._putters_waiting -= 1
             self._items.append(item)
             self._bytes += getsizeof(item) if type(item) is not Fragment else _footprint(item)
-            if self.budget is not None and self._bytes - self._reported >= _GRANULE:
-                self._report()
+            share = self._share
+            if share is not None and self._bytes - share.counted >= GRANULE:
+                share.update(self._bytes + self._partial)  # more held: nobody to wake
             if self._getters_waiting:
                 self._condition.notify_all()
             return True
@@ -295,10 +182,11 @@ class MessageQueue:
                     self._bytes -= (
                         getsizeof(item) if type(item) is not Fragment else _footprint(item)
                     )
-                    if self._reported:
+                    share = self._share
+                    if share is not None and share.counted:
                         held = self._bytes + self._partial
-                        if not held or self._reported - held >= _GRANULE:
-                            to_wake = self._report()
+                        if not held or share.counted - held >= GRANULE:
+                            to_wake = share.update(held)
                     self._taken += 1
                     self._held_since = time.monotonic()
                     if self._putters_waiting or self._drain_waiting:
@@ -341,7 +229,8 @@ class MessageQueue:
                 self._ending = True
                 self._reader_wakeup.notify()
             else:
-                self._held_since = time.monotonic()
+                if not self._items:  # else get() takes one at once, and notes the time
+                    self._held_since = time.monotonic()
                 if self._reader_waits_untimed:
                     self._reader_wakeup.notify()  # to start its hold timer
             if self._getters_waiting:
@@ -379,13 +268,13 @@ class MessageQueue:
 
     def _has_room(self) -> bool:
         """Whether the reader thread may read: the budget is not spent, or the end is near."""
-        budget = self.budget
-        return budget is None or not budget.exhausted or self._not_waiting or self._closed
+        share = self._share
+        return share is None or not share.budget.exhausted or self._not_waiting or self._closed
 
     def _wait_for_room(self) -> None:
         """Pause the reader thread until the budget has room; the lock is held."""
-        budget = self.budget
-        assert budget is not None
+        assert self._share is not None
+        budget = self._share.budget
         if not budget.pause(self):
             return
         self._waiting_for_room = True
@@ -407,35 +296,19 @@ class MessageQueue:
     def set_partial(self, size: int) -> None:
         """Count ``size`` bytes of messages still arriving (the protocol's buffer) in the budget.
 
-        Called by whoever reads, after each read; cheap when nothing changed.
+        Called by whoever reads, after a read that changed it.
         """
-        if size == self._partial or self.budget is None:
+        share = self._share
+        if size == self._partial or share is None:
             return
         with self._condition:
             self._partial = size
             held = self._bytes + size
-            if abs(held - self._reported) < _GRANULE and (held or not self._reported):
+            if not share.stale(held):
                 return
-            to_wake = self._report()
+            to_wake = share.update(held)
         for queue in to_wake:
             queue.wake_reader()
-
-    def _report(self) -> List[MessageQueue]:
-        """Bring this queue's count in the budget up to date; the lock is held.
-
-        Queues report in steps of ``_GRANULE`` bytes (and when they empty),
-        so that small messages cost no work on the shared budget; returns
-        the paused queues to wake once the lock is let go.
-        """
-        budget = self.budget
-        if budget is None:
-            return []
-        held = self._bytes + self._partial
-        change, self._reported = held - self._reported, held
-        if change >= 0:
-            budget.add(change)
-            return []
-        return budget.release(-change)
 
     @property
     def paused(self) -> bool:
@@ -522,10 +395,10 @@ class MessageQueue:
         to_wake: List[MessageQueue] = []
         with self._condition:
             self._closed = True
-            if self.budget is not None:
-                to_wake = self.budget.release(self._reported)
-                self.budget = None
-                self._partial = self._reported = 0
+            if self._share is not None:
+                to_wake = self._share.update(0)
+                self._share = None
+                self._partial = 0
             self._condition.notify_all()
             self._reader_wakeup.notify_all()
         for queue in to_wake:

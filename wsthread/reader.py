@@ -97,6 +97,7 @@ class Reader:
         self._started = False
         self._start_lock = threading.Lock()
         self._check_pending = False
+        self._buffered = 0  # the protocol's bytes_buffered, as last told to the queue
 
     # -- the opening handshake ------------------------------------------------
 
@@ -208,28 +209,29 @@ class Reader:
         Raises:
             socket.timeout: nothing arrived within ``timeout`` seconds.
         """
-        going_on = self._read_once(timeout)
+        # One read, inlined: this runs for every message an application thread reads.
+        protocol = self.protocol
+        if protocol.receiving_done:
+            going_on = False
+        elif protocol.frames_pending:  # frames received but left unparsed (compression)
+            going_on = self._process(b"", block=False)
+        else:
+            try:
+                data = self.transport.recv(_RECV_SIZE, timeout)
+            except socket.timeout:
+                raise
+            except OSError as exc:
+                self._read_error = exc
+                data = None
+            if data:
+                going_on = self._process(data, block=False)
+            else:
+                if data is not None:
+                    protocol.receive_eof()
+                going_on = False
         if not going_on and not self._end_on_this_thread():
             self.start_thread()
         return going_on
-
-    def _read_once(self, timeout: Optional[float]) -> bool:
-        protocol = self.protocol
-        if protocol.receiving_done:
-            return False
-        if protocol.frames_pending:  # frames received but left unparsed (compression)
-            return self._process(b"", block=False)
-        try:
-            data = self.transport.recv(_RECV_SIZE, timeout)
-        except socket.timeout:
-            raise
-        except OSError as exc:
-            self._read_error = exc
-            return False
-        if not data:
-            protocol.receive_eof()
-            return False
-        return self._process(data, block=False)
 
     def _process(self, data: bytes, block: bool) -> bool:
         """Feed the protocol and dispatch its events; ``False`` once receiving ends."""
@@ -254,7 +256,10 @@ class Reader:
                 self._on_pong(event.data)  # type: ignore[union-attr, arg-type]
             elif kind is CloseReceived:
                 self.logger.debug("close frame received: %s", event)
-        self.messages.set_partial(protocol.bytes_buffered)
+        buffered = protocol.bytes_buffered
+        if buffered != self._buffered:  # most reads end on a frame boundary: no call
+            self._buffered = buffered
+            self.messages.set_partial(buffered)
         return not ending
 
     def _flush_replies(self) -> None:

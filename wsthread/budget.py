@@ -1,0 +1,186 @@
+"""The receive budget: bytes received and not yet read, across connections; used by every reader.
+
+A :class:`ReceiveBudget` is shared by the connections made with the same
+``receive_budget=`` value (through :func:`wsthread.threads.shared`). Each
+:class:`~wsthread.messages.MessageQueue` counts what it holds in it
+through its own :class:`BudgetShare`, in steps of :data:`GRANULE` bytes,
+so that small messages never touch the shared lock. Past the limit,
+reader threads stop reading until an application takes a message
+(see ``MessageQueue.reader_turn``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING, Dict, List, Optional, Union
+
+if TYPE_CHECKING:  # only for the type hints: messages.py imports this module
+    from .messages import MessageQueue
+
+__all__ = [
+    "BudgetShare",
+    "DEFAULT_RECEIVE_BUDGET",
+    "GRANULE",
+    "ReceiveBudget",
+    "ReceiveBudgetOption",
+    "default_receive_budget",
+    "receive_budget_bytes",
+]
+
+#: A queue's count in the budget is brought up to date when it is this far
+#: off, or when the queue empties: small messages then never touch the
+#: shared budget, and each connection is off by less than this.
+GRANULE = 16 * 1024
+
+
+def default_receive_budget() -> int:
+    """The default ``receive_budget``: 1/16 of the machine's memory, at most 64 MiB.
+
+    64 MiB of messages waiting for handlers is plenty to keep every
+    connection busy (more would only add latency: the peers' data waits in
+    the kernel and in the peers instead), and 1/16 keeps a small board
+    (a 512 MiB Raspberry Pi: 32 MiB) out of trouble.
+    """
+    cap = 64 * 2**20
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not on this platform
+        return cap
+    return max(2**20, min(cap, memory // 16)) if memory > 0 else cap
+
+
+#: What ``receive_budget="auto"`` (the default of :func:`~wsthread.serve` and
+#: :func:`~wsthread.connect`) means on this machine, in bytes (see
+#: :func:`default_receive_budget`).
+DEFAULT_RECEIVE_BUDGET = default_receive_budget()
+
+ReceiveBudgetOption = Union[int, str, None]
+"""``receive_budget=``: bytes, ``"auto"`` or ``None`` (no budget)."""
+
+
+def receive_budget_bytes(option: ReceiveBudgetOption) -> Optional[int]:
+    """The bytes a ``receive_budget=`` option stands for (``None``: no budget).
+
+    Raises:
+        ValueError: neither a positive number of bytes, ``"auto"`` nor ``None``.
+    """
+    if option is None:
+        return None
+    if option == "auto":
+        return DEFAULT_RECEIVE_BUDGET
+    if isinstance(option, int) and not isinstance(option, bool) and option > 0:
+        return option
+    raise ValueError(
+        f"receive_budget must be a positive number of bytes, 'auto' or None: {option!r}"
+    )
+
+
+class ReceiveBudget:
+    """The bytes received and not yet read by the application, across many connections.
+
+    Every :class:`~wsthread.messages.MessageQueue` that shares a budget adds what it holds: the
+    messages waiting for the application, and the message being assembled
+    (see ``MessageQueue.set_partial``). Past ``limit`` bytes, the
+    connections' reader threads stop reading (the peers' TCP windows fill
+    and they wait); an application thread waiting in ``recv()`` still reads
+    its own connection, so that nobody waits for ever. Reading resumes at
+    once when an application takes a message and the total goes back under
+    the limit.
+
+    Thread-safe. Lock order: a queue's lock, then the budget's lock; the
+    budget never takes a queue's lock while holding its own.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit <= 0:
+            raise ValueError(f"a receive budget must be positive, not {limit}")
+        self.limit = limit
+        self._used = 0
+        self._peak = 0
+        self._lock = threading.Lock()
+        self._paused: Dict[MessageQueue, None] = {}  # queues whose reader waits for room
+
+    @property
+    def used(self) -> int:
+        """Bytes held now."""
+        return self._used
+
+    @property
+    def peak(self) -> int:
+        """The most bytes held at any moment so far."""
+        return self._peak
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the budget is spent: reader threads should not read."""
+        with self._lock:
+            return self._used >= self.limit
+
+    def add(self, size: int) -> None:
+        """Count ``size`` more bytes (negative: fewer)."""
+        with self._lock:
+            self._used += size
+            if self._used > self._peak:
+                self._peak = self._used
+
+    def release(self, size: int) -> List[MessageQueue]:
+        """Count ``size`` bytes fewer; return the paused queues to wake (there is room again).
+
+        The caller wakes them with ``MessageQueue.wake_reader`` after
+        letting go of its own queue's lock.
+        """
+        with self._lock:
+            self._used -= size
+            if not self._paused or self._used >= self.limit:
+                return []
+            paused = list(self._paused)
+            self._paused.clear()
+            return paused
+
+    def pause(self, queue: MessageQueue) -> bool:
+        """Note that ``queue``'s reader waits for room; ``False`` if there is room after all."""
+        with self._lock:
+            if self._used < self.limit:
+                return False
+            self._paused[queue] = None
+            return True
+
+    def forget(self, queue: MessageQueue) -> None:
+        """``queue`` no longer waits for room."""
+        with self._lock:
+            self._paused.pop(queue, None)
+
+
+class BudgetShare:
+    """What one queue counts in a :class:`ReceiveBudget`, and how it brings that up to date.
+
+    Its queue decides *when* (the tests on :attr:`counted` are inline on the
+    queue's hot paths, where a call per message would cost); this does the
+    arithmetic. Called under the queue's lock, which comes before the
+    budget's in the lock order.
+    """
+
+    __slots__ = ("budget", "counted")
+
+    def __init__(self, budget: ReceiveBudget) -> None:
+        self.budget = budget
+        self.counted = 0
+        """The bytes this queue counts in the budget now."""
+
+    def update(self, held: int) -> List[MessageQueue]:
+        """Count ``held`` bytes from now on; return the paused queues to wake.
+
+        The caller wakes them with ``MessageQueue.wake_reader`` after letting
+        go of its own queue's lock.
+        """
+        change, self.counted = held - self.counted, held
+        if change >= 0:
+            self.budget.add(change)
+            return []
+        return self.budget.release(-change)
+
+    def stale(self, held: int) -> bool:
+        """Whether ``held`` is far enough from :attr:`counted` to report (or the queue emptied)."""
+        counted = self.counted
+        return abs(held - counted) >= GRANULE or (not held and counted != 0)
