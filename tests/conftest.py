@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,6 +20,7 @@ import pytest
 import trustme
 
 import wsthread
+from wsthread.sansio.frames import Frame, FrameParser
 from wsthread.server import ServerConnection, WebSocketServer
 
 # A suite started as a background job (or under nohup) inherits SIGINT
@@ -118,6 +120,31 @@ def raw_handshake(port: int, request: bytes, timeout: float = 5) -> bytes:
         return b"".join(chunks)
 
 
+def read_head(sock: socket.socket) -> bytes:
+    """Receive until the blank line that ends an HTTP head, or until EOF; return it all.
+
+    It reads in chunks, so bytes after the head may come with it: a test that
+    goes on reading frames uses :func:`raw_websocket`, which reads byte by byte.
+    """
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = sock.recv(4096)
+        if not data:
+            break
+        head += data
+    return head
+
+
+def parse_frames(data: bytes, **options: Any) -> List[Frame]:
+    """Every whole frame in ``data``, parsed by a ``FrameParser(**options)``."""
+    parser = FrameParser(**options)
+    parser.feed(data)
+    frames = []
+    while (frame := parser.next_frame()) is not None:
+        frames.append(frame)
+    return frames
+
+
 UPGRADE_REQUEST = (
     b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
@@ -157,24 +184,44 @@ def stalled_client(port: int) -> socket.socket:
 
 
 @contextlib.contextmanager
-def echo_process(*args: str) -> Iterator[Tuple[subprocess.Popen, str]]:  # type: ignore[type-arg]
-    """Run ``python -m wsthread.echo --port 0 ARGS``; yield it and the URL it prints.
-
-    The process is killed on the way out if the test did not stop it.
-    """
+def python_process(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """Run ``python ARGS`` with stdin, stdout and stderr as text pipes; reaped on the way out."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "wsthread.echo", "--port", "0", *args],
+        [sys.executable, *args],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
+        yield process
+    finally:
+        reap(process)
+
+
+@contextlib.contextmanager
+def echo_process(*args: str) -> Iterator[Tuple[subprocess.Popen[str], str]]:
+    """Run ``python -m wsthread.echo --port 0 ARGS``; yield it and the URL it prints.
+
+    The process is killed on the way out if the test did not stop it.
+    """
+    with python_process("-m", "wsthread.echo", "--port", "0", *args) as process:
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line.startswith("wsthread echo server on ws"), f"did not start: {line!r}"
         yield process, line.split()[4]
-    finally:
-        reap(process)
+
+
+def announced_port(process: subprocess.Popen[str], log: Path) -> int:
+    """The port in the first line a server process prints (``... 127.0.0.1:PORT ...``).
+
+    A process that prints no such line fails the test, showing that line and ``log``.
+    """
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = re.search(r"127\.0\.0\.1:(\d+)", line)
+    assert match, line + log.read_text()
+    return int(match.group(1))
 
 
 def reap(process: subprocess.Popen[str]) -> None:

@@ -19,7 +19,7 @@ import hashlib
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator, List
+from typing import Any, Iterator, List
 
 import pytest
 from test_examples import example
@@ -55,6 +55,49 @@ def spki_hash(cert_pem: bytes) -> str:
     return base64.b64encode(hashlib.sha256(der).digest()).decode("ascii")
 
 
+@contextlib.contextmanager
+def chromium(flags: List[str] = FLAGS) -> Iterator[Any]:
+    """Headless Chromium with a fresh profile and a 15 s default timeout; closed on the way out."""
+    with playwright.sync_playwright() as driver, tempfile.TemporaryDirectory() as profile:
+        browser = driver.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=flags
+        )
+        try:
+            browser.set_default_timeout(15_000)
+            yield browser
+        finally:
+            browser.close()
+
+
+def connected_pages(browser: Any, url: str, count: int = 2) -> List[Any]:
+    """``count`` pages opened on ``url``, each showing "connected"."""
+    pages = [browser.new_page() for _ in range(count)]
+    for page in pages:
+        page.goto(url)
+        playwright.expect(page.locator("#status")).to_have_text("connected")
+    return pages
+
+
+def submit_both_ways(pages: List[Any], field: str, button: str, first: str, second: str) -> None:
+    """The first page submits ``first`` with ``button``, the second ``second`` with Enter."""
+    pages[0].fill(field, first)
+    pages[0].click(button)
+    pages[1].fill(field, second)
+    pages[1].press(field, "Enter")
+
+
+def shown_on_every_page(
+    browser: Any, pages: List[Any], url: str, items: str, texts: List[str]
+) -> Any:
+    """Every page lists ``texts`` at ``items``; then so does one opened on ``url``; return it."""
+    for page in pages:
+        playwright.expect(page.locator(items)).to_have_text(texts)
+    late = browser.new_page()
+    late.goto(url)
+    playwright.expect(late.locator(items)).to_have_text(texts)
+    return late
+
+
 @pytest.fixture(params=["ws", "wss"])
 def chat_and_flags(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple]:  # type: ignore[type-arg]
     """The chat example (plain or TLS) and the Chromium flags to reach it."""
@@ -77,121 +120,77 @@ def test_two_pages_chat(chat_and_flags: tuple) -> None:  # type: ignore[type-arg
     """Join from two pages, talk, leave: each page sees the other's doings."""
     chat, flags, scheme = chat_and_flags
     expect = playwright.expect
-    with playwright.sync_playwright() as driver, tempfile.TemporaryDirectory() as profile:
-        browser = driver.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=flags
-        )
-        try:
-            browser.set_default_timeout(15_000)
-            alice, bob = browser.new_page(), browser.new_page()
-            for page, name in ((alice, "alice"), (bob, "bob")):
-                page.goto(chat.urls[0])
-                # Before joining, the page does not know who is in the room: it says nothing.
-                expect(page.locator("#room")).to_be_hidden()
-                page.fill("#name", name)
-                page.click("#join")
-                expect(page.locator("#status")).to_have_text(f"connected as {name}")
-            assert alice.evaluate("location.protocol") == ("https:" if scheme == "wss" else "http:")
-            expect(alice.locator("#log")).to_contain_text("bob joined")
-            expect(alice.locator("#people")).to_have_text("alice, bob")
-            expect(alice.locator("#room")).to_have_text("In the room: alice, bob")
+    with chromium(flags) as browser:
+        alice, bob = browser.new_page(), browser.new_page()
+        for page, name in ((alice, "alice"), (bob, "bob")):
+            page.goto(chat.urls[0])
+            # Before joining, the page does not know who is in the room: it says nothing.
+            expect(page.locator("#room")).to_be_hidden()
+            page.fill("#name", name)
+            page.click("#join")
+            expect(page.locator("#status")).to_have_text(f"connected as {name}")
+        assert alice.evaluate("location.protocol") == ("https:" if scheme == "wss" else "http:")
+        expect(alice.locator("#log")).to_contain_text("bob joined")
+        expect(alice.locator("#people")).to_have_text("alice, bob")
+        expect(alice.locator("#room")).to_have_text("In the room: alice, bob")
 
-            bob.fill("#message", "hello from bob")
-            bob.press("#message", "Enter")
-            expect(alice.locator("#log li.message")).to_have_text(["bob: hello from bob"])
-            expect(bob.locator("#log li.message")).to_have_text(["bob: hello from bob"])
-            alice.fill("#message", "hi bob")
-            alice.click("#send")
-            expect(bob.locator("#log li.message").last).to_have_text("alice: hi bob")
+        bob.fill("#message", "hello from bob")
+        bob.press("#message", "Enter")
+        expect(alice.locator("#log li.message")).to_have_text(["bob: hello from bob"])
+        expect(bob.locator("#log li.message")).to_have_text(["bob: hello from bob"])
+        alice.fill("#message", "hi bob")
+        alice.click("#send")
+        expect(bob.locator("#log li.message").last).to_have_text("alice: hi bob")
 
-            bob.close()
-            expect(alice.locator("#log li.leave")).to_have_text(["bob left"])
-            expect(alice.locator("#people")).to_have_text("alice")
+        bob.close()
+        expect(alice.locator("#log li.leave")).to_have_text(["bob left"])
+        expect(alice.locator("#people")).to_have_text("alice")
 
-            # One Ctrl-C with the page still open (and Chromium's idle
-            # preconnect sockets with it): the page learns the server went
-            # away, and the server exits without waiting for the browser.
-            chat.interrupt()
-            expect(alice.locator("#status")).to_have_text("disconnected (code 1001)")
-            expect(alice.locator("#room")).to_be_hidden()
-        finally:
-            browser.close()
+        # One Ctrl-C with the page still open (and Chromium's idle
+        # preconnect sockets with it): the page learns the server went
+        # away, and the server exits without waiting for the browser.
+        chat.interrupt()
+        expect(alice.locator("#status")).to_have_text("disconnected (code 1001)")
+        expect(alice.locator("#room")).to_be_hidden()
 
 
 def test_legacy_app_pages_get_orders_pushed() -> None:
     """An order posted from one page of the http.server app appears on every open page."""
     expect = playwright.expect
     with example("legacy_app.py", "--ws-port", "0", "--port", "0") as app:
-        with playwright.sync_playwright() as driver, tempfile.TemporaryDirectory() as profile:
-            browser = driver.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=FLAGS
+        with chromium() as browser:
+            pages = connected_pages(browser, app.urls[0])
+            submit_both_ways(pages, "#item", "#order", "coffee", "tea")
+            # A page opened later shows the orders that exist, then new ones.
+            late = shown_on_every_page(
+                browser, pages, app.urls[0], "#orders li", ["#1 coffee", "#2 tea"]
             )
-            try:
-                browser.set_default_timeout(15_000)
-                pages = [browser.new_page(), browser.new_page()]
-                for page in pages:
-                    page.goto(app.urls[0])
-                    expect(page.locator("#status")).to_have_text("connected")
-                pages[0].fill("#item", "coffee")
-                pages[0].click("#order")
-                pages[1].fill("#item", "tea")
-                pages[1].press("#item", "Enter")
-                for page in pages:
-                    expect(page.locator("#orders li")).to_have_text(["#1 coffee", "#2 tea"])
-                # A page opened later shows the orders that exist, then new ones.
-                late = browser.new_page()
-                late.goto(app.urls[0])
-                expect(late.locator("#orders li")).to_have_text(["#1 coffee", "#2 tea"])
-                expect(late.locator("#status")).to_have_text("connected")
-                pages[0].fill("#item", "cake")
-                pages[0].click("#order")
-                for page in [*pages, late]:
-                    expect(page.locator("#orders li")).to_have_text(
-                        ["#1 coffee", "#2 tea", "#3 cake"]
-                    )
-                # Without JavaScript: the form posts, redirects, and the page lists the orders.
-                bare = browser.browser.new_context(java_script_enabled=False).new_page()
-                bare.goto(app.urls[0])
-                bare.fill("#item", "soup")
-                bare.click("#order")
-                expect(bare.locator("#orders li")).to_have_text(
-                    ["#1 coffee", "#2 tea", "#3 cake", "#4 soup"]
-                )
-            finally:
-                browser.close()
+            expect(late.locator("#status")).to_have_text("connected")
+            pages[0].fill("#item", "cake")
+            pages[0].click("#order")
+            for page in [*pages, late]:
+                expect(page.locator("#orders li")).to_have_text(["#1 coffee", "#2 tea", "#3 cake"])
+            # Without JavaScript: the form posts, redirects, and the page lists the orders.
+            bare = browser.browser.new_context(java_script_enabled=False).new_page()
+            bare.goto(app.urls[0])
+            bare.fill("#item", "soup")
+            bare.click("#order")
+            expect(bare.locator("#orders li")).to_have_text(
+                ["#1 coffee", "#2 tea", "#3 cake", "#4 soup"]
+            )
         app.interrupt()
 
 
 def test_flask_example_page_and_websocket_on_one_port() -> None:
     """examples/flask_app: the page's WebSocket uses the page's own port; posts reach every page."""
     expect = playwright.expect
-    with contextlib.ExitStack() as stack:
-        app = stack.enter_context(example("flask_app/app.py"))
-        driver = stack.enter_context(playwright.sync_playwright())
-        profile = stack.enter_context(tempfile.TemporaryDirectory())
-        browser = driver.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=FLAGS
-        )
-        try:
-            browser.set_default_timeout(15_000)
-            pages = [browser.new_page(), browser.new_page()]
-            for page in pages:
-                page.goto(app.urls[0])
-                expect(page.locator("#status")).to_have_text("connected")
-            # One port for both: the WebSocket went to the page's host:port.
-            assert pages[0].evaluate("ws.url") == app.urls[0].replace("http", "ws") + "ws"
-            assert pages[0].evaluate("location.port") == str(app.port)
-            pages[0].fill("#text", "first post")
-            pages[0].click("#post")
-            pages[1].fill("#text", "second post")
-            pages[1].press("#text", "Enter")
-            for page in pages:
-                expect(page.locator("#feed li")).to_have_text(["second post", "first post"])
-            # A page opened later gets the recent posts first.
-            late = browser.new_page()
-            late.goto(app.urls[0])
-            expect(late.locator("#feed li")).to_have_text(["second post", "first post"])
-            app.interrupt()
-            expect(pages[0].locator("#status")).to_have_text("disconnected (code 1001)")
-        finally:
-            browser.close()
+    with example("flask_app/app.py") as app, chromium() as browser:
+        pages = connected_pages(browser, app.urls[0])
+        # One port for both: the WebSocket went to the page's host:port.
+        assert pages[0].evaluate("ws.url") == app.urls[0].replace("http", "ws") + "ws"
+        assert pages[0].evaluate("location.port") == str(app.port)
+        submit_both_ways(pages, "#text", "#post", "first post", "second post")
+        # A page opened later gets the recent posts first.
+        shown_on_every_page(browser, pages, app.urls[0], "#feed li", ["second post", "first post"])
+        app.interrupt()
+        expect(pages[0].locator("#status")).to_have_text("disconnected (code 1001)")

@@ -15,7 +15,7 @@ import trustme
 from websockets.sync.server import serve as ws_serve
 
 import wsthread
-from conftest import ServerFactory, run_ok, websockets_tls_connect
+from conftest import ServerFactory, read_head, run_ok, websockets_tls_connect
 from wsthread.exceptions import InvalidResponse, InvalidStatus, InvalidURI
 
 
@@ -148,12 +148,8 @@ def serve_once(answer: bytes) -> Tuple[int, threading.Thread]:
         with listener:
             conn, _ = listener.accept()
             with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        return
-                    data += chunk
+                if b"\r\n\r\n" not in read_head(conn):  # the client hung up first
+                    return
                 if answer:
                     conn.sendall(answer)
                 time.sleep(0.5)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -21,6 +20,7 @@ from typing import Any, Dict, Iterator, Set
 import pytest
 
 import wsthread
+from conftest import announced_port, reap
 
 pytest.importorskip("django")
 
@@ -44,15 +44,10 @@ def notes_server(tmp_path: Path) -> Iterator[Dict[str, object]]:
             cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=errors, text=True,
         )  # fmt: skip
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"127\.0\.0\.1:(\d+)", line)
-        assert match, line + log.read_text()
-        yield {"port": int(match.group(1)), "process": process, "log": log, "db": env["NOTES_DB"]}
+        port = announced_port(process, log)
+        yield {"port": port, "process": process, "log": log, "db": env["NOTES_DB"]}
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
+        reap(process)
 
 
 def next_note(ws: Any, seen: Set[int]) -> Dict[str, Any]:

@@ -6,8 +6,6 @@ import io
 import logging
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -22,6 +20,7 @@ import wsthread
 from conftest import (
     ServerFactory,
     assert_going_away,
+    python_process,
     raw_handshake,
     raw_websocket,
     stalled_client,
@@ -402,14 +401,7 @@ def test_started_server_is_shut_down_at_exit() -> None:
         "print(server.port, flush=True)\n"
         "sys.stdin.readline()\n"
     )
-    process = subprocess.Popen(
-        [sys.executable, "-c", script],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with python_process("-c", script) as process:
         assert process.stdout is not None and process.stdin is not None
         port = int(process.stdout.readline())
         with connect(f"ws://127.0.0.1:{port}/") as ws:
@@ -417,10 +409,6 @@ def test_started_server_is_shut_down_at_exit() -> None:
             process.stdin.flush()
             assert_going_away([ws], timeout=10)
         assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
 
 
 def test_log_lines_name_the_peer(

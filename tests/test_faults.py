@@ -36,6 +36,13 @@ def threads_back_to(baseline: int, timeout: float = CLOSE_TIMEOUT + MARGIN) -> b
     return wait_until(lambda: thread_count() <= baseline, timeout)
 
 
+def threads_left(baseline: int) -> str:
+    """What runs beyond ``baseline``: the message of a failed ``threads_back_to``."""
+    return (
+        f"{thread_count()} threads, baseline {baseline}: {[t.name for t in threading.enumerate()]}"
+    )
+
+
 def errors_logged(caplog: pytest.LogCaptureFixture) -> List[str]:
     """Records at ERROR or above, or carrying a traceback."""
     return [
@@ -98,6 +105,17 @@ class Bystander:
         self._stack.close()
 
 
+def assert_recovered(
+    what: str, baseline: int, started: float, bystander: Bystander, logs: pytest.LogCaptureFixture
+) -> None:
+    """After a fault: the threads end, the bystander still echoes and nothing is logged at ERROR."""
+    assert threads_back_to(baseline), threads_left(baseline)
+    print(f"\n{what}: threads back to {baseline} in {time.monotonic() - started:.2f}s")
+    bystander.check()
+    bystander.close()
+    assert not errors_logged(logs)
+
+
 @pytest.fixture
 def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """Capture the library's logs at every level."""
@@ -133,15 +151,7 @@ def test_clients_vanishing_mid_handshake(
     assert threads_up(baseline + 20 - 2), "the server should hold the pending handshakes"
     vanish(socks, how)
     started = time.monotonic()
-    assert threads_back_to(baseline), (
-        f"{thread_count()} threads, baseline {baseline}: {[t.name for t in threading.enumerate()]}"
-    )
-    print(
-        f"\nmid-handshake ({how}): threads back to {baseline} in {time.monotonic() - started:.2f}s"
-    )
-    bystander.check()
-    bystander.close()
-    assert not errors_logged(logs)
+    assert_recovered(f"mid-handshake ({how})", baseline, started, bystander, logs)
 
 
 @pytest.mark.parametrize("how", ["fin", "rst", "half-hello"])
@@ -173,13 +183,7 @@ def test_clients_vanishing_mid_tls_handshake(
     assert threads_up(baseline + 10 - 2), "the server should hold the pending handshakes"
     vanish(socks, "rst" if how == "rst" else "fin")
     started = time.monotonic()
-    assert threads_back_to(baseline), (
-        f"{thread_count()} threads, baseline {baseline}: {[t.name for t in threading.enumerate()]}"
-    )
-    print(f"\nmid-TLS ({how}): threads back to {baseline} in {time.monotonic() - started:.2f}s")
-    bystander.check()
-    bystander.close()
-    assert not errors_logged(logs)
+    assert_recovered(f"mid-TLS ({how})", baseline, started, bystander, logs)
 
 
 @pytest.mark.parametrize("how", ["fin", "rst"])
@@ -210,13 +214,7 @@ def test_clients_vanishing_mid_frame(
     started = time.monotonic()
     for _ in range(10):
         assert handler_ended.acquire(timeout=CLOSE_TIMEOUT + MARGIN)
-    assert threads_back_to(baseline), (
-        f"{thread_count()} threads, baseline {baseline}: {[t.name for t in threading.enumerate()]}"
-    )
-    print(f"\nmid-frame ({how}): threads back to {baseline} in {time.monotonic() - started:.2f}s")
-    bystander.check()
-    bystander.close()
-    assert not errors_logged(logs)
+    assert_recovered(f"mid-frame ({how})", baseline, started, bystander, logs)
 
 
 def test_reset_while_the_server_is_sending(
@@ -261,13 +259,7 @@ def test_reset_while_the_server_is_sending(
     started = time.monotonic()
     assert wait_until(lambda: len(outcomes) == 10, CLOSE_TIMEOUT + MARGIN), outcomes
     assert outcomes == ["closed"] * 10
-    assert threads_back_to(baseline), (
-        f"{thread_count()} threads, baseline {baseline}: {[t.name for t in threading.enumerate()]}"
-    )
-    print(f"\nRST while sending: threads back to {baseline} in {time.monotonic() - started:.2f}s")
-    bystander.check()
-    bystander.close()
-    assert not errors_logged(logs)
+    assert_recovered("RST while sending", baseline, started, bystander, logs)
 
 
 # -- shutdown under load -------------------------------------------------------------------
@@ -348,9 +340,7 @@ def test_shutdown_while_100_clients_send(make_server: ServerFactory) -> None:
     # A bound, not a speed claim: shutdown waits at most about close_timeout for the
     # closing handshakes; the margin absorbs a 2-core machine shared with other suites.
     assert took < CLOSE_TIMEOUT + 2 * MARGIN
-    assert threads_back_to(baseline), (
-        f"{thread_count()} threads, baseline {baseline}: {[t.name for t in threading.enumerate()]}"
-    )
+    assert threads_back_to(baseline), threads_left(baseline)
 
 
 # -- misuse after close ------------------------------------------------------------------------

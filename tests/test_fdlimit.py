@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 
 import pytest
 
-from conftest import UPGRADE_REQUEST, ServerFactory, run_ok
+from conftest import UPGRADE_REQUEST, ServerFactory, read_head, run_ok
 from wsthread.fdlimit import AcceptGuard, describe_limit, is_resource_error
 
 resource = pytest.importorskip("resource")
@@ -95,12 +95,7 @@ def attempt(port: int, timeout: float = 30) -> Tuple[str, Optional[socket.socket
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
         sock.sendall(UPGRADE_REQUEST + b"\r\n")
-        head = b""
-        while b"\r\n\r\n" not in head:
-            data = sock.recv(4096)
-            if not data:
-                break
-            head += data
+        head = read_head(sock)
     except OSError:
         head = b""
     if head.startswith(b"HTTP/1.1 101"):

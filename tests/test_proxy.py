@@ -173,42 +173,56 @@ def echo_once(uri: str, **options: Any) -> None:
         assert ws.recv(timeout=10) == message
 
 
+class EchoServers:
+    """A plain and a TLS echo server, each reached once through the proxy under test."""
+
+    def __init__(
+        self, make_server: ServerFactory, server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+    ) -> None:
+        self.plain = make_server()
+        self.secure = make_server(ssl=server_ssl)
+        self.client_ssl = client_ssl
+
+    def echo_through(self, proxy: str, secure_proxy: Optional[str] = None) -> None:
+        """ws:// to 127.0.0.1, then wss:// to localhost (TLS end to end inside the tunnel).
+
+        The wss:// connection goes through ``secure_proxy`` when one is given.
+        """
+        echo_once(f"ws://127.0.0.1:{self.plain.port}/", proxy=proxy)
+        echo_once(
+            f"wss://localhost:{self.secure.port}/",
+            proxy=secure_proxy or proxy,
+            ssl=self.client_ssl,
+        )
+
+
+@pytest.fixture
+def echo_servers(
+    make_server: ServerFactory, server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+) -> EchoServers:
+    """The plain and the TLS echo server for a proxy test."""
+    return EchoServers(make_server, server_ssl, client_ssl)
+
+
 # -- HTTP CONNECT (tinyproxy) ------------------------------------------------------
 
 
-def test_http_connect_ws_and_wss(
-    make_server: ServerFactory,
-    tmp_path: Path,
-    server_ssl: ssl.SSLContext,
-    client_ssl: ssl.SSLContext,
-) -> None:
+def test_http_connect_ws_and_wss(echo_servers: EchoServers, tmp_path: Path) -> None:
     """ws:// and wss:// (TLS end to end inside the tunnel) through tinyproxy, no auth."""
-    plain = make_server()
-    secure = make_server(ssl=server_ssl)
     with tinyproxy(tmp_path) as proxy:
-        url = f"http://127.0.0.1:{proxy.port}"
-        echo_once(f"ws://127.0.0.1:{plain.port}/", proxy=url)
-        echo_once(f"wss://localhost:{secure.port}/", proxy=url, ssl=client_ssl)
+        echo_servers.echo_through(f"http://127.0.0.1:{proxy.port}")
         log = proxy.log_text()
+    plain, secure = echo_servers.plain, echo_servers.secure
     assert f"127.0.0.1:{plain.port}" in log and f"localhost:{secure.port}" in log, log
 
 
-def test_http_connect_with_basic_auth(
-    make_server: ServerFactory,
-    tmp_path: Path,
-    server_ssl: ssl.SSLContext,
-    client_ssl: ssl.SSLContext,
-) -> None:
+def test_http_connect_with_basic_auth(echo_servers: EchoServers, tmp_path: Path) -> None:
     """tinyproxy's BasicAuth: the right credentials open ws:// and wss://; wrong ones fail."""
-    plain = make_server()
-    secure = make_server(ssl=server_ssl)
     with tinyproxy(tmp_path, auth="alice s3cret") as proxy:
-        good = f"http://alice:s3cr%65t@127.0.0.1:{proxy.port}"
-        echo_once(f"ws://127.0.0.1:{plain.port}/", proxy=good)
-        echo_once(f"wss://localhost:{secure.port}/", proxy=good, ssl=client_ssl)
+        echo_servers.echo_through(f"http://alice:s3cr%65t@127.0.0.1:{proxy.port}")
         for bad in (f"http://alice:wrong@127.0.0.1:{proxy.port}", f"http://127.0.0.1:{proxy.port}"):
             with pytest.raises(ProxyError) as caught:
-                wsthread.connect(f"ws://127.0.0.1:{plain.port}/", proxy=bad)
+                wsthread.connect(f"ws://127.0.0.1:{echo_servers.plain.port}/", proxy=bad)
             # The proxy's own status is carried: tinyproxy 1.11 answers a CONNECT
             # without credentials with 407, and one with wrong credentials with 401.
             assert caught.value.proxy_status in (401, 407)
@@ -228,22 +242,13 @@ def test_http_connect_to_an_unreachable_server(tmp_path: Path) -> None:
 # -- SOCKS5 (danted, microsocks) ----------------------------------------------------
 
 
-def test_socks5_and_socks5h_through_dante(
-    make_server: ServerFactory,
-    tmp_path: Path,
-    server_ssl: ssl.SSLContext,
-    client_ssl: ssl.SSLContext,
-) -> None:
+def test_socks5_and_socks5h_through_dante(echo_servers: EchoServers, tmp_path: Path) -> None:
     """danted without auth: ws:// by address (socks5) and wss:// by name (socks5h)."""
-    plain = make_server()
-    secure = make_server(ssl=server_ssl)
     with danted(tmp_path) as proxy:
-        echo_once(f"ws://127.0.0.1:{plain.port}/", proxy=f"socks5://127.0.0.1:{proxy.port}")
-        echo_once(
-            f"wss://localhost:{secure.port}/",
-            proxy=f"socks5h://127.0.0.1:{proxy.port}",
-            ssl=client_ssl,
+        echo_servers.echo_through(
+            f"socks5://127.0.0.1:{proxy.port}", f"socks5h://127.0.0.1:{proxy.port}"
         )
+        secure = echo_servers.secure
         assert wait_for(lambda: f".{secure.port}" in proxy.log_text()), proxy.log_text()
 
 

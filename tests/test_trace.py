@@ -7,7 +7,6 @@ import logging
 import os
 import re
 import signal
-import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import List, Optional, Tuple
 import pytest
 
 import wsthread
-from conftest import ServerFactory, assert_clean_exit, echo_process, reap, run, run_ok
+from conftest import ServerFactory, assert_clean_exit, echo_process, python_process, run, run_ok
 from wsthread.frames import decode, describe_incomplete, explain, main, parse_hex, violations
 from wsthread.sansio.frames import Frame, Opcode, serialize_frame
 from wsthread.sansio.handshake import accept_key
@@ -497,20 +496,11 @@ def test_interactive_client_trace_from_a_real_run(make_server: ServerFactory) ->
     """`python -m wsthread URI --trace`: the same trace, seen from the client, on stderr."""
     server = make_server()
     url = f"ws://127.0.0.1:{server.port}/"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "wsthread", "--trace", url],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with python_process("-m", "wsthread", "--trace", url) as process:
         assert process.stdin is not None and process.stdout is not None
         process.stdin.write("Hello\n")
         process.stdin.flush()
         assert process.stdout.readline() == "< Hello\n"  # stdout: the messages only
         process.stdin.close()  # end of input: the client closes with 1000
         stderr = assert_clean_exit(process, timeout=15)
-    finally:
-        reap(process)
     check_trace(stderr.splitlines(), url)

@@ -7,6 +7,7 @@ from typing import List, Optional, Tuple
 
 import pytest
 
+from conftest import parse_frames
 from wsthread.exceptions import InvalidRequest, InvalidResponse, PayloadTooBig
 from wsthread.sansio.deflate import (
     COMPRESSION_THRESHOLD,
@@ -18,7 +19,7 @@ from wsthread.sansio.deflate import (
     negotiate_server,
     parse_extensions,
 )
-from wsthread.sansio.frames import FrameParser, Opcode
+from wsthread.sansio.frames import Frame, Opcode
 from wsthread.sansio.protocol import Message, Protocol, Side
 
 
@@ -182,15 +183,9 @@ def pair(
     return server, client
 
 
-def frames_of(data: bytes, expect_masked: bool) -> List[object]:
-    parser = FrameParser(expect_masked=expect_masked, allowed_rsv1=True)
-    parser.feed(data)
-    frames = []
-    while True:
-        frame = parser.next_frame()
-        if frame is None:
-            return frames
-        frames.append(frame)
+def frames_of(data: bytes, expect_masked: bool) -> List[Frame]:
+    """The frames in ``data``, RSV1 (compressed) allowed."""
+    return parse_frames(data, expect_masked=expect_masked, allowed_rsv1=True)
 
 
 @pytest.mark.parametrize(
