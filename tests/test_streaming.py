@@ -95,6 +95,9 @@ def test_a_whole_message_streams_as_one_piece_and_decode_applies(
     assert "".join(results[2]) == "été" and all(isinstance(p, str) for p in results[2])
 
 
+# Built like test_server.py's test_recv_timeout_does_not_harm_connection on
+# purpose: the same recv(timeout) in the handler, but here the timeout falls
+# between two fragments of one message, and the first fragment must be kept.
 def test_recv_timeout_inside_a_fragmented_message_keeps_its_pieces(
     make_server: ServerFactory,
 ) -> None:

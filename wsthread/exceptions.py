@@ -104,10 +104,12 @@ class InvalidHandshake(WebSocketError):
     Attributes:
         status: the HTTP status that answers (server side) or was received
             (client side).
-        headers: extra headers for the HTTP error response.
+        headers: extra headers for the HTTP error response: the class's
+            ``default_headers``, then those given.
     """
 
     default_status = HTTPStatus.BAD_REQUEST
+    default_headers: Tuple[Header, ...] = ()
 
     def __init__(
         self,
@@ -118,42 +120,36 @@ class InvalidHandshake(WebSocketError):
     ) -> None:
         super().__init__(message)
         self.status = status if status is not None else self.default_status
-        self.headers = list(headers)
+        self.headers = [*self.default_headers, *headers]
 
 
 class InvalidRequest(InvalidHandshake):
     """400: the request is malformed or a required header is missing or wrong."""
 
 
-# The handshake errors below are alike on purpose: one class per HTTP status
-# and reason, each adding the header its answer needs (RFC 6455, RFC 7231).
+# One class per HTTP status and reason, each with the header its answer
+# needs (RFC 7231 §6.5.5 for Allow, RFC 6455 §4.2.2 for the 426 answers).
 
 
 class InvalidMethod(InvalidHandshake):
     """405: a WebSocket handshake must be a GET request."""
 
     default_status = HTTPStatus.METHOD_NOT_ALLOWED
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers=[("Allow", "GET")])
+    default_headers = (("Allow", "GET"),)
 
 
 class UpgradeRequired(InvalidHandshake):
     """426: a plain HTTP request reached a WebSocket endpoint."""
 
     default_status = HTTPStatus.UPGRADE_REQUIRED
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers=[("Upgrade", "websocket"), ("Connection", "Upgrade")])
+    default_headers = (("Upgrade", "websocket"), ("Connection", "Upgrade"))
 
 
 class InvalidVersion(InvalidHandshake):
     """426: the client speaks a WebSocket version other than 13."""
 
     default_status = HTTPStatus.UPGRADE_REQUIRED
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers=[("Sec-WebSocket-Version", "13")])
+    default_headers = (("Sec-WebSocket-Version", "13"),)
 
 
 class InvalidOrigin(InvalidHandshake):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import pytest
 
 from wsthread.exceptions import (
+    InvalidHandshake,
     InvalidMethod,
     InvalidRequest,
     InvalidResponse,
@@ -265,6 +266,27 @@ def test_accept_response_bytes() -> None:
         b"X-A: b\r\n"
         b"\r\n"
     )
+
+
+@pytest.mark.parametrize(
+    "error, headers",
+    [
+        (InvalidMethod("m"), [("Allow", "GET")]),
+        (UpgradeRequired("m"), [("Upgrade", "websocket"), ("Connection", "Upgrade")]),
+        (InvalidVersion("m"), [("Sec-WebSocket-Version", "13")]),
+        (InvalidRequest("m"), []),
+        (InvalidRequest("m", headers=[("Retry-After", "1")]), [("Retry-After", "1")]),
+    ],
+    ids=["405", "426-upgrade", "426-version", "400", "400-given"],
+)
+def test_handshake_errors_carry_the_headers_their_answer_needs(
+    error: InvalidHandshake, headers: List[Tuple[str, str]]
+) -> None:
+    """Each error class adds its own headers (Allow, Upgrade, Sec-WebSocket-Version)."""
+    assert error.headers == headers
+    head = error_response(error).serialize().split(b"\r\n\r\n")[0]
+    for name, value in headers:
+        assert f"\r\n{name}: {value}\r\n".encode() in head + b"\r\n"
 
 
 def test_error_response_is_one_line_of_text() -> None:
