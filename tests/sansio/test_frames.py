@@ -16,10 +16,12 @@ from wsthread.sansio.frames import (
     FrameParser,
     Opcode,
     apply_mask,
+    frame_header,
     is_valid_close_code,
     parse_close,
     serialize_close,
     serialize_frame,
+    serialize_frame_parts,
 )
 
 MASK = bytes.fromhex("37fa213d")
@@ -607,3 +609,70 @@ def test_close_frame_round_trip_through_parser() -> None:
     wire = serialize_frame(Frame(Opcode.CLOSE, serialize_close(4001, "done")), mask=MASK)
     (frame,) = parse_all(wire, expect_masked=True)
     assert parse_close(frame.payload) == (4001, "done")
+
+
+# -- frame_header, and the parser's view of a frame still arriving -----------------------
+
+
+@pytest.mark.parametrize("length", [0, 125, 126, 65535, 65536])
+@pytest.mark.parametrize("mask", [None, MASK])
+def test_frame_header_is_what_serialize_frame_puts_before_the_payload(
+    length: int, mask: Optional[bytes]
+) -> None:
+    """frame_header() gives the bytes of serialize_frame() before the payload, key included."""
+    frame = Frame(Opcode.BINARY, bytes(length), fin=False, rsv1=True)
+    header = frame_header(Opcode.BINARY, length, fin=False, rsv1=True, mask=mask)
+    wire = serialize_frame(frame, mask)
+    assert wire[: len(header)] == header
+    assert len(wire) == len(header) + length
+    assert serialize_frame_parts(frame, mask)[0] == header
+
+
+def test_buffered_counts_bytes_left_after_each_frame() -> None:
+    """buffered is what remains after the frames taken, and what feed() added."""
+    one, four = Frame(Opcode.TEXT, b"one"), Frame(Opcode.TEXT, b"four")
+    wire = serialize_frame(one) + serialize_frame(four)
+    parser = FrameParser(expect_masked=False)
+    parser.feed(wire)
+    assert parser.buffered == len(wire)
+    assert parser.next_frame() == one
+    assert parser.buffered == 6
+    assert parser.next_frame() == four
+    assert parser.buffered == 0
+    assert parser.next_frame() is None
+
+
+def test_pending_frame_and_payload_follow_a_frame_arriving_in_pieces() -> None:
+    """The header decoded by next_frame() describes the frame still arriving, unmasked."""
+    payload = b"abcdefghij"
+    wire = serialize_frame(Frame(Opcode.TEXT, payload, fin=False), mask=MASK)
+    parser = FrameParser(expect_masked=True)
+    parser.feed(wire[:1])
+    assert parser.next_frame() is None
+    assert not parser.in_payload
+    assert parser.pending_frame() is None
+    parser.feed(wire[1:9])  # the header (6 bytes) and 3 bytes of payload
+    assert parser.next_frame() is None
+    assert parser.in_payload
+    assert parser.pending_frame() == (Opcode.TEXT, False, 3)
+    assert parser.pending_payload() == b"abc"
+    parser.feed(wire[9:13])
+    assert parser.pending_frame() is None  # feed() forgets it until next_frame() looks again
+    assert parser.next_frame() is None
+    assert parser.pending_frame() == (Opcode.TEXT, False, 7)
+    assert parser.pending_payload(3) == b"defg"
+    parser.feed(wire[13:])
+    assert parser.next_frame() == Frame(Opcode.TEXT, payload, fin=False)
+    assert parser.pending_frame() is None
+    assert parser.pending_payload() == b""
+
+
+def test_pending_frame_ignores_a_control_frame() -> None:
+    """A ping still arriving is no data frame in progress."""
+    wire = serialize_frame(Frame(Opcode.PING, b"hello"), mask=MASK)
+    parser = FrameParser(expect_masked=True)
+    parser.feed(wire[:-2])
+    assert parser.next_frame() is None
+    assert parser.in_payload
+    assert parser.pending_frame() is None
+    assert parser.pending_payload() == b""

@@ -39,6 +39,7 @@ __all__ = [
     "FrameParser",
     "apply_mask",
     "SPEEDUPS",
+    "frame_header",
     "serialize_frame",
     "serialize_frame_parts",
     "parse_close",
@@ -190,59 +191,62 @@ apply_mask = _select_apply_mask()
 SPEEDUPS = apply_mask is not _apply_mask_python
 
 
+def frame_header(
+    opcode: int,
+    length: int,
+    *,
+    fin: bool = True,
+    rsv1: bool = False,
+    rsv2: bool = False,
+    rsv3: bool = False,
+    mask: Optional[bytes] = None,
+) -> bytes:
+    """The bytes that go before a frame's payload of ``length`` bytes.
+
+    The first two bytes, the extended length if any, and the masking key
+    when ``mask`` is given (the payload must then be masked with it). The
+    one place a header is built: :class:`~wsthread.sansio.protocol.Protocol`
+    calls it once per frame it sends.
+    """
+    first = (
+        (0x80 if fin else 0)
+        | (0x40 if rsv1 else 0)
+        | (0x20 if rsv2 else 0)
+        | (0x10 if rsv3 else 0)
+        | opcode
+    )
+    mask_bit = 0x80 if mask is not None else 0
+    if length < 126:
+        header = _HEADER_7.pack(first, mask_bit | length)
+    elif length < 65536:
+        header = _HEADER_16.pack(first, mask_bit | 126, length)
+    else:
+        header = _HEADER_64.pack(first, mask_bit | 127, length)
+    return header if mask is None else header + mask
+
+
+def serialize_frame_parts(frame: Frame, mask: Optional[bytes] = None) -> Tuple[bytes, bytes]:
+    """Turn ``frame`` into ``(header, payload)``, masked with ``mask`` when one is given.
+
+    Their concatenation is the frame (see :func:`serialize_frame`). For
+    large frames, which the I/O layer can write without joining the two
+    (``sendmsg``), saving a copy of the payload. Unmasked, the payload is
+    the frame's own object; masked, it is the masked copy, and the header
+    ends with the masking key.
+    """
+    opcode, payload, fin, rsv1, rsv2, rsv3 = frame
+    header = frame_header(opcode, len(payload), fin=fin, rsv1=rsv1, rsv2=rsv2, rsv3=rsv3, mask=mask)
+    return (header, payload) if mask is None else (header, apply_mask(payload, mask))
+
+
 def serialize_frame(frame: Frame, mask: Optional[bytes] = None) -> bytes:
     """Turn ``frame`` into bytes, masked with ``mask`` when one is given.
 
     A client must pass a fresh random 4-byte mask for every frame; a server
     must pass none.
     """
-    opcode, payload, fin, rsv1, rsv2, rsv3 = frame
-    first = (
-        (0x80 if fin else 0)
-        | (0x40 if rsv1 else 0)
-        | (0x20 if rsv2 else 0)
-        | (0x10 if rsv3 else 0)
-        | opcode
-    )
-    mask_bit = 0x80 if mask is not None else 0
-    length = len(payload)
-    if length < 126:
-        header = _HEADER_7.pack(first, mask_bit | length)
-    elif length < 65536:
-        header = _HEADER_16.pack(first, mask_bit | 126, length)
-    else:
-        header = _HEADER_64.pack(first, mask_bit | 127, length)
-    if mask is None:
-        return header + payload
-    return header + mask + apply_mask(payload, mask)
-
-
-def serialize_frame_parts(frame: Frame, mask: Optional[bytes] = None) -> Tuple[bytes, bytes]:
-    """Like :func:`serialize_frame`, as ``(header, payload)``: their concatenation is the frame.
-
-    For large frames, which the I/O layer can write without joining the two
-    (``sendmsg``), saving a copy of the payload. Unmasked, the payload is
-    the frame's own object; masked, it is the masked copy.
-    """
-    opcode, payload, fin, rsv1, rsv2, rsv3 = frame
-    first = (
-        (0x80 if fin else 0)
-        | (0x40 if rsv1 else 0)
-        | (0x20 if rsv2 else 0)
-        | (0x10 if rsv3 else 0)
-        | opcode
-    )
-    mask_bit = 0x80 if mask is not None else 0
-    length = len(payload)
-    if length < 126:
-        header = _HEADER_7.pack(first, mask_bit | length)
-    elif length < 65536:
-        header = _HEADER_16.pack(first, mask_bit | 126, length)
-    else:
-        header = _HEADER_64.pack(first, mask_bit | 127, length)
-    if mask is None:
-        return header, payload
-    return header + mask, apply_mask(payload, mask)
+    header, payload = serialize_frame_parts(frame, mask)
+    return header + payload
 
 
 _HEADER_7 = struct.Struct("!BB")
@@ -310,23 +314,26 @@ class FrameParser:
         self.allowed_rsv1 = allowed_rsv1
         self._buffer = bytearray()
         self._offset = 0  # where the next frame starts in the buffer
+        #: How many received bytes are waiting to be parsed.
+        self.buffered = 0
         #: Whether :meth:`next_frame` last returned ``None`` inside a frame's
         #: payload (its header complete); reset by :meth:`feed`.
         self.in_payload = False
-
-    @property
-    def buffered(self) -> int:
-        """How many received bytes are waiting to be parsed."""
-        return len(self._buffer) - self._offset
+        # That frame's header, as next_frame decoded it (see pending_frame()):
+        # (opcode, rsv1, where its payload starts, masked).
+        self._pending: Optional[Tuple[Opcode, bool, int, bool]] = None
 
     def feed(self, data: bytes) -> None:
         """Add received bytes."""
+        buffer = self._buffer
         if self._offset:
             # Drop the frames already parsed, once per feed rather than per frame.
-            del self._buffer[: self._offset]
+            del buffer[: self._offset]
             self._offset = 0
-        self._buffer += data
+        buffer += data
+        self.buffered = len(buffer)
         self.in_payload = False
+        self._pending = None
 
     def next_frame(self, max_length: Optional[int] = None) -> Optional[Frame]:
         """Return the next complete frame, or ``None`` if more bytes are needed.
@@ -340,16 +347,16 @@ class FrameParser:
             ProtocolError: the bytes break RFC 6455 framing (close code 1002),
                 or the announced length is over ``max_length`` (1009).
         """
-        buffer = self._buffer
-        start = self._offset
-        available = len(buffer) - start
+        available = self.buffered
         if available < 2:
             return None
+        buffer = self._buffer
+        start = self._offset
         first = buffer[start]
         second = buffer[start + 1]
         length = second & 0x7F
         header_length = 2 if length < 126 else 4 if length == 126 else 10
-        masked = second & 0x80
+        masked = second >= 0x80
         if masked:
             header_length += 4
         if available < header_length:
@@ -364,18 +371,26 @@ class FrameParser:
             (length,) = _UINT64.unpack_from(buffer, start + 2)
             if length >> 63:
                 raise ProtocolError("payload length with the most significant bit set")
-        fin = bool(first & 0x80)
-        rsv1 = bool(first & 0x40)
-        self._check_header(opcode, first, bool(masked), length, max_length)
+        if (  # anything but a plain data frame, masked as expected, within the limit
+            first & 0x70
+            or opcode >= 8
+            or masked != self.expect_masked
+            or (max_length is not None and length > max_length)
+        ):
+            self._check_header(opcode, first, masked, length, max_length)
 
         payload_start = start + header_length
-        end = payload_start + length
-        if len(buffer) < end:
+        if available < header_length + length:
             self.in_payload = True
+            self._pending = (opcode, bool(first & 0x40), payload_start, masked)
             return None
-        payload = _payload(buffer, payload_start, end, bool(masked))
+        end = payload_start + length
+        payload = _payload(buffer, payload_start, end, masked)
         self._offset = end
-        return _new_frame(Frame, (opcode, payload, fin, rsv1, False, False))
+        self.buffered = available - header_length - length
+        return _new_frame(
+            Frame, (opcode, payload, bool(first & 0x80), bool(first & 0x40), False, False)
+        )
 
     def _check_header(
         self, opcode: Opcode, first: int, masked: bool, length: int, max_length: Optional[int]
@@ -454,24 +469,14 @@ class FrameParser:
             return apply_mask(data, key[turn:] + key[:turn])
 
     def _pending_header(self) -> Optional[Tuple[Opcode, bool, int, bool]]:
-        """``(opcode, rsv1, payload start, masked)`` of the data frame at the buffer's head."""
-        buffer = self._buffer
-        start = self._offset
-        if len(buffer) - start < 2:
+        """``(opcode, rsv1, payload start, masked)`` of the data frame at the buffer's head.
+
+        Decoded once, by :meth:`next_frame`, when it stopped inside the frame.
+        """
+        pending = self._pending
+        if pending is None or pending[0] >= 8:
             return None
-        first = buffer[start]
-        opcode = _OPCODES[first & 0x0F]
-        if opcode is None or opcode >= 8:
-            return None
-        second = buffer[start + 1]
-        length = second & 0x7F
-        header_length = 2 if length < 126 else 4 if length == 126 else 10
-        masked = bool(second & 0x80)
-        if masked:
-            header_length += 4
-        if len(buffer) - start < header_length:
-            return None
-        return opcode, bool(first & 0x40), start + header_length, masked
+        return pending
 
 
 def _payload(buffer: bytearray, start: int, end: int, masked: bool) -> bytes:

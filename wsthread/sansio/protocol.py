@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
 
 from ..exceptions import (
@@ -41,18 +40,19 @@ from ..exceptions import (
     ConnectionClosedOK,
     ProtocolError,
 )
+from .assembler import MessageAssembler
 from .deflate import COMPRESSION_THRESHOLD, PerMessageDeflate
+from .events import CloseReceived, Event, Fragment, Message, Ping, Pong
 from .frames import (
     CloseCode,
     Frame,
     FrameParser,
     Opcode,
+    apply_mask,
+    frame_header,
     parse_close,
     serialize_close,
-    serialize_frame,
-    serialize_frame_parts,
 )
-from .utf8 import Utf8Decoder
 
 if TYPE_CHECKING:  # only for the type of the optional trace hook
     from ..trace import TraceHook
@@ -86,54 +86,9 @@ class State(enum.IntEnum):
     CLOSED = 3
 
 
-@dataclass(frozen=True)
-class Message:
-    """A complete message: ``str`` for text, ``bytes`` for binary."""
-
-    data: Union[str, bytes]
-
-
-@dataclass(frozen=True)
-class Fragment:
-    """One frame of a fragmented message, delivered as it arrives (``fragments=True``).
-
-    ``data`` is ``str`` for a text message (each piece already checked and
-    decoded as UTF-8; a character split between frames comes whole in the
-    later piece) and ``bytes`` for a binary one; ``fin`` marks the last
-    piece. A message sent in one frame still arrives as one :class:`Message`.
-    """
-
-    data: Union[str, bytes]
-    fin: bool
-
-
-@dataclass(frozen=True)
-class Ping:
-    """A ping arrived; the pong is already waiting in :meth:`Protocol.data_to_send`."""
-
-    data: bytes
-
-
-@dataclass(frozen=True)
-class Pong:
-    """A pong arrived."""
-
-    data: bytes
-
-
-@dataclass(frozen=True)
-class CloseReceived:
-    """The peer started or answered the closing handshake."""
-
-    code: int
-    reason: str
-
-
 #: How many bytes of inflated messages one :meth:`Protocol.receive_data` call
 #: returns at most (plus one message): the rest waits, still compressed.
 INFLATE_BATCH = 2**16
-
-Event = Union[Message, Fragment, Ping, Pong, CloseReceived]
 
 _OK_CLOSE_CODES = frozenset(
     {CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD}
@@ -189,7 +144,6 @@ class Protocol:
         fragments: bool = False,
     ) -> None:
         self.side = side
-        self.fragments = fragments
         self._trace = trace
         peer = Side.CLIENT if side is Side.SERVER else Side.SERVER
         self._trace_in = f"{peer.value} -> {side.value}"
@@ -206,17 +160,8 @@ class Protocol:
         self.eof = False
         #: Whether :meth:`receive_data` left complete frames unparsed (see there).
         self.frames_pending = False
-        # The message being assembled from fragments.
-        self._message_opcode: Optional[Opcode] = None
-        self._message_compressed = False
-        self._message_parts: List[Union[str, bytes]] = []
-        self._fragmenting = False  # with fragments=True: a message's first Fragment went out
-        self._message_size = 0
-        self._decoder = Utf8Decoder()
-        # The early check of incomplete text frames (see _check_partial_text):
-        # how many payload bytes of the frame were checked, and its decoder.
-        self._partial_checked = 0
-        self._checker = Utf8Decoder()
+        # Data frames go to the assembler; control frames are handled here.
+        self._assembler = MessageAssembler(deflate=deflate, fragments=fragments)
         # Pongs owed to the peer, written by the receiving half, taken by data_to_send().
         self._pongs_owed: List[bytes] = []
         # Whether the message being sent is compressed (set by its first frame).
@@ -228,7 +173,17 @@ class Protocol:
         Call it before the first frame is sent or received.
         """
         self.deflate = deflate
+        self._assembler.deflate = deflate
         self._parser.allowed_rsv1 = True
+
+    @property
+    def fragments(self) -> bool:
+        """Whether fragmented messages come out frame by frame, as :class:`Fragment` events."""
+        return self._assembler.fragments
+
+    @fragments.setter
+    def fragments(self, value: bool) -> None:
+        self._assembler.fragments = value
 
     # -- state -------------------------------------------------------------
 
@@ -250,8 +205,9 @@ class Protocol:
         on top of the complete messages it queued.
         """
         buffered = self._parser.buffered
+        assembler = self._assembler
         # With fragments=True, the fragments already returned are the I/O layer's to count.
-        return buffered if self.fragments else buffered + self._message_size
+        return buffered if assembler.fragments else buffered + assembler.size
 
     @property
     def receiving_done(self) -> bool:
@@ -311,17 +267,21 @@ class Protocol:
             return events
         parser = self._parser
         parser.feed(data)
+        assembler = self._assembler
         inflating = self.deflate is not None
         produced = 0
         try:
             while self.close_rcvd is None:  # a failure raises out of the loop
-                limit = None if self.max_size is None else self.max_size - self._message_size
+                limit = None if self.max_size is None else self.max_size - assembler.size
                 frame = parser.next_frame(limit)
                 if frame is None:
                     break
                 if self._trace is not None:
                     self._trace_received(frame)
-                event = self._receive_frame(frame)
+                if frame.opcode < 8:
+                    event: Optional[Event] = assembler.add(frame, limit)
+                else:
+                    event = self._receive_control(frame)
                 if event is not None:
                     events.append(event)
                     if inflating and type(event) in (Message, Fragment):
@@ -329,47 +289,14 @@ class Protocol:
                         if produced >= INFLATE_BATCH and parser.buffered:
                             self.frames_pending = True
                             break
+                if not parser.buffered:
+                    break  # no need to ask the parser again
             if parser.in_payload and self.close_rcvd is None:
-                self._check_partial_text()
+                assembler.check_partial_text(parser)
         except ProtocolError as exc:
             self.failure = exc
-            self._message_parts = []
-            self._partial_checked = 0
+            assembler.reset()
         return events
-
-    def _check_partial_text(self) -> None:
-        """Check what has arrived of an incomplete text frame, failing early on bad UTF-8.
-
-        RFC 6455 §8.1 lets an endpoint fail on invalid UTF-8 as soon as it
-        sees it; a frame that arrives in pieces is checked piece by piece, so
-        a peer cannot hide bad bytes in a frame it takes its time to finish.
-        A second decoder, started from the message decoder's state, checks
-        the new bytes and throws the text away (the message decoder decodes
-        the whole frame once it is complete); pure ASCII is passed over
-        without decoding. Only frames that arrive in pieces take this path.
-        Compressed frames are checked once inflated, frame by frame.
-        """
-        pending = self._parser.pending_frame()
-        if pending is None:
-            return
-        opcode, rsv1, received = pending
-        checked = self._partial_checked
-        if received <= checked:
-            return
-        if opcode is Opcode.TEXT:
-            if rsv1 or self._message_opcode is not None:
-                return  # compressed, or a protocol error once the header is judged whole
-        elif opcode is not Opcode.CONTINUATION or (
-            self._message_opcode is not Opcode.TEXT or self._message_compressed
-        ):
-            return
-        checker = self._checker
-        if not checked:  # the frame's first piece: start where the message decoder stands
-            checker.setstate(self._decoder.getstate())
-        data = self._parser.pending_payload(checked)
-        if checker.pending or not data.isascii():
-            checker.decode(data)
-        self._partial_checked = received
 
     def _trace_received(self, frame: Frame) -> None:
         assert self._trace is not None
@@ -379,60 +306,17 @@ class Protocol:
         """Note that the peer closed the TCP connection."""
         self.eof = True
 
-    def _receive_frame(self, frame: Frame) -> Optional[Event]:
+    def _receive_control(self, frame: Frame) -> Event:
         opcode = frame.opcode
         if opcode is Opcode.PING:
             self._pongs_owed.append(frame.payload)
             return Ping(frame.payload)
         if opcode is Opcode.PONG:
             return Pong(frame.payload)
-        if opcode is Opcode.CLOSE:
-            code, reason = parse_close(frame.payload)
-            self.close_rcvd = (code, reason)
-            self._message_parts = []
-            return CloseReceived(code, reason)
-
-        if opcode is Opcode.CONTINUATION:
-            if self._message_opcode is None:
-                raise ProtocolError("continuation frame without a message to continue")
-            if frame.rsv1:
-                raise ProtocolError("RSV1 set on a continuation frame")
-        else:
-            if self._message_opcode is not None:
-                raise ProtocolError("new message started before the previous one ended")
-            self._message_opcode = opcode
-            self._message_compressed = frame.rsv1
-        payload = frame.payload
-        if self._message_compressed:
-            assert self.deflate is not None  # the parser refuses RSV1 otherwise
-            limit = None if self.max_size is None else self.max_size - self._message_size
-            payload = self.deflate.decompress(payload, fin=frame.fin, max_length=limit)
-        self._message_size += len(payload)
-        part: Union[str, bytes]
-        if self._message_opcode is Opcode.TEXT:
-            part = self._decoder.decode(payload, frame.fin)
-            self._partial_checked = 0
-        else:
-            part = payload
-        if self.fragments and (not frame.fin or self._fragmenting):
-            self._fragmenting = not frame.fin
-            if frame.fin:
-                self._message_opcode = None
-                self._message_size = 0
-            return Fragment(part, frame.fin)
-        if not frame.fin:
-            self._message_parts.append(part)
-            return None
-
-        # The last fragment: assemble the message in one join, never piecewise.
-        parts = self._message_parts
-        if parts:
-            parts.append(part)
-            part = "".join(parts) if isinstance(part, str) else b"".join(parts)  # type: ignore[arg-type]
-            self._message_parts = []
-        self._message_opcode = None
-        self._message_size = 0
-        return Message(part)
+        code, reason = parse_close(frame.payload)  # the parser lets no other opcode through
+        self.close_rcvd = (code, reason)
+        self._assembler.reset()
+        return CloseReceived(code, reason)
 
     # -- sending -----------------------------------------------------------
 
@@ -454,26 +338,23 @@ class Protocol:
             chunks.append(self._close_frame(self.close_rcvd[0], ""))
         return b"".join(chunks)
 
+    def send_message(self, data: bytes, text: bool) -> bytes:
+        """Frame a whole text or binary message: what the I/O layer sends for each message.
+
+        The same as :meth:`send_text` or :meth:`send_binary`, for data that
+        is bytes already (``text`` data must be UTF-8).
+        """
+        header, payload = self._first_frame(Opcode.TEXT if text else Opcode.BINARY, data, True)
+        return header + payload
+
     def send_message_parts(self, data: bytes, text: bool) -> Tuple[bytes, bytes]:
         """Frame a whole text or binary message as ``(header, payload)``, to be written in turn.
 
-        The same as :meth:`send_text` / :meth:`send_binary` with ``fin``,
-        but the two parts are not joined: for a large message, the I/O
-        layer hands both to one ``sendmsg()`` and the payload is not copied.
-        ``text`` data must be UTF-8 bytes already.
+        The same as :meth:`send_message`, but the two parts are not joined:
+        for a large message, the I/O layer hands both to one ``sendmsg()``
+        and the payload is not copied.
         """
-        opcode = Opcode.TEXT if text else Opcode.BINARY
-        self._check_open()
-        compress = self.deflate is not None and len(data) >= COMPRESSION_THRESHOLD
-        self._sending_compressed = compress
-        if compress:
-            assert self.deflate is not None
-            data = self.deflate.compress(data, fin=True)
-        mask = self._mask_key() if self.side is Side.CLIENT else None
-        frame = Frame(opcode, data, True, compress)
-        if self._trace is not None:
-            self._trace.frame(self._trace_out, frame, mask)
-        return serialize_frame_parts(frame, mask)
+        return self._first_frame(Opcode.TEXT if text else Opcode.BINARY, data, True)
 
     def send_text(self, text: Union[str, bytes], fin: bool = True) -> bytes:
         """Frame a text message (or its first fragment when ``fin`` is false).
@@ -481,11 +362,13 @@ class Protocol:
         ``text`` may be given already encoded as UTF-8 bytes.
         """
         data = text.encode("utf-8") if isinstance(text, str) else text
-        return self._first_frame(Opcode.TEXT, data, fin)
+        header, payload = self._first_frame(Opcode.TEXT, data, fin)
+        return header + payload
 
     def send_binary(self, data: bytes, fin: bool = True) -> bytes:
         """Frame a binary message (or its first fragment when ``fin`` is false)."""
-        return self._first_frame(Opcode.BINARY, data, fin)
+        header, payload = self._first_frame(Opcode.BINARY, data, fin)
+        return header + payload
 
     def send_continuation(self, data: bytes, fin: bool) -> bytes:
         """Frame the next fragment of the message being sent."""
@@ -495,14 +378,16 @@ class Protocol:
             data = self.deflate.compress(data, fin=fin)
         return self._frame(Opcode.CONTINUATION, data, fin)
 
-    def _first_frame(self, opcode: Opcode, data: bytes, fin: bool) -> bytes:
-        self._check_open()
+    def _first_frame(self, opcode: Opcode, data: bytes, fin: bool) -> Tuple[bytes, bytes]:
+        """A message's first frame (the whole message if ``fin``) as header and payload."""
+        if self.close_sent is not None or self.eof:  # _check_open(), spelled out
+            raise self.close_exception()
         compress = self.deflate is not None and (not fin or len(data) >= COMPRESSION_THRESHOLD)
         self._sending_compressed = compress
         if compress:
             assert self.deflate is not None
             data = self.deflate.compress(data, fin=fin)
-        return self._frame(opcode, data, fin, rsv1=compress)
+        return self._frame_parts(opcode, data, fin, compress)
 
     def send_ping(self, data: bytes = b"") -> bytes:
         """Frame a ping (at most 125 bytes of payload)."""
@@ -538,8 +423,15 @@ class Protocol:
         return self._frame(Opcode.CLOSE, payload)
 
     def _frame(self, opcode: Opcode, payload: bytes, fin: bool = True, rsv1: bool = False) -> bytes:
+        header, payload = self._frame_parts(opcode, payload, fin, rsv1)
+        return header + payload
+
+    def _frame_parts(
+        self, opcode: Opcode, payload: bytes, fin: bool, rsv1: bool
+    ) -> Tuple[bytes, bytes]:
+        """Every frame this side sends, as header and (masked, on a client) payload."""
         mask = self._mask_key() if self.side is Side.CLIENT else None
-        frame = Frame(opcode, payload, fin, rsv1)
         if self._trace is not None:
-            self._trace.frame(self._trace_out, frame, mask)
-        return serialize_frame(frame, mask)
+            self._trace.frame(self._trace_out, Frame(opcode, payload, fin, rsv1), mask)
+        header = frame_header(opcode, len(payload), fin=fin, rsv1=rsv1, mask=mask)
+        return (header, payload) if mask is None else (header, apply_mask(payload, mask))
