@@ -404,43 +404,31 @@ class Connection:
                 just failed by the write timeout).
             TypeError: ``message`` is of an unsupported type.
         """
-        protocol = self.protocol
+        if isinstance(message, str):
+            data = message.encode("utf-8")
+            is_text = text is not False
+        elif isinstance(message, (bytes, bytearray, memoryview)):
+            data = bytes(message)
+            is_text = bool(text)
+        elif isinstance(message, Iterable):
+            self.writer.send_fragments(message, text)
+            return
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}: expected str or bytes")
         writer = self.writer
+        if len(data) >= _PARTS_SIZE:
+            # A large message: header and payload are written without joining them.
+            with writer:
+                writer.write_parts(*self.protocol.send_message_parts(data, is_text))
+                writer.messages_sent += 1
+            return
         # The gathering rule: a reply sent by the thread that receives, while
         # more received messages wait to be taken, may wait for the next
         # write, the next recv() that has to wait, or GATHER_DELAY.
         gather = not self._messages.empty and self._receiving_thread == threading.get_ident()
-        if isinstance(message, str) and len(message) >= _PARTS_SIZE:
-            data = message.encode("utf-8")
-            with writer:
-                writer.write_parts(*protocol.send_message_parts(data, text is not False))
-                writer.messages_sent += 1
-        elif isinstance(message, str):
-            data = message.encode("utf-8")
-            with writer:
-                writer.write(
-                    protocol.send_text(data) if text is not False else protocol.send_binary(data),
-                    gather=gather,
-                )
-                writer.messages_sent += 1
-        elif isinstance(message, (bytes, bytearray, memoryview)) and len(message) >= _PARTS_SIZE:
-            # A large message: header and payload are written without joining them.
-            data = bytes(message)
-            with writer:
-                writer.write_parts(*protocol.send_message_parts(data, bool(text)))
-                writer.messages_sent += 1
-        elif isinstance(message, (bytes, bytearray, memoryview)):
-            data = bytes(message)
-            with writer:
-                writer.write(
-                    protocol.send_binary(data) if not text else protocol.send_text(data),
-                    gather=gather,
-                )
-                writer.messages_sent += 1
-        elif isinstance(message, Iterable):
-            self.writer.send_fragments(message, text)
-        else:
-            raise TypeError(f"cannot send {type(message).__name__}: expected str or bytes")
+        with writer:
+            writer.write(self.protocol.send_message(data, is_text), gather=gather)
+            writer.messages_sent += 1
 
     def ping(self, data: Union[str, bytes, None] = None) -> threading.Event:
         """Send a ping; the returned event is set when the matching pong arrives.
