@@ -33,8 +33,10 @@ Reading, and the one way a connection ends, are the
 :class:`~wsthread.reader.Reader`'s: whichever thread reads the end of the
 stream answers the peer, lets the sans-I/O core decide whether to wait for
 the peer to close TCP (``Protocol.should_close_transport``), then calls
-``Connection._release()``, which releases the transport and wakes every
-waiter. Pings and keepalive are the :class:`~wsthread.pings.Pings`'.
+:meth:`Closing.release() <wsthread.closing.Closing.release>`, which releases
+the transport and wakes every waiter. :meth:`Connection.close` is the other
+half of :class:`~wsthread.closing.Closing`: send the close frame, wait for
+that end. Pings and keepalive are the :class:`~wsthread.pings.Pings`'.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from typing import (
     Union,
 )
 
+from .closing import Closing
 from .deadline import Deadline
 from .exceptions import ConnectionClosed, ConnectionClosedOK
 from .messages import (
@@ -118,6 +121,46 @@ class _PeerLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         return f"[{extra.get('peer')}] {msg}", kwargs
 
 
+def _peer_logger(connection: Any, logger: Optional[logging.Logger]) -> Any:
+    """Where a connection logs: ``logger`` (or ``wsthread``), each line starting with its peer."""
+    peer = format_address(connection.remote_address)
+    base = logger if logger is not None else logging.getLogger("wsthread")
+    return _PeerLogger(base, {"websocket": connection, "peer": peer})
+
+
+def _shared_budget(option: ReceiveBudgetOption) -> Optional[ReceiveBudget]:
+    """The process-wide receive budget for the value of ``receive_budget``, if any."""
+    limit = receive_budget_bytes(option)
+    return None if limit is None else shared(ReceiveBudget, limit)
+
+
+class _Liveness:
+    """The keepalive's view of a peer: alive while it sends, or while we do not read it.
+
+    A peer that sent bytes within ``ping_timeout``, or whose data we have
+    not been reading (back-pressure: its pong may wait behind messages the
+    application has not taken), is never closed for a late pong: its
+    pong deadline is postponed. Runs on the keepalive thread.
+    """
+
+    def __init__(self, reader: Reader, messages: MessageQueue, pings: Pings) -> None:
+        self._reader = reader
+        self._messages = messages
+        self._pings = pings
+        self._received_at_tick = 0
+        self._active_at = float("-inf")
+
+    def tick(self, now: float, interval: float, timeout: Optional[float]) -> None:
+        """Note whether the peer was active, then run the ping schedule (:meth:`Pings.tick`)."""
+        received = self._reader.bytes_received
+        if received != self._received_at_tick or self._messages.paused:
+            self._received_at_tick = received
+            self._active_at = now
+        if timeout is not None and now - self._active_at < timeout:
+            self._pings.postpone_deadline(now, timeout)
+        self._pings.tick(now, interval, timeout)
+
+
 class Connection:
     """The part of a WebSocket connection shared by servers and clients.
 
@@ -175,22 +218,13 @@ class Connection:
         """The peer's address: ``(host, port)`` over TCP, a path over a Unix socket."""
         self.local_address: Any = _sockname(transport.socket)
         """This side's address: ``(host, port)`` over TCP, a path over a Unix socket."""
-        base_logger = logger if logger is not None else globals()["logger"]
-        self.logger: logging.LoggerAdapter = _PeerLogger(  # type: ignore[type-arg]
-            base_logger, {"websocket": self, "peer": format_address(self.remote_address)}
-        )
+        self.logger: logging.LoggerAdapter = _peer_logger(self, logger)  # type: ignore[type-arg]
         # Fragmented messages come out of the protocol piece by piece; the
         # receiver joins them for recv(), or hands them on to recv_streaming().
         protocol.fragments = True
-        limit = receive_budget_bytes(receive_budget)
-        budget = None if limit is None else shared(ReceiveBudget, limit)
-        self._messages = MessageQueue(max_queue, budget=budget)
-        # The keepalive's view of the peer (see keepalive_tick).
-        self._received_at_tick = 0
-        self._peer_active_at = float("-inf")
+        self._messages = MessageQueue(max_queue, budget=_shared_budget(receive_budget))
         self._receiver = Receiver(self._take)
         self._receiving_thread = 0  # the thread that last took a message (see send())
-        self._closed = threading.Event()
         self.writer = Writer(
             transport,
             protocol,
@@ -201,6 +235,9 @@ class Connection:
         )
         """Every byte this connection writes goes through it (see :mod:`wsthread.writer`)."""
         self._pings = Pings(self.writer, protocol, self.logger, self.fail)
+        self._closing = Closing(
+            protocol, self.writer, self._messages, self._pings, close_timeout, self.logger
+        )
         self.reader = Reader(
             transport,
             protocol,
@@ -209,12 +246,13 @@ class Connection:
             close_timeout=close_timeout,
             logger=self.logger,
             on_pong=self._pings.acknowledge,
-            on_end=self._release,
+            on_end=self._closing.release,
             name=f"wsthread-reader-{self.remote_address}",
             stack_size=thread_stack_size,
         )
         """Reads the socket and ends the connection (see :mod:`wsthread.reader`)."""
         self.reader.handshake_done(initial_data)
+        self._liveness = _Liveness(self.reader, self._messages, self._pings)
 
     def start(self) -> None:
         """Begin receiving. Call it once, right after the handshake.
@@ -236,14 +274,14 @@ class Connection:
         1005 means the peer's close frame had no code; 1006 means no close
         frame arrived.
         """
-        if not self._closed.is_set():
+        if not self._closing.ended:
             return None
         return self.protocol.close_exception().code
 
     @property
     def close_reason(self) -> Optional[str]:
         """The peer's close reason once the connection is closed, else ``None``."""
-        if not self._closed.is_set():
+        if not self._closing.ended:
             return None
         return self.protocol.close_exception().reason
 
@@ -255,7 +293,7 @@ class Connection:
     @property
     def closed(self) -> bool:
         """Whether the connection is fully closed (reader finished, TCP closed)."""
-        return self._closed.is_set()
+        return self._closing.ended
 
     @property
     def latency(self) -> Optional[float]:
@@ -354,8 +392,7 @@ class Connection:
             self._receiving_thread = threading.get_ident()  # see send()
             return item
         except QueueClosed:
-            self._closed.wait()
-            raise self.protocol.close_exception() from None
+            raise self._closing.exception() from None
         except socket.timeout:  # not a TimeoutError before Python 3.10
             raise TimeoutError(f"no message within {timeout} seconds") from None
         finally:
@@ -452,32 +489,7 @@ class Connection:
         call sends a close frame; every call returns once the connection is
         closed (or the timeout forced it closed).
         """
-        self._messages.stop_waiting()
-        with self.writer:
-            self._send_close_frame(code, reason)
-        self._wait_closed()
-
-    def _send_close_frame(self, code: int, reason: str) -> None:
-        """Send a close frame unless one went out already; the caller holds the lock."""
-        if self.protocol.close_sent is None and not self.writer.closed:
-            try:
-                self.writer.write(self.protocol.send_close(code, reason))
-            except ConnectionClosed:
-                pass
-
-    def _wait_closed(self) -> None:
-        if threading.current_thread() is self.reader.thread:
-            return
-        if not self.reader.opened and not self._closed.is_set():
-            # The connection never opened (the handshake failed): close here.
-            self.writer.shutdown()
-            self._closed.set()
-            return
-        self.reader.start_thread()  # it reads the peer's close frame and ends the connection
-        if not self._closed.wait(self.close_timeout):
-            self.logger.debug("closing handshake timed out; closing the TCP connection")
-            self.writer.shutdown()
-            self._closed.wait()
+        self._closing.close(code, reason, self.reader)
 
     def fail(self, code: int, reason: str) -> None:
         """Close with ``code`` without waiting for the peer: send a close frame, drop TCP.
@@ -488,29 +500,13 @@ class Connection:
         """
         self.writer.fail(code, reason)  # which calls self._messages.stop_waiting()
 
-    def _release(self) -> None:
-        """Release the transport and wake everyone waiting on the connection (the end)."""
-        self.writer.shutdown()
-        self._messages.close()
-        self._pings.wake_all()
-        self._closed.set()
-
     def keepalive_tick(self, now: float, interval: float, timeout: Optional[float]) -> None:
         """Send a keepalive ping when due; fail with 1011 if the last one went unanswered.
 
         Called by :class:`~wsthread.threads.Keepalive`, never by the
         application; never blocks.
         """
-        # A peer that sent data lately, or whose data we have not been reading
-        # (back-pressure: its pong may wait behind messages the application
-        # has not taken), is alive: never close it for a late pong.
-        received = self.reader.bytes_received
-        if received != self._received_at_tick or self._messages.paused:
-            self._received_at_tick = received
-            self._peer_active_at = now
-        if timeout is not None and now - self._peer_active_at < timeout:
-            self._pings.postpone_deadline(now, timeout)
-        self._pings.tick(now, interval, timeout)
+        self._liveness.tick(now, interval, timeout)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.remote_address} {self.protocol.state.name}>"

@@ -1,0 +1,111 @@
+"""A connection's close from this side, and the end that wakes its waiters; on the closing thread.
+
+:class:`Closing` holds the two halves of a connection's end that are not the
+reader's:
+
+- :meth:`Closing.close`, on any thread that calls ``Connection.close()``:
+  send a close frame (once, through the writer), then wait *outside* the
+  writer lock, at most ``close_timeout``, for the end;
+- :meth:`Closing.release`, the end itself, called once by the
+  :class:`~wsthread.reader.Reader`'s one ending path (``on_end``): shut the
+  transport down and wake everyone waiting (``recv()``, ``close()``,
+  pings).
+
+::
+
+    close() ──send CLOSE──> wait ─────────────┐ (close_timeout: shut down)
+    reader: peer's CLOSE / EOF / error ──> Reader._end ──> release() ──> ended
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional
+
+from .exceptions import ConnectionClosed
+from .messages import MessageQueue
+from .pings import Pings
+from .reader import Reader
+from .sansio.protocol import Protocol
+from .writer import Writer
+
+__all__ = ["Closing"]
+
+
+class Closing:
+    """The closing of one connection: the handshake this side starts, and its end.
+
+    Args:
+        protocol: the connection's protocol (it decides what the close was).
+        writer: the connection's writer.
+        messages: the connection's queue of received messages.
+        pings: the connection's pings (woken at the end).
+        close_timeout: how long :meth:`close` waits for the end; ``None``
+            waits for ever.
+        logger: the connection's logger.
+    """
+
+    def __init__(
+        self,
+        protocol: Protocol,
+        writer: Writer,
+        messages: MessageQueue,
+        pings: Pings,
+        close_timeout: Optional[float],
+        logger: Any,
+    ) -> None:
+        self.protocol = protocol
+        self.writer = writer
+        self.messages = messages
+        self.pings = pings
+        self.close_timeout = close_timeout
+        self.logger = logger
+        self._ended = threading.Event()
+
+    @property
+    def ended(self) -> bool:
+        """Whether the connection has ended (transport released, waiters woken)."""
+        return self._ended.is_set()
+
+    def exception(self) -> ConnectionClosed:
+        """Wait for the end, then return the exception that says how the connection closed."""
+        self._ended.wait()
+        return self.protocol.close_exception()
+
+    def close(self, code: int, reason: str, reader: Reader) -> None:
+        """Send a close frame unless one went out; wait, at most ``close_timeout``, for the end.
+
+        ``reader`` is the connection's: it reads the peer's answer and ends
+        the connection; its thread is started now if it was not running.
+        """
+        self.messages.stop_waiting()
+        protocol = self.protocol
+        writer = self.writer
+        with writer:
+            if protocol.close_sent is None and not writer.closed:
+                try:
+                    writer.write(protocol.send_close(code, reason))
+                except ConnectionClosed:
+                    pass
+        if threading.current_thread() is reader.thread:
+            return  # the reader ends the connection when it returns to its loop
+        if not reader.opened and not self._ended.is_set():
+            # The connection never opened (the handshake failed): close here.
+            writer.shutdown()
+            self._ended.set()
+            return
+        reader.start_thread()  # it reads the peer's close frame and ends the connection
+        if not self._ended.wait(self.close_timeout):
+            self.logger.debug("closing handshake timed out; closing the TCP connection")
+            writer.shutdown()
+            self._ended.wait()
+
+    def release(self) -> None:
+        """The end: release the transport and wake everyone waiting on the connection.
+
+        Called once, by the reader's ending path.
+        """
+        self.writer.shutdown()
+        self.messages.close()
+        self.pings.wake_all()
+        self._ended.set()
