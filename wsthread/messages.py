@@ -216,15 +216,23 @@ class MessageQueue:
         return item
 
     def _read_for_self(self, read: Callable[[Optional[float]], bool], deadline: Deadline) -> None:
-        """Read the socket on the calling application thread; the lock is held on entry."""
+        """Read the socket on the calling application thread; the lock is held on entry.
+
+        A KeyboardInterrupt (the main thread's ``recv()``) may come out of
+        any call here: the lock is held again and the turn given back
+        whichever call it interrupts (the bytes read are the reader's to
+        keep, see ``Reader._process``).
+        """
         self._token = _APP_READING
         ended = False
-        self._condition.release()
         try:
+            self._condition.release()
             ended = not read(None if deadline.expires is None else deadline.remaining())
         finally:
-            self._condition.acquire()
-            self._token = _FREE
+            try:
+                self._condition.acquire()
+            finally:
+                self._token = _FREE
             if ended:  # the end of the stream: the reader thread finishes the job
                 self._ending = True
                 self._reader_wakeup.notify()

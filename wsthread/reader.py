@@ -92,7 +92,10 @@ class Reader:
         # Counters for Connection.stats(), written only by the thread holding the turn.
         self.messages_received = 0
         self.bytes_received = 0
-        self._initial_data = b""
+        # Bytes read from the socket and not handed to the protocol yet: those
+        # that came behind the handshake, or those a KeyboardInterrupt kept
+        # from it (see _process). Whoever reads next feeds them first.
+        self._unfed = b""
         self._read_error: Optional[OSError] = None
         self._started = False
         self._start_lock = threading.Lock()
@@ -122,7 +125,7 @@ class Reader:
     def handshake_done(self, trailing_data: bytes) -> None:
         """Keep the bytes that came right behind the handshake: the reader thread's first."""
         if trailing_data:
-            self._initial_data = trailing_data
+            self._unfed = trailing_data
             self.messages.reader_first()
 
     # -- who reads -------------------------------------------------------------
@@ -130,7 +133,7 @@ class Reader:
     def begin(self) -> None:
         """Begin receiving: the reader thread starts now only if bytes are waiting."""
         self.opened = True
-        if self._initial_data:
+        if self._unfed:
             self.start_thread()  # the bytes behind the handshake are the reader's
         else:
             self._arm_check(HOLD)
@@ -176,14 +179,14 @@ class Reader:
         transport = self.transport
         try:
             # The reader starts with the turn when bytes came behind the handshake.
-            if self._initial_data and self._process(self._initial_data, block=True):
+            if self._unfed and self._process(block=True):
                 inbox.reader_done()
             # An application thread that read the end of the stream leaves the
             # rest to this thread: reader_turn() then returns False.
             while not protocol.receiving_done and inbox.reader_turn():
-                if protocol.frames_pending:
-                    data = b""  # frames received but left unparsed (compression): no recv
-                else:
+                # No recv when frames were left unparsed (compression) or an
+                # interrupted application thread left bytes unfed.
+                if not (protocol.frames_pending or self._unfed):
                     try:
                         data = transport.recv(_RECV_SIZE)
                     except OSError as exc:
@@ -192,7 +195,8 @@ class Reader:
                     if not data:
                         protocol.receive_eof()
                         break
-                if not self._process(data, block=True):
+                    self._unfed = data
+                if not self._process(block=True):
                     break
                 inbox.reader_done()
         except Exception:  # a bug; never let it pass silently
@@ -213,8 +217,10 @@ class Reader:
         protocol = self.protocol
         if protocol.receiving_done:
             going_on = False
-        elif protocol.frames_pending:  # frames received but left unparsed (compression)
-            going_on = self._process(b"", block=False)
+        elif protocol.frames_pending or self._unfed:
+            # Frames left unparsed (compression), or bytes an interrupt kept
+            # from the protocol: no recv this time.
+            going_on = self._process(block=False)
         else:
             try:
                 data = self.transport.recv(_RECV_SIZE, timeout)
@@ -224,7 +230,10 @@ class Reader:
                 self._read_error = exc
                 data = None
             if data:
-                going_on = self._process(data, block=False)
+                # Kept at once (no bytecode between the return and this store
+                # can raise a KeyboardInterrupt), until the protocol has them.
+                self._unfed = data
+                going_on = self._process(block=False)
             else:
                 if data is not None:
                     protocol.receive_eof()
@@ -233,11 +242,18 @@ class Reader:
             self.start_thread()
         return going_on
 
-    def _process(self, data: bytes, block: bool) -> bool:
-        """Feed the protocol and dispatch its events; ``False`` once receiving ends."""
+    def _process(self, block: bool) -> bool:
+        """Feed the protocol the unfed bytes, dispatch its events; ``False`` once receiving ends.
+
+        The bytes stay in ``_unfed`` until the line that hands them over: a
+        KeyboardInterrupt raised on the main thread between the read and
+        that line (at any call before it) leaves them for the next read,
+        which feeds them first, so the stream stays whole.
+        """
         protocol = self.protocol
-        self.bytes_received += len(data)
+        data, self._unfed = self._unfed, b""  # no call between the two: one step
         events = protocol.receive_data(data)
+        self.bytes_received += len(data)
         ending = protocol.failure is not None or protocol.close_rcvd is not None
         if not ending and Ping in map(type, events):
             self._flush_replies()
