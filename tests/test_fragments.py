@@ -5,23 +5,11 @@ from __future__ import annotations
 from typing import Iterator, List
 
 import pytest
-from test_writer import FakeTransport, make, opcodes_and_payloads
+from test_writer import FakeTransport, frames_written, make, opcodes_and_payloads
 
 from wsthread.exceptions import ConnectionClosed
 from wsthread.fragments import send_fragments
-from wsthread.sansio.frames import FrameParser, Opcode
-
-
-def fins(data: bytes) -> List[bool]:
-    """The FIN bit of each frame in ``data``."""
-    parser = FrameParser(expect_masked=False)
-    parser.feed(data)
-    found = []
-    while True:
-        frame = parser.next_frame()
-        if frame is None:
-            return found
-        found.append(frame.fin)
+from wsthread.sansio.frames import Opcode
 
 
 def test_each_piece_is_a_frame_and_an_empty_final_frame_ends_the_message() -> None:
@@ -36,7 +24,8 @@ def test_each_piece_is_a_frame_and_an_empty_final_frame_ends_the_message() -> No
         (Opcode.CONTINUATION, b"there"),
         (Opcode.CONTINUATION, b""),
     ]
-    assert fins(bytes(transport.sent)) == [False, False, False, True]
+    fins = [frame.fin for frame in frames_written(bytes(transport.sent))]
+    assert fins == [False, False, False, True]
     assert writer.messages_sent == 1
     transport.close()
 

@@ -15,7 +15,7 @@ import pytest
 
 from wsthread.exceptions import ConnectionClosed
 from wsthread.pings import Pings
-from wsthread.sansio.frames import FrameParser, Opcode
+from wsthread.sansio.frames import Frame, FrameParser, Opcode
 from wsthread.sansio.protocol import Protocol, Side
 from wsthread.writer import Writer
 
@@ -71,7 +71,7 @@ class FakeTransport:
         self.peer.close()
 
 
-def opcodes_and_payloads(data: bytes) -> List[Tuple[Opcode, bytes]]:
+def frames_written(data: bytes) -> List[Frame]:
     """The frames a server wrote, in order."""
     parser = FrameParser(expect_masked=False)
     parser.feed(data)
@@ -80,7 +80,12 @@ def opcodes_and_payloads(data: bytes) -> List[Tuple[Opcode, bytes]]:
         frame = parser.next_frame()
         if frame is None:
             return found
-        found.append((frame.opcode, frame.payload))
+        found.append(frame)
+
+
+def opcodes_and_payloads(data: bytes) -> List[Tuple[Opcode, bytes]]:
+    """The opcode and payload of each frame a server wrote."""
+    return [(frame.opcode, frame.payload) for frame in frames_written(data)]
 
 
 def frames_in(data: bytes) -> List[bytes]:

@@ -101,6 +101,8 @@ class ReceiveBudget:
         self._lock = threading.Lock()
         self._paused: Dict[MessageQueue, None] = {}  # queues whose reader waits for room
 
+    # Read-only counters, alike on purpose (like those of hubs.RedisHub): a
+    # documented property each, and nobody outside sets them.
     @property
     def used(self) -> int:
         """Bytes held now."""

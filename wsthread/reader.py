@@ -75,6 +75,8 @@ class Reader:
         name: str,
         stack_size: Optional[int] = None,
     ) -> None:
+        # The parts it works with, kept as given: alike in Writer and Closing on
+        # purpose (each part holds its own references; none reaches through another).
         self.transport = transport
         self.protocol = protocol
         self.messages = messages

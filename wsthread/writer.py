@@ -109,6 +109,8 @@ class Writer:
         logger: Any,
         on_fail: Optional[Callable[[], None]] = None,
     ) -> None:
+        # Kept as given: alike in Reader and Closing on purpose (each part holds
+        # its own references to the connection's pieces).
         self.transport = transport
         self.protocol = protocol
         self.write_timeout = write_timeout
