@@ -232,8 +232,8 @@ class Reader:
                 self._read_error = exc
                 data = None
             if data:
-                # Kept at once (no bytecode between the return and this store
-                # can raise a KeyboardInterrupt), until the protocol has them.
+                # Kept at once, until the protocol has them (on CPython 3.11+
+                # nothing between the return and this store checks for signals).
                 self._unfed = data
                 going_on = self._process(block=False)
             else:
@@ -250,7 +250,11 @@ class Reader:
         The bytes stay in ``_unfed`` until the line that hands them over: a
         KeyboardInterrupt raised on the main thread between the read and
         that line (at any call before it) leaves them for the next read,
-        which feeds them first, so the stream stays whole.
+        which feeds them first, so the stream stays whole. Not covered: an
+        interrupt at the very start of ``receive_data`` (the bytes are
+        handed over, not yet buffered), or inside ``Transport.recv`` right
+        after its system call; closing those takes the protocol's and the
+        transport's help.
         """
         protocol = self.protocol
         data, self._unfed = self._unfed, b""  # no call between the two: one step
