@@ -13,9 +13,10 @@ from typing import List, Optional, Tuple
 
 import pytest
 
+from conftest import parse_frames
 from wsthread.exceptions import ConnectionClosed
 from wsthread.pings import Pings
-from wsthread.sansio.frames import Frame, FrameParser, Opcode
+from wsthread.sansio.frames import Frame, Opcode
 from wsthread.sansio.protocol import Protocol, Side
 from wsthread.writer import Writer
 
@@ -73,14 +74,7 @@ class FakeTransport:
 
 def frames_written(data: bytes) -> List[Frame]:
     """The frames a server wrote, in order."""
-    parser = FrameParser(expect_masked=False)
-    parser.feed(data)
-    found = []
-    while True:
-        frame = parser.next_frame()
-        if frame is None:
-            return found
-        found.append(frame)
+    return parse_frames(data, expect_masked=False)
 
 
 def opcodes_and_payloads(data: bytes) -> List[Tuple[Opcode, bytes]]:
