@@ -224,7 +224,16 @@ def announced_port(process: subprocess.Popen[str], log: Path) -> int:
     return int(match.group(1))
 
 
-def reap(process: subprocess.Popen[str]) -> None:
+def wait_or_kill(process: subprocess.Popen[Any], timeout: float) -> None:
+    """Give ``process`` ``timeout`` seconds to exit (after the test asked it to); then kill it."""
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def reap(process: subprocess.Popen[Any]) -> None:
     """Kill ``process`` if it still runs, wait for it and close its pipes."""
     if process.poll() is None:
         process.kill()

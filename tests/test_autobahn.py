@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterator, List, Sequence, Set, Tuple
 
 import pytest
 
-from conftest import echo_process
+from conftest import echo_process, reap
 
 pytestmark = pytest.mark.slow
 
@@ -186,11 +186,7 @@ def run_fuzzingserver(
         drive_client_cases(port, "wsthread", compression)
         process.wait(timeout=120)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
+        reap(process)
     return read_report(outdir)
 
 
@@ -311,9 +307,7 @@ def gunicorn_echo(tmp_path: Path) -> Iterator[int]:
         text = log.read_text()
         assert "Traceback" not in text, text
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        reap(process)
 
 
 @pytest.mark.timeout(1500)

@@ -28,7 +28,7 @@ from typing import IO, Dict, Iterator, List, Optional, Set, Tuple
 import pytest
 
 import wsthread
-from conftest import ServerFactory, run_ok, stalled_client, write_certfile
+from conftest import ServerFactory, reap, run_ok, stalled_client, write_certfile
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 URL = re.compile(r"\b(?:wss?|https?)://[^\s/]+/")
@@ -99,15 +99,12 @@ def example(script: str, *args: str, stdin: int = subprocess.DEVNULL) -> Iterato
             line = process.stdout.readline() if ready else ""
             urls = URL.findall(line)
             if not urls:
-                process.kill()
-                process.wait()
+                reap(process)
                 stderr.seek(0)
                 pytest.fail(f"{script} printed no URL: {line!r}; stderr:\n{stderr.read()}")
             yield Example(process, urls, stderr)
         finally:
-            if process.poll() is None:
-                process.kill()
-            process.communicate()
+            reap(process)
 
 
 def ws_url(http_url: str, path: str) -> str:
@@ -427,9 +424,7 @@ def test_polling_vs_websocket_stops_on_ctrl_c() -> None:
             assert "Traceback" not in errors
             assert out.strip().endswith("interrupted")
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            reap(process)
 
 
 # -- broadcast with one stalled client among a hundred healthy ones --------------------

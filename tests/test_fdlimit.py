@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 
 import pytest
 
-from conftest import UPGRADE_REQUEST, ServerFactory, read_head, run_ok
+from conftest import UPGRADE_REQUEST, ServerFactory, read_head, run_ok, wait_or_kill
 from wsthread.fdlimit import AcceptGuard, describe_limit, is_resource_error
 
 resource = pytest.importorskip("resource")
@@ -79,11 +79,7 @@ class Child:
     def stop(self) -> None:
         if self.process.stdin is not None:
             self.process.stdin.close()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        wait_or_kill(self.process, 30)
         self.stderr.close()
 
 

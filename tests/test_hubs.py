@@ -20,7 +20,7 @@ import pytest
 from websockets.sync.client import connect
 
 import wsthread
-from conftest import RedisServer, run_ok
+from conftest import RedisServer, reap, run_ok
 from wsthread.hubs import LocalHub, RedisHub, decode_payload, encode_payload
 
 Message = Union[str, bytes]
@@ -380,10 +380,7 @@ def test_three_processes_thirty_clients_and_a_redis_outage(redis_server: RedisSe
             try:
                 assert process.wait(timeout=20) == 0
             finally:
-                if process.poll() is None:
-                    process.kill()
-                if process.stdout is not None:
-                    process.stdout.close()
+                reap(process)
 
 
 # -- the chat example across processes ----------------------------------------

@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 import wsthread
-from conftest import ServerFactory, echo_handler, run, run_ok, websockets_tls_connect
+from conftest import ServerFactory, echo_handler, run, run_ok, wait_or_kill, websockets_tls_connect
 from wsthread.server import ServerConnection
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -124,11 +124,7 @@ def run_nginx(tmp_path: Path, config: str, port: int) -> Iterator[None]:
         yield
     finally:
         process.terminate()  # SIGTERM: fast shutdown
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        wait_or_kill(process, 10)
         stderr.close()
 
 

@@ -16,7 +16,7 @@ from typing import Any, Iterator, List, Optional
 import pytest
 
 import wsthread
-from conftest import ServerFactory, run, run_ok
+from conftest import ServerFactory, run, run_ok, wait_or_kill
 from wsthread.proxy import ProxyError, parse_proxy, proxy_from_environment
 
 PROXY_VARIABLES = ["http_proxy", "https_proxy", "all_proxy", "no_proxy"]
@@ -66,11 +66,7 @@ class Daemon:
         """SIGTERM, then SIGKILL; wait for it."""
         if self.process.poll() is None:
             self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            wait_or_kill(self.process, 10)
         if self.process.stderr is not None:
             self.process.stderr.close()
 

@@ -20,7 +20,7 @@ from typing import Any, Iterator, List
 import pytest
 
 import wsthread
-from conftest import ServerFactory, raw_websocket, wait_until
+from conftest import ServerFactory, raw_websocket, reap, wait_until
 from wsthread import ServerConnection
 from wsthread.sansio.frames import Frame, Opcode, serialize_frame
 
@@ -289,8 +289,4 @@ def test_64_mib_in_1000_fragments_streams_in_little_memory() -> None:
         assert report["growth"] < 16 * 2**20, report
         print(f"RSS peak growth while streaming 64 MiB: {report['growth'] / 2**20:.1f} MiB")
     finally:
-        child.kill()
-        child.wait()
-        for stream in (child.stdout, child.stderr):
-            if stream is not None:
-                stream.close()
+        reap(child)

@@ -19,7 +19,7 @@ from typing import List
 import pytest
 
 import wsthread
-from conftest import ServerFactory, wait_until
+from conftest import ServerFactory, reap, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 TUTORIAL = ROOT / "docs" / "tutorial"
@@ -140,9 +140,7 @@ def test_tutorial_server_ctrl_c_ends_without_traceback(tmp_path: Path, page: str
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        reap(process)
     assert process.returncode == 0, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert "connection closed: code 1000" in err  # the page's logging.basicConfig(INFO)
