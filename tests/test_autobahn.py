@@ -7,6 +7,7 @@ import concurrent.futures
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from typing import Any, Dict, Iterator, List, Sequence, Set, Tuple
 
 import pytest
 
-from conftest import echo_process, reap
+from conftest import echo_process, reap, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -124,8 +125,6 @@ def test_autobahn_server_whole_suite(echo_server: int, tmp_path: Path) -> None:
 
 def free_port() -> int:
     """A port that was free a moment ago."""
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -259,7 +258,6 @@ def test_autobahn_client_whole_suite(tmp_path: Path) -> None:
 def gunicorn_echo(tmp_path: Path) -> Iterator[int]:
     """``autobahn_app:app`` (the echo behind wsthread.wsgi.middleware) under gunicorn gthread."""
     pytest.importorskip("gunicorn")
-    import socket
 
     import gunicorn.config
 
@@ -289,18 +287,8 @@ def gunicorn_echo(tmp_path: Path) -> Iterator[int]:
         )  # fmt: skip
     listener.close()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=2) as probe:
-                    probe.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    if probe.recv(64).startswith(b"HTTP/1.1 200"):
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        up = wait_until(lambda: process.poll() is not None or answers_200(port), timeout=60)
+        assert up and process.poll() is None, log.read_text()
         yield port
         process.terminate()
         assert process.wait(timeout=30) == 0
@@ -311,6 +299,16 @@ def gunicorn_echo(tmp_path: Path) -> Iterator[int]:
 
 
 @pytest.mark.timeout(1500)
+def answers_200(port: int) -> bool:
+    """Whether a GET / on ``port`` is answered with 200 now (False while nothing answers)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as probe:
+            probe.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return probe.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
 def test_autobahn_server_suite_through_the_wsgi_middleware(
     gunicorn_echo: int, tmp_path: Path
 ) -> None:
