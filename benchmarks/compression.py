@@ -78,6 +78,8 @@ SETTINGS: Dict[str, str] = {
 }
 
 # A wsthread echo server with the compression given as a Python expression.
+# It and WEBSOCKETS_SERVER below are written alike on purpose: two whole
+# programs, one per library, that differ only where the libraries do.
 WSTHREAD_SERVER = r"""
 import signal, sys
 import wsthread

@@ -72,16 +72,9 @@ ROOT = HERE.parent
 def server_commands() -> Dict[str, List[str]]:
     """The command of each server, by the name the table uses."""
     python = sys.executable
+    wsthread_echo = [python, "-m", "wsthread.echo", "--no-compression", "--quiet", "--port", "0"]
     return {
-        "wsthread": [
-            python,
-            "-m",
-            "wsthread.echo",
-            "--no-compression",
-            "--quiet",
-            "--port",
-            "0",
-        ],
+        "wsthread": wsthread_echo,
         "websockets": [python, str(HERE / "servers" / "websockets_echo.py"), "0"],
         "raw floor": [python, str(HERE / "servers" / "raw_echo.py"), "0"],
         "ws asyncio": [python, str(HERE / "servers" / "websockets_asyncio_echo.py"), "0"],
@@ -91,13 +84,7 @@ def server_commands() -> Dict[str, List[str]]:
         "wsthread malloc": [
             "env",
             *(f"{name}={value}" for name, value in MALLOC_TUNING.items()),
-            python,
-            "-m",
-            "wsthread.echo",
-            "--no-compression",
-            "--quiet",
-            "--port",
-            "0",
+            *wsthread_echo,
         ],
     }
 
