@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterable, List
 import pytest
 
 import wsthread
-from conftest import ServerFactory, echo_handler, wait_until
+from conftest import ServerFactory, assert_going_away, echo_handler, wait_until
 from wsthread.server import ServerConnection
 from wsthread.wsgi import middleware
 
@@ -251,6 +251,25 @@ def test_middleware_inside_wsthread_serving(make_server: ServerFactory) -> None:
         connection.request("GET", "/")
         assert connection.getresponse().read() == b"page"
         connection.close()
+    finally:
+        app.shutdown()
+
+
+def test_shutdown_closes_the_middlewares_websockets_with_1001(make_server: ServerFactory) -> None:
+    """serve(wsgi=middleware(...)).shutdown(): the middleware's clients get 1001 too, not 1006."""
+    app = middleware(wsgi_app, {"/inner": echo_handler})
+    try:
+        server = make_server({"/ws": echo_handler}, wsgi=app)
+        inner = wsthread.connect(f"ws://127.0.0.1:{server.port}/inner")
+        outer = wsthread.connect(f"ws://127.0.0.1:{server.port}/ws")
+        for ws in (inner, outer):
+            ws.send("open")
+            assert ws.recv(timeout=5) == "open"
+        server.shutdown()
+        assert_going_away([inner, outer])
+        assert inner.close_reason == "server shutting down"
+        inner.close()
+        outer.close()
     finally:
         app.shutdown()
 

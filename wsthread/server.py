@@ -65,12 +65,12 @@ from typing import (
     Mapping,
     Optional,
     Sequence,
-    Set,
     Tuple,
     Union,
 )
 
 from . import parking
+from .broadcast import Broadcaster
 from .connection import Connection, Data, format_address, peer_address
 from .deadline import Deadline
 from .exceptions import (
@@ -83,6 +83,7 @@ from .exceptions import (
 from .fdlimit import AcceptGuard, is_resource_error
 from .forks import ForkGuard
 from .messages import ReceiveBudgetOption, receive_budget_bytes
+from .registry import Registry
 from .routing import Routes, is_upgrade
 from .sansio.deflate import (
     CompressionOption,
@@ -103,7 +104,7 @@ from .sansio.handshake import (
     validate_request,
 )
 from .sansio.protocol import Protocol, Side
-from .stats import TRAFFIC_KEYS, LogLimiter, ServerCounters
+from .stats import LogLimiter, ServerCounters
 from .threads import Keepalive, start_thread
 from .trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Tracer
 from .transport import TLSTransport, Transport
@@ -506,118 +507,6 @@ class _RequestHandler(socketserver.BaseRequestHandler):
             self.server._registry.forget(self.connection)
 
 
-class _Registry:
-    """The server's open connections, the handshakes under way and the connection threads.
-
-    Used by the accept thread (threads), the connection threads (slots and
-    connections) and any thread (snapshots, shutdown), always under the
-    server's state lock, which it is given.
-    """
-
-    def __init__(
-        self, lock: threading.RLock, closing: Callable[[], bool], counters: ServerCounters
-    ) -> None:
-        self.lock = lock
-        self._closing = closing
-        self._counters = counters
-        self.connections: Dict[ServerConnection, None] = {}
-        self.opening = 0  # handshakes past the max_connections check, not yet registered
-        # Every connection thread, from accept to close, with its socket while
-        # it is in the opening handshake (None once its connection is open).
-        self.threads: Dict[threading.Thread, Optional[socket.socket]] = {}
-        # The threads this server started (the others, from serve_socket() and
-        # serve_upgrade(), are the caller's and go on after their connection).
-        self._started_here: Set[threading.Thread] = set()
-        self._left = threading.Condition(lock)  # a thread left the registry
-
-    def snapshot(self) -> List[ServerConnection]:
-        with self.lock:
-            return list(self.connections)
-
-    def reserve(self, limit: Optional[int]) -> bool:
-        """Count a handshake against ``limit``, or refuse it with 503; ``True`` if counted."""
-        with self.lock:
-            if self._closing():
-                raise ServiceUnavailable("the server is shutting down")
-            if limit is not None and len(self.connections) + self.opening >= limit:
-                raise ServiceUnavailable(
-                    f"the server is full ({limit} connections): try again later"
-                )
-            self.opening += 1
-        return True
-
-    def unreserve(self) -> None:
-        with self.lock:
-            self.opening -= 1
-
-    def register(self, connection: ServerConnection) -> None:
-        """The reserved slot of an opening handshake becomes its open connection.
-
-        Called on the connection's thread: from now on, shutdown closes the
-        connection with 1001 rather than shutting its socket down.
-        """
-        with self.lock:
-            self.opening -= 1
-            self.connections[connection] = None
-            thread = threading.current_thread()
-            if thread in self.threads:
-                self.threads[thread] = None
-
-    def forget(self, connection: ServerConnection) -> None:
-        with self.lock:  # one step, so that stats() counts its traffic once
-            if self.connections.pop(connection, False) is None:
-                self._counters.add_traffic(connection.stats())
-
-    def add_thread(
-        self, thread: threading.Thread, sock: socket.socket, started_here: bool = False
-    ) -> None:
-        """Track ``thread`` serving ``sock``; ``started_here``: a thread the server started."""
-        with self.lock:
-            self.threads[thread] = sock
-            if started_here:
-                self._started_here.add(thread)
-
-    def remove_thread(self, thread: threading.Thread) -> None:
-        with self.lock:
-            self.threads.pop(thread, None)
-            self._started_here.discard(thread)
-            self._left.notify_all()
-
-    def stop_threads(self, deadline: Deadline, logger: logging.Logger) -> None:
-        """Wake the connection threads still running and wait for them, within ``deadline``.
-
-        Threads still in the opening handshake (a client that sent nothing
-        yet, a browser's idle preconnect) are woken by shutting their socket
-        down, instead of waiting for their ``open_timeout``. Threads whose
-        connection opened are left to close it with 1001 (one that opened
-        after shutdown began does so as soon as its handler would start).
-        """
-        with self.lock:
-            threads = list(self.threads.items())
-            started_here = set(self._started_here)
-        me = threading.current_thread()
-        for thread, sock in threads:
-            if sock is not None and thread is not me and thread.is_alive():
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        for thread, _ in threads:
-            if thread is me:
-                continue
-            # A thread of serve_socket() or serve_upgrade() belongs to the
-            # caller and lives on: wait until it is done with its connection.
-            with self._left:
-                while thread in self.threads and deadline.remaining() != 0:
-                    self._left.wait(deadline.remaining())
-                done = thread not in self.threads
-            if thread in started_here:
-                thread.join(deadline.remaining())
-                done = not thread.is_alive()
-            if not done:
-                logger.warning("%s is still running after shutdown", thread.name)
-
-
 def _is_listening(sock: socket.socket) -> bool:
     option = getattr(socket, "SO_ACCEPTCONN", None)
     if option is None:
@@ -666,7 +555,7 @@ class _Listener(socketserver.ThreadingTCPServer):
     logger: logging.Logger
     reuse_port: bool
     thread_stack_size: Optional[int]
-    _registry: _Registry
+    _registry: Registry
     _accept_guard: AcceptGuard
 
     def _listen(
@@ -879,7 +768,7 @@ class WebSocketServer(_Listener):
         # Reentrant: a KeyboardInterrupt that lands while the main thread holds
         # it must not stop shutdown(), run next on that same thread, from taking it.
         self._state_lock = threading.RLock()
-        self._registry = _Registry(self._state_lock, lambda: self._closed, self._counters)
+        self._registry = Registry(self._state_lock, lambda: self._closed, self._counters)
         self._stop_serving = threading.Event()
         self._serving_thread: Optional[threading.Thread] = None
         self._loop_done = threading.Event()
@@ -891,12 +780,12 @@ class WebSocketServer(_Listener):
         where = self.unix_path if self.unix_path is not None else f"port {self.port}"
         self._fork_guard = ForkGuard(f"WebSocketServer on {where}")
         self.hub = hub
-        if hub is not None:
-            try:
-                hub.attach(self._deliver)
-            except BaseException:
-                self.server_close()  # do not leave the port bound behind a failed start
-                raise
+        self._broadcaster = Broadcaster(lambda: self.connections, hub)
+        try:
+            self._broadcaster.attach()
+        except BaseException:
+            self.server_close()  # do not leave the port bound behind a failed start
+            raise
 
     @property
     def port(self) -> int:
@@ -966,32 +855,7 @@ class WebSocketServer(_Listener):
         cost is one pass over the open connections per call, and nothing
         per message beyond the connections' own counters.
         """
-        with self._state_lock:
-            stats = self._counters.snapshot()
-            connections = list(self._registry.connections)
-            opening = self._registry.opening
-        stats["connections"]["open"] = len(connections)
-        stats["connections"]["opening"] = opening
-        stats["buffered"] = {
-            "received": sum(connection.received_bytes for connection in connections),
-            "to_send": sum(connection.transport.unsent for connection in connections),
-        }
-        traffic = stats["traffic"]
-        queued = 0
-        latencies = []
-        for connection in connections:
-            each = connection.stats()
-            for key in TRAFFIC_KEYS:
-                traffic[key] += each[key]
-            queued += each["queued"]
-            if each["latency"] is not None:
-                latencies.append(each["latency"])
-        stats["queued"] = queued
-        stats["latency"] = {
-            "max": max(latencies) if latencies else None,
-            "mean": sum(latencies) / len(latencies) if latencies else None,
-        }
-        return stats
+        return self._registry.stats()
 
     # -- broadcast ------------------------------------------------------------
 
@@ -1028,23 +892,7 @@ class WebSocketServer(_Listener):
                 :mod:`wsthread.forks`).
         """
         self._fork_guard.check("broadcast()")
-        if not isinstance(message, (str, bytes, bytearray, memoryview)):
-            raise TypeError(f"cannot broadcast {type(message).__name__}: expected str or bytes")
-        if connections is None and self.hub is not None:
-            self.hub.publish(message if isinstance(message, str) else bytes(message))
-            return 0
-        return self._deliver(message, connections)
-
-    def _deliver(
-        self, message: Data, connections: Optional[Iterable[ServerConnection]] = None
-    ) -> int:
-        """Queue ``message`` for local connections; the hub's way back in."""
-        if isinstance(message, str):
-            is_text, payload = True, message.encode("utf-8")
-        else:
-            is_text, payload = False, bytes(message)
-        targets = self.connections if connections is None else list(connections)
-        return sum(1 for connection in targets if connection.writer.enqueue(is_text, payload))
+        return self._broadcaster.broadcast(message, connections)
 
     # -- running ------------------------------------------------------------
 
@@ -1136,28 +984,13 @@ class WebSocketServer(_Listener):
                 pass
             self._loop_done.wait()
         self.server_close()
-        connections = self.connections
-        closers = [
-            threading.Thread(
-                target=self._close_quietly,
-                args=(connection, CloseCode.GOING_AWAY, "server shutting down"),
-                daemon=True,
-            )
-            for connection in connections
-        ]
-        for closer in closers:
-            closer.start()
-        for closer in closers:
-            closer.join()
-        self._registry.stop_threads(Deadline(self.close_timeout), self.logger)
+        self._registry.close_all(
+            CloseCode.GOING_AWAY, "server shutting down", Deadline(self.close_timeout), self.logger
+        )
         if self._keepalive is not None:
             self._keepalive.stop()
         self._log_limiter.flush(everything=True)
-        if self.hub is not None:
-            try:
-                self.hub.close()
-            except Exception:
-                self.logger.exception("closing the hub failed")
+        self._broadcaster.close(self.logger)
 
     def _release_inherited(self) -> None:
         """In a forked child: close our copy of the listening socket, touch nothing shared.
@@ -1168,13 +1001,6 @@ class WebSocketServer(_Listener):
         self._closed = True
         atexit.unregister(self.shutdown)
         self.socket.close()
-
-    @staticmethod
-    def _close_quietly(connection: Connection, code: int, reason: str) -> None:
-        try:
-            connection.close(code, reason)
-        except Exception:
-            logger.exception("error while closing %r", connection)
 
     def service_actions(self) -> None:
         """Run by the accept loop about twice a second: write the due log summaries."""

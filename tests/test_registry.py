@@ -1,0 +1,183 @@
+"""wsthread.registry: slots, threads, stats() and the shutdown sequence, with fakes and threads."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+from wsthread.deadline import Deadline
+from wsthread.exceptions import ServiceUnavailable
+from wsthread.registry import Registry, close_in_parallel, open_on
+from wsthread.stats import ServerCounters
+
+
+class FakeTransport:
+    def __init__(self, unsent: int) -> None:
+        self.unsent = unsent
+
+
+class FakeConnection:
+    """What the registry uses of a connection: close(), stats() and two buffer figures."""
+
+    def __init__(self, sent: int = 0, latency: Optional[float] = None, barrier: Any = None) -> None:
+        self.received_bytes = 10
+        self.transport = FakeTransport(3)
+        self.sent = sent
+        self.latency = latency
+        self.barrier = barrier
+        self.closed_with: List[Any] = []
+
+    def stats(self) -> Dict[str, Any]:
+        return {
+            "messages_received": 1,
+            "bytes_received": 5,
+            "messages_sent": self.sent,
+            "bytes_sent": 7,
+            "queued": 2,
+            "latency": self.latency,
+        }
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.barrier is not None:
+            self.barrier.wait(10)  # every closer must be running at once to pass
+        self.closed_with.append((code, reason))
+
+
+def make_registry(closing: bool = False) -> Registry:
+    return Registry(threading.RLock(), lambda: closing, ServerCounters())
+
+
+def open_connection(registry: Registry, connection: Any) -> None:
+    """Reserve a slot and register ``connection`` on this thread, as a handshake does."""
+    registry.reserve(None)
+    registry.register(connection)
+
+
+def test_reserve_refuses_beyond_the_limit_and_while_closing() -> None:
+    """A full server or one shutting down answers 503; an unreserved slot is free again."""
+    registry = make_registry()
+    assert registry.reserve(1)
+    with pytest.raises(ServiceUnavailable, match="full"):
+        registry.reserve(1)
+    registry.unreserve()
+    assert registry.reserve(1)
+    with pytest.raises(ServiceUnavailable, match="shutting down"):
+        make_registry(closing=True).reserve(None)
+
+
+def test_register_and_forget_count_traffic_once_and_track_the_thread() -> None:
+    """A registered connection is open on this thread; forgetting it folds its traffic in once."""
+    registry = make_registry()
+    connection = FakeConnection(sent=4)
+    open_connection(registry, connection)
+    assert registry.snapshot() == [connection]
+    assert registry.opening == 0
+    assert open_on(threading.current_thread()) is connection
+    registry.forget(connection)  # type: ignore[arg-type]
+    registry.forget(connection)  # type: ignore[arg-type]
+    assert open_on(threading.current_thread()) is None
+    assert registry.stats()["traffic"]["messages_sent"] == 4
+
+
+def test_stats_add_the_open_connections_to_the_counters() -> None:
+    """Open connections count in open, buffered, traffic, queued and latency."""
+    registry = make_registry()
+    open_connection(registry, FakeConnection(sent=1, latency=0.5))
+    open_connection(registry, FakeConnection(sent=2, latency=1.5))
+    registry.reserve(None)
+    stats = registry.stats()
+    assert stats["connections"]["open"] == 2
+    assert stats["connections"]["opening"] == 1
+    assert stats["buffered"] == {"received": 20, "to_send": 6}
+    assert stats["traffic"]["messages_sent"] == 3
+    assert stats["queued"] == 4
+    assert stats["latency"] == {"max": 1.5, "mean": 1.0}
+    assert make_registry().stats()["latency"] == {"max": None, "mean": None}
+
+
+def test_close_in_parallel_runs_every_close_at_once() -> None:
+    """Each close runs on its own thread: a barrier only they can pass proves it."""
+    barrier = threading.Barrier(3)
+    connections: List[Any] = [FakeConnection(barrier=barrier) for _ in range(3)]
+    close_in_parallel(connections, 1001, "bye")
+    assert [each.closed_with for each in connections] == [[(1001, "bye")]] * 3
+
+
+def test_close_all_closes_open_connections_and_wakes_handshaking_threads() -> None:
+    """Open connections get the close code; a thread in a handshake has its socket shut down."""
+    registry = make_registry()
+    connection = FakeConnection()
+    registry.connections[connection] = threading.current_thread()  # type: ignore[index]
+    ours, theirs = socket.socketpair()
+    received: List[bytes] = []
+    in_recv = threading.Event()
+
+    def handshaking() -> None:
+        try:
+            in_recv.set()
+            received.append(ours.recv(10))
+        finally:
+            registry.remove_thread(threading.current_thread())
+
+    thread = threading.Thread(target=handshaking)
+    registry.add_thread(thread, ours, started_here=True)
+    thread.start()
+    in_recv.wait(10)
+    registry.close_all(1001, "shutting down", Deadline(10))
+    assert connection.closed_with == [(1001, "shutting down")]
+    assert received == [b""]  # woken by the shutdown, not by data
+    assert not thread.is_alive()
+    ours.close()
+    theirs.close()
+
+
+def test_close_all_closes_another_servers_connection_on_our_thread() -> None:
+    """A thread of ours running another registry's WebSocket: closed with 1001, socket kept."""
+    ours, other = make_registry(), make_registry()
+    sock, peer = socket.socketpair()
+    guest = FakeConnection()
+    registered = threading.Event()
+    release = threading.Event()
+
+    def serving_a_middleware() -> None:
+        try:
+            open_connection(other, guest)  # the middleware's server opens it
+            registered.set()
+            release.wait(10)
+            other.forget(guest)  # type: ignore[arg-type]
+        finally:
+            ours.remove_thread(threading.current_thread())
+
+    thread = threading.Thread(target=serving_a_middleware)
+    ours.add_thread(thread, sock, started_here=True)
+    thread.start()
+    registered.wait(10)
+
+    def closed_means_done(code: int = 1000, reason: str = "") -> None:
+        guest.closed_with.append((code, reason))
+        release.set()
+
+    guest.close = closed_means_done  # type: ignore[method-assign]
+    ours.close_all(1001, "server shutting down", Deadline(10))
+    assert guest.closed_with == [(1001, "server shutting down")]
+    peer.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        peer.recv(1)  # not shut down: no end of stream
+    sock.close()
+    peer.close()
+
+
+def test_wait_for_threads_warns_about_a_thread_still_there(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A thread that has not left by the deadline is named in a warning."""
+    registry = make_registry()
+    thread = threading.Thread(name="still-serving")
+    registry.add_thread(thread, socket.socket())
+    with caplog.at_level(logging.WARNING, logger="wsthread"):
+        registry.wait_for_threads([thread], Deadline(0))
+    assert "still-serving is still running after shutdown" in caplog.text
