@@ -104,6 +104,7 @@ from .sansio.handshake import (
     validate_request,
 )
 from .sansio.protocol import Protocol, Side
+from .serving import ServingState
 from .stats import LogLimiter, ServerCounters
 from .threads import Keepalive, start_thread
 from .trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Tracer
@@ -159,6 +160,25 @@ class ServerConnection(Connection):
         self.subprotocol: Optional[str] = None
         self.server = server
         self._tracer = tracer
+
+    @classmethod
+    def accepted(cls, server: WebSocketServer, transport: Transport) -> ServerConnection:
+        """A connection over ``transport``, with ``server``'s settings."""
+        peer = format_address(peer_address(transport.socket))
+        tracer = None if server.trace is None else server.trace.connection(peer)
+        return cls(
+            transport,
+            Protocol(Side.SERVER, max_size=server.max_size, trace=tracer),
+            server=server,
+            tracer=tracer,
+            close_timeout=server.close_timeout,
+            max_queue=server.max_queue,
+            receive_budget=server.receive_budget,
+            write_timeout=server.write_timeout,
+            write_limit=server.write_limit,
+            logger=server.logger,
+            thread_stack_size=server.thread_stack_size,
+        )
 
     @property
     def client_host(self) -> str:
@@ -310,7 +330,7 @@ class ServerConnection(Connection):
         """
         self.start()
         server = self.server
-        if server._closed:
+        if server._serving.closed:
             self.close(CloseCode.GOING_AWAY, "server shutting down")
             return
         keepalive = server._keepalive
@@ -493,7 +513,7 @@ class _RequestHandler(socketserver.BaseRequestHandler):
                     exc,
                 )
                 return
-        self.connection = server._new_connection(transport)
+        self.connection = ServerConnection.accepted(server, transport)
 
     def handle(self) -> None:
         """Run the opening handshake, then the application's handler."""
@@ -546,7 +566,8 @@ class _Listener(socketserver.ThreadingTCPServer):
     each connection thread (``_run_request``). Kept apart from the WebSocket
     side so that each is short enough to read at once; the attributes it
     uses and does not set are the server's (``logger``, ``reuse_port``,
-    ``thread_stack_size``, ``_registry``, ``_accept_guard``).
+    ``thread_stack_size``, ``_registry``, ``_accept_guard``, ``_serving``,
+    ``_log_limiter``).
     """
 
     allow_reuse_address = True
@@ -557,6 +578,8 @@ class _Listener(socketserver.ThreadingTCPServer):
     thread_stack_size: Optional[int]
     _registry: Registry
     _accept_guard: AcceptGuard
+    _serving: ServingState
+    _log_limiter: LogLimiter
 
     def _listen(
         self,
@@ -670,6 +693,30 @@ class _Listener(socketserver.ThreadingTCPServer):
             self._registry.remove_thread(threading.current_thread())
             self._accept_guard.descriptor_freed()
 
+    def _release_inherited(self) -> None:
+        """In a forked child: close our copy of the listening socket, touch nothing shared.
+
+        ``socket.shutdown()`` or a close frame would act on the parent's
+        sockets; closing a file descriptor only drops this process's reference.
+        """
+        self._serving.stop()
+        atexit.unregister(self.shutdown)
+        self.socket.close()
+
+    def service_actions(self) -> None:
+        """Run by the accept loop about twice a second: write the due log summaries."""
+        self._log_limiter.flush()
+
+    def _wake_accept_loop(self) -> None:
+        """Wake the accept loop now rather than at its next poll.
+
+        On Linux, shutting a listening socket down makes it readable.
+        """
+        try:
+            self.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Log an unexpected error in a connection thread (never print it)."""
         self.logger.exception("unexpected error serving %s", client_address)
@@ -768,13 +815,8 @@ class WebSocketServer(_Listener):
         # Reentrant: a KeyboardInterrupt that lands while the main thread holds
         # it must not stop shutdown(), run next on that same thread, from taking it.
         self._state_lock = threading.RLock()
-        self._registry = Registry(self._state_lock, lambda: self._closed, self._counters)
-        self._stop_serving = threading.Event()
-        self._serving_thread: Optional[threading.Thread] = None
-        self._loop_done = threading.Event()
-        self._loop_done.set()
-        self._closed = False
-        self._serve_thread: Optional[threading.Thread] = None
+        self._serving = ServingState(self._state_lock)
+        self._registry = Registry(self._state_lock, lambda: self._serving.closed, self._counters)
         self._listen(host, port, sock, unix_path)
         # A server copied into a forked child must refuse to work there.
         where = self.unix_path if self.unix_path is not None else f"port {self.port}"
@@ -907,16 +949,11 @@ class WebSocketServer(_Listener):
                 was forked from the one that created it.
         """
         self._fork_guard.check("serve_forever()")
-        with self._state_lock:
-            if self._closed:
-                return
-            if self._serving_thread is not None:
-                raise RuntimeError("the server is already serving")
-            self._serving_thread = threading.current_thread()
-            self._loop_done.clear()
+        if not self._serving.begin():
+            return
         self.timeout = poll_interval
         try:
-            while not self._stop_serving.is_set():
+            while not self._serving.stopping:
                 # socketserver's accept step: wait at most poll_interval for a
                 # client, then get_request(), verify_request(), process_request().
                 self.handle_request()
@@ -925,9 +962,7 @@ class WebSocketServer(_Listener):
                     self._accept_guard.wait(pause)
                 self.service_actions()
         finally:
-            with self._state_lock:
-                self._serving_thread = None
-            self._loop_done.set()
+            self._serving.end()
 
     def start(self) -> WebSocketServer:
         """Serve from a background thread and return at once.
@@ -940,14 +975,8 @@ class WebSocketServer(_Listener):
                 forked from the one that created it.
         """
         self._fork_guard.check("start()")
-        with self._state_lock:
-            if self._serve_thread is not None:
-                raise RuntimeError("the server is already started")
-            self._serve_thread = threading.Thread(
-                target=self.serve_forever, name="wsthread-accept", daemon=True
-            )
         atexit.register(self.shutdown)
-        self._serve_thread.start()
+        self._serving.start_thread(self.serve_forever)
         return self
 
     def shutdown(self) -> None:
@@ -966,23 +995,11 @@ class WebSocketServer(_Listener):
         if self._fork_guard.inherited:
             self._release_inherited()
             return
-        with self._state_lock:
-            already_closed = self._closed
-            self._closed = True
-            serving_thread = self._serving_thread
-        self._stop_serving.set()
-        if already_closed:
-            return
+        if not self._serving.stop():
+            return  # shut down already, or shutting down on another thread
         self._accept_guard.close()  # wakes an accept loop that backs off
         atexit.unregister(self.shutdown)
-        if serving_thread is not None and serving_thread is not threading.current_thread():
-            # Wake the accept loop now rather than at its next poll (on Linux,
-            # shutting a listening socket down makes it readable).
-            try:
-                self.socket.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._loop_done.wait()
+        self._serving.wait_loop(self._wake_accept_loop)
         self.server_close()
         self._registry.close_all(
             CloseCode.GOING_AWAY, "server shutting down", Deadline(self.close_timeout), self.logger
@@ -992,43 +1009,11 @@ class WebSocketServer(_Listener):
         self._log_limiter.flush(everything=True)
         self._broadcaster.close(self.logger)
 
-    def _release_inherited(self) -> None:
-        """In a forked child: close our copy of the listening socket, touch nothing shared.
-
-        ``socket.shutdown()`` or a close frame would act on the parent's
-        sockets; closing a file descriptor only drops this process's reference.
-        """
-        self._closed = True
-        atexit.unregister(self.shutdown)
-        self.socket.close()
-
-    def service_actions(self) -> None:
-        """Run by the accept loop about twice a second: write the due log summaries."""
-        self._log_limiter.flush()
-
     def __enter__(self) -> WebSocketServer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
-
-    def _new_connection(self, transport: Transport) -> ServerConnection:
-        """A connection over ``transport``, with this server's settings."""
-        peer = format_address(peer_address(transport.socket))
-        tracer = None if self.trace is None else self.trace.connection(peer)
-        return ServerConnection(
-            transport,
-            Protocol(Side.SERVER, max_size=self.max_size, trace=tracer),
-            server=self,
-            tracer=tracer,
-            close_timeout=self.close_timeout,
-            max_queue=self.max_queue,
-            receive_budget=self.receive_budget,
-            write_timeout=self.write_timeout,
-            write_limit=self.write_limit,
-            logger=self.logger,
-            thread_stack_size=self.thread_stack_size,
-        )
 
     def serve_upgrade(
         self, transport: Transport, request: Request, trailing_data: bytes = b""
@@ -1051,7 +1036,7 @@ class WebSocketServer(_Listener):
         thread = threading.current_thread()
         self._registry.add_thread(thread, transport.socket)
         try:
-            connection = self._new_connection(transport)
+            connection = ServerConnection.accepted(self, transport)
             status = connection.handshake(Deadline(self.open_timeout), request, trailing_data)
             if status == 101:
                 try:
