@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 from .connection import Connection
 from .deadline import Deadline
@@ -51,12 +51,15 @@ __all__ = [
     "connect",
     "unix_connect",
     "reconnect",
+    "open_connection",
     "parse_uri",
     "WebSocketURI",
     "DEFAULT_USER_AGENT",
 ]
 
 logger = logging.getLogger("wsthread")
+
+C = TypeVar("C", bound="ClientConnection")
 
 DEFAULT_USER_AGENT = "wsthread"
 """The ``User-Agent`` header the client sends by default."""
@@ -176,6 +179,12 @@ class ClientConnection(Connection):
         self.response = response
         self.reader.handshake_done(parser.trailing_data)
 
+    def start(self) -> None:
+        """Begin receiving (see :meth:`Connection.start`); keepalive pings start too."""
+        super().start()
+        if self._keepalive is not None:
+            self._keepalive.add(self)
+
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Perform the closing handshake, then release the socket."""
         try:
@@ -277,57 +286,132 @@ def connect(
         TimeoutError: the handshake took longer than ``open_timeout``.
         OSError: the connection could not be made (refused, TLS failure...).
     """
-    offers = client_settings(compression)
-    receive_budget_bytes(receive_budget)  # a bad value fails before connecting
+    client_settings(compression)  # a bad value fails before connecting
+    receive_budget_bytes(receive_budget)
     target = parse_uri(uri)
     deadline = Deadline(open_timeout)
-    headers = header_pairs(additional_headers)
-    if user_agent_header is not None and all(n.lower() != "user-agent" for n, _ in headers):
-        headers.insert(0, ("User-Agent", user_agent_header))
     if sock is None:
         sock = _open_socket(target, proxy, deadline, uri, open_timeout)
+    return open_connection(
+        ClientConnection,
+        sock,
+        uri,
+        open_timeout=open_timeout,
+        deadline=deadline,
+        ssl=ssl,
+        server_hostname=server_hostname,
+        origin=origin,
+        subprotocols=subprotocols,
+        additional_headers=additional_headers,
+        user_agent_header=user_agent_header,
+        compression=compression,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        max_size=max_size,
+        trace=trace,
+        close_timeout=close_timeout,
+        max_queue=max_queue,
+        receive_budget=receive_budget,
+        write_timeout=write_timeout,
+        logger=logger,
+    )
+
+
+def open_connection(
+    connection_class: Type[C],
+    sock: socket.socket,
+    uri: str,
+    *,
+    # connect()'s options again, on purpose: it (and wsthread.testing.connect)
+    # passes them on by name, each typed and defaulted as there.
+    open_timeout: Optional[float] = 10,
+    deadline: Optional[Deadline] = None,
+    ssl: Optional[ssl_module.SSLContext] = None,
+    server_hostname: Optional[str] = None,
+    origin: Optional[str] = None,
+    subprotocols: Optional[Sequence[str]] = None,
+    additional_headers: Optional[Iterable[Tuple[str, str]]] = None,
+    user_agent_header: Optional[str] = DEFAULT_USER_AGENT,
+    compression: CompressionOption = "deflate",
+    ping_interval: Optional[float] = 20,
+    ping_timeout: Optional[float] = 20,
+    max_size: Optional[int] = 2**20,
+    trace: Optional[Tracer] = None,
+    **options: Any,
+) -> C:
+    """Open a WebSocket over the connected ``sock``, as :func:`connect` does once it has a socket.
+
+    TLS for ``wss://``, the handshake within ``open_timeout`` (or by
+    ``deadline``, started earlier), then the connection starts. The options
+    are :func:`connect`'s; ``options`` go to ``connection_class`` (a
+    :class:`ClientConnection` or a subclass, such as
+    :class:`wsthread.testing.TestConnection`). The connection owns ``sock``:
+    it is closed if the handshake fails.
+
+    Raises:
+        TimeoutError: the handshake took too long (see :func:`connect`).
+    """
+    deadline = deadline or Deadline(open_timeout)
     try:
+        target = parse_uri(uri)
+        offers = client_settings(compression)
+        offered = list(subprotocols or ())
         transport = _client_transport(sock, target, ssl, server_hostname, deadline)
-        key = generate_key()
-        request = build_request(
-            target.host,
-            target.port,
-            target.resource,
-            key,
-            secure=target.secure,
-            origin=origin,
-            subprotocols=list(subprotocols or ()),
-            extensions=client_offer(offers) if offers else None,
-            extra_headers=headers,
+        key, request = _upgrade_request(
+            target, origin, offered, offers, _request_headers(additional_headers, user_agent_header)
         )
         tracer = None if trace is None else trace.connection(uri)
-        keepalive = (
-            shared(Keepalive, ping_interval, ping_timeout) if ping_interval is not None else None
-        )
-        connection = ClientConnection(
+        pings = None if ping_interval is None else shared(Keepalive, ping_interval, ping_timeout)
+        connection = connection_class(
             transport,
             Protocol(Side.CLIENT, max_size=max_size, trace=tracer),
             request=request,
-            keepalive=keepalive,
+            keepalive=pings,
             tracer=tracer,
-            close_timeout=close_timeout,
-            max_queue=max_queue,
-            receive_budget=receive_budget,
-            write_timeout=write_timeout,
-            logger=logger,
+            **options,
         )
-        connection.handshake(key, deadline, list(subprotocols or ()), offers)
+        connection.handshake(key, deadline, offered, offers)
     except socket.timeout:
         sock.close()
         raise TimeoutError(f"the opening handshake with {uri} took over {open_timeout}s") from None
     except BaseException:
         sock.close()
         raise
-
     connection.start()
-    if keepalive is not None:
-        keepalive.add(connection)
     return connection
+
+
+def _upgrade_request(
+    target: WebSocketURI,
+    origin: Optional[str],
+    subprotocols: List[str],
+    offers: Sequence[Deflate],
+    headers: List[Tuple[str, str]],
+) -> Tuple[str, Request]:
+    """A fresh ``Sec-WebSocket-Key`` and the upgrade request that carries it."""
+    key = generate_key()
+    request = build_request(
+        target.host,
+        target.port,
+        target.resource,
+        key,
+        secure=target.secure,
+        origin=origin,
+        subprotocols=subprotocols,
+        extensions=client_offer(offers) if offers else None,
+        extra_headers=headers,
+    )
+    return key, request
+
+
+def _request_headers(
+    additional_headers: Optional[Iterable[Tuple[str, str]]], user_agent: Optional[str]
+) -> List[Tuple[str, str]]:
+    """The extra headers of the upgrade request, ``User-Agent`` first unless given."""
+    headers = header_pairs(additional_headers)
+    if user_agent is not None and all(name.lower() != "user-agent" for name, _ in headers):
+        headers.insert(0, ("User-Agent", user_agent))
+    return headers
 
 
 def _open_socket(

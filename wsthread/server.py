@@ -114,6 +114,7 @@ from .wsgihttp import WSGIApplication, serve_wsgi
 __all__ = [
     "ServerConnection",
     "WebSocketServer",
+    "DetachedServer",
     "serve",
     "Handler",
     "ProcessRequest",
@@ -1066,6 +1067,24 @@ class WebSocketServer(_Listener):
                 address = ""
         self._registry.add_thread(threading.current_thread(), sock)
         self._run_request(sock, address)
+
+
+class DetachedServer(WebSocketServer):
+    """A :class:`WebSocketServer` that listens on nothing: it serves the connections handed to it.
+
+    For connections that come from elsewhere: a WSGI server's
+    (:mod:`wsthread.wsgi`, through :meth:`~WebSocketServer.serve_upgrade`),
+    or one end of a socket pair (:mod:`wsthread.testing`, through
+    :meth:`~WebSocketServer.serve_socket` or ``process_request``). The
+    ``host`` and ``port`` are only what logs and the WSGI environ show.
+    """
+
+    def server_bind(self) -> None:
+        """Bind nothing: release the socket socketserver made."""
+        self.socket.close()
+
+    def server_activate(self) -> None:
+        """Listen on nothing."""
 
 
 def serve(

@@ -26,30 +26,14 @@ from __future__ import annotations
 import inspect
 import socket
 import threading
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from .client import ClientConnection
-from .deadline import Deadline
-from .sansio.deflate import client_offer, client_settings
-from .sansio.handshake import build_request, generate_key, header_pairs
-from .sansio.protocol import Protocol, Side
-from .server import WebSocketServer
-from .transport import Transport
+from .client import ClientConnection, open_connection
+from .server import DetachedServer, WebSocketServer
 
 __all__ = ["connect", "TestConnection", "ws_connect"]
 
 _SERVER_NAME = "testserver"
-
-
-class _NoListen(WebSocketServer):
-    """A :class:`WebSocketServer` that serves sockets handed to it and listens on nothing."""
-
-    def server_bind(self) -> None:
-        """Bind nothing: release the socket socketserver made."""
-        self.socket.close()
-
-    def server_activate(self) -> None:
-        """Listen on nothing."""
 
 
 class TestConnection(ClientConnection):
@@ -110,8 +94,7 @@ def connect(
             or a WSGI application (a callable taking ``environ`` and
             ``start_response``), such as one wrapped by
             :func:`wsthread.wsgi.middleware`.
-        path: the request target, with a query string if you like
-            (``"/ws?room=1"``).
+        path: the request target, query string included (``"/ws?room=1"``).
         origin: and the other options up to ``write_timeout``, as for
             :func:`wsthread.connect` (no keepalive pings are sent).
         server_options: options of :func:`wsthread.serve` for the server
@@ -126,23 +109,16 @@ def connect(
         InvalidResponse: the answer breaks the protocol.
         TimeoutError: no answer within ``open_timeout``.
     """
-    options: Dict[str, Any] = dict(server_options or {})
-    options.setdefault("ping_interval", None)
-    if isinstance(target, Mapping) or not is_wsgi_app(target):
-        server: WebSocketServer = _NoListen(target, "127.0.0.1", 0, **options)
-    else:
-        server = _NoListen({}, "127.0.0.1", 0, wsgi=target, **options)
-    client_sock, server_sock = socket.socketpair()
-    try:
-        server.process_request(server_sock, "testing")
-        # The options connect() also takes, passed on by name: the test client
-        # and wsthread.connect() accept the same keywords (on purpose).
-        return _client(
+    server, client_sock = _serve_one_end(target, server_options)
+    try:  # wsthread.connect()'s handshake and options (the same keywords, on purpose)
+        connection = open_connection(
+            TestConnection,
             client_sock,
-            server,
-            path,
+            f"ws://{_SERVER_NAME}{path}",
+            user_agent_header=None,
+            ping_interval=None,
             origin=origin,
-            subprotocols=list(subprotocols or ()),
+            subprotocols=subprotocols,
             additional_headers=additional_headers,
             compression=compression,
             open_timeout=open_timeout,
@@ -152,51 +128,30 @@ def connect(
             write_timeout=write_timeout,
         )
     except BaseException:
+        server.shutdown()
+        raise
+    connection.server = server
+    return connection
+
+
+def _serve_one_end(
+    target: Any, server_options: Optional[Mapping[str, Any]]
+) -> Tuple[WebSocketServer, socket.socket]:
+    """A server for ``target`` serving one end of a new socket pair; the other end."""
+    options: Dict[str, Any] = dict(server_options or {})
+    options.setdefault("ping_interval", None)
+    if isinstance(target, Mapping) or not is_wsgi_app(target):
+        server: WebSocketServer = DetachedServer(target, "127.0.0.1", 0, **options)
+    else:
+        server = DetachedServer({}, "127.0.0.1", 0, wsgi=target, **options)
+    client_sock, server_sock = socket.socketpair()
+    try:
+        server.process_request(server_sock, "testing")
+    except BaseException:
         client_sock.close()
         server.shutdown()
         raise
-
-
-def _client(
-    sock: socket.socket,
-    server: WebSocketServer,
-    path: str,
-    *,
-    origin: Optional[str],
-    subprotocols: List[str],
-    additional_headers: Any,
-    compression: Optional[str],
-    open_timeout: Optional[float],
-    **options: Any,
-) -> TestConnection:
-    """The client side of the handshake over ``sock``, as :func:`wsthread.connect` does it."""
-    deadline = Deadline(open_timeout)
-    offers = client_settings(compression)
-    key = generate_key()
-    request = build_request(
-        _SERVER_NAME,
-        80,
-        path,
-        key,
-        secure=False,
-        origin=origin,
-        subprotocols=subprotocols,
-        extensions=client_offer(offers) if offers else None,
-        extra_headers=header_pairs(additional_headers),
-    )
-    connection = TestConnection(
-        Transport(sock),
-        Protocol(Side.CLIENT, max_size=options.pop("max_size")),
-        request=request,
-        **options,
-    )
-    try:
-        connection.handshake(key, deadline, subprotocols, offers)
-    except socket.timeout:
-        raise TimeoutError(f"no answer to the opening handshake within {open_timeout}s") from None
-    connection.server = server
-    connection.start()
-    return connection
+    return server, client_sock
 
 
 class _Connector:

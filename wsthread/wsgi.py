@@ -57,7 +57,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, cast
 from .forks import ForkGuard
 from .routing import Routes, is_upgrade
 from .sansio.handshake import Headers, Request
-from .server import RoutesLike, ServerConnection, WebSocketServer
+from .server import DetachedServer, RoutesLike, ServerConnection, WebSocketServer
 from .transport import Transport
 from .wsgihttp import HIJACKED, WSGIApplication
 
@@ -82,17 +82,6 @@ _SERVER_ONLY = ("ssl", "reuse_port", "wsgi", "max_body_size", "host", "port")
 _middlewares: weakref.WeakSet[WebSocketMiddleware] = weakref.WeakSet()
 _middlewares_lock = threading.Lock()
 _atexit_registered = False
-
-
-class _DetachedServer(WebSocketServer):
-    """A :class:`WebSocketServer` that never listens: connections come from a WSGI server."""
-
-    def server_bind(self) -> None:
-        """Bind nothing: release the socket socketserver made."""
-        self.socket.close()
-
-    def server_activate(self) -> None:
-        """Listen on nothing."""
 
 
 def request_from_environ(environ: Dict[str, Any]) -> Request:
@@ -153,7 +142,7 @@ class WebSocketMiddleware:
         self._routes_given = routes
         self._options = options
         self._server_lock = threading.Lock()
-        self._server: WebSocketServer = _DetachedServer(routes, "127.0.0.1", 0, **options)
+        self._server: WebSocketServer = DetachedServer(routes, "127.0.0.1", 0, **options)
         self._server_guard = ForkGuard("WebSocketMiddleware")
         self._active = 0
         self._idle = threading.Condition()
@@ -186,7 +175,7 @@ class WebSocketMiddleware:
                         "and cannot be used here; broadcasts stay in this process (do not "
                         "preload the application to use a hub)"
                     )
-                self._server = _DetachedServer(self._routes_given, "127.0.0.1", 0, **options)
+                self._server = DetachedServer(self._routes_given, "127.0.0.1", 0, **options)
                 self._server_guard = ForkGuard("WebSocketMiddleware")
             return self._server
 
