@@ -317,13 +317,13 @@ def connect(
     )
 
 
+# The options of connect() again, on purpose: connect() and wsthread.testing's
+# connect() pass them on by name, each typed and defaulted as there.
 def open_connection(
     connection_class: Type[C],
     sock: socket.socket,
     uri: str,
     *,
-    # connect()'s options again, on purpose: it (and wsthread.testing.connect)
-    # passes them on by name, each typed and defaulted as there.
     open_timeout: Optional[float] = 10,
     deadline: Optional[Deadline] = None,
     ssl: Optional[ssl_module.SSLContext] = None,
