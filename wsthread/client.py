@@ -515,8 +515,7 @@ def reconnect(
         factor: how much the backoff grows after each failure.
         options: keyword arguments for :func:`connect`.
     """
-    backoff = min_delay
-    short_of_resources = False  # warned once per episode of EMFILE and the like
+    backoff = _Backoff(min_delay, max_delay, factor)
     while True:
         try:
             connection = connect(uri, **options)
@@ -527,8 +526,7 @@ def reconnect(
         except (OSError, TimeoutError) as exc:
             failure = exc
         else:
-            backoff = min_delay
-            short_of_resources = False
+            backoff.reset()
             try:
                 yield connection
             finally:
@@ -537,11 +535,31 @@ def reconnect(
                 return
             logger.info("connection to %s lost (code %s); reconnecting", uri, connection.close_code)
             continue
-        delay = random.uniform(0, backoff)
-        if is_resource_error(failure) and not short_of_resources:
-            short_of_resources = True
+        backoff.wait_after(failure, uri)
+
+
+class _Backoff:
+    """The waits of :func:`reconnect`: full jitter, growing by ``factor`` up to ``max_delay``."""
+
+    def __init__(self, min_delay: float, max_delay: float, factor: float) -> None:
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+        self.factor = factor
+        self.backoff = min_delay
+        self.short_of_resources = False  # warned once per episode of EMFILE and the like
+
+    def reset(self) -> None:
+        """A connection succeeded: start again from ``min_delay``."""
+        self.backoff = self.min_delay
+        self.short_of_resources = False
+
+    def wait_after(self, failure: BaseException, uri: str) -> None:
+        """Log the failed attempt, sleep a random delay up to the backoff, then grow it."""
+        delay = random.uniform(0, self.backoff)
+        if is_resource_error(failure) and not self.short_of_resources:
+            self.short_of_resources = True
             logger.warning("cannot connect to %s (%s); retrying with backoff", uri, failure)
         else:
             logger.info("cannot connect to %s (%s); retrying in %.1fs", uri, failure, delay)
         time.sleep(delay)
-        backoff = min(max_delay, backoff * factor)
+        self.backoff = min(self.max_delay, self.backoff * self.factor)
