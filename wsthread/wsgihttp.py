@@ -378,40 +378,7 @@ def _serve_one(
         for value in headers.get_all("Connection")
         for token in value.split(",")
     )
-    lengths = headers.get_all("Content-Length")
-    encodings = headers.get_all("Transfer-Encoding")
-    limit = server.max_body_size
-    length: Optional[int] = None
-    stdin: Any
-    if encodings:
-        if lengths:
-            raise InvalidRequest("both Content-Length and Transfer-Encoding")
-        if [e.strip().lower() for e in ",".join(encodings).split(",")] != ["chunked"]:
-            raise InvalidHandshake(
-                "unsupported Transfer-Encoding", status=HTTPStatus.NOT_IMPLEMENTED
-            )
-        _continue(transport, request)
-        body = _read_chunked(stream, limit)
-        length = len(body)
-        stdin = io.BytesIO(body)
-        remaining: Callable[[], int] = lambda: 0  # noqa: E731
-    else:
-        if len(set(lengths)) > 1:
-            raise InvalidRequest("conflicting Content-Length headers")
-        if lengths:
-            text = lengths[0].strip()
-            if not (text.isascii() and text.isdigit()) or len(text) > 18:  # "²".isdigit()
-                raise InvalidRequest("malformed Content-Length")
-            length = int(text)
-            if limit is not None and length > limit:
-                raise InvalidHandshake(
-                    f"request body over {limit} bytes",
-                    status=HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                )
-            _continue(transport, request)
-        body_reader = _LengthBody(stream, length or 0)
-        stdin = io.BufferedReader(body_reader)
-        remaining = lambda: body_reader.remaining  # noqa: E731
+    stdin, length, remaining = _body(transport, stream, request, server.max_body_size)
     environ = _environ(server, transport, request, stdin, length)
     environ["wsthread.trailing_data"] = bytes(stream.buffer) if length in (None, 0) else b""
     handler = _Handler(
@@ -429,16 +396,58 @@ def _serve_one(
         return False  # the response may be cut short: only closing tells the client
     if not handler.keep_alive:
         return False
-    left = remaining()
-    if left:
-        if left > _DRAIN:
+    return _skip_unread(stream, remaining()) and keep_alive
+
+
+def _body(
+    transport: Transport, stream: _Stream, request: Request, limit: Optional[int]
+) -> Tuple[Any, Optional[int], Callable[[], int]]:
+    """``wsgi.input``, the body's length, and how many of its bytes the app has not read yet.
+
+    A chunked body is read whole (up to ``limit``); one with a
+    ``Content-Length`` is read from the socket as the application asks.
+    ``Expect: 100-continue`` is answered once the body is known acceptable.
+    """
+    lengths = request.headers.get_all("Content-Length")
+    encodings = request.headers.get_all("Transfer-Encoding")
+    if encodings:
+        if lengths:
+            raise InvalidRequest("both Content-Length and Transfer-Encoding")
+        if [e.strip().lower() for e in ",".join(encodings).split(",")] != ["chunked"]:
+            raise InvalidHandshake(
+                "unsupported Transfer-Encoding", status=HTTPStatus.NOT_IMPLEMENTED
+            )
+        _continue(transport, request)
+        body = _read_chunked(stream, limit)
+        return io.BytesIO(body), len(body), lambda: 0
+    if len(set(lengths)) > 1:
+        raise InvalidRequest("conflicting Content-Length headers")
+    length: Optional[int] = None
+    if lengths:
+        text = lengths[0].strip()
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:  # "²".isdigit()
+            raise InvalidRequest("malformed Content-Length")
+        length = int(text)
+        if limit is not None and length > limit:
+            raise InvalidHandshake(
+                f"request body over {limit} bytes",
+                status=HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            )
+        _continue(transport, request)
+    body_reader = _LengthBody(stream, length or 0)
+    return io.BufferedReader(body_reader), length, lambda: body_reader.remaining
+
+
+def _skip_unread(stream: _Stream, left: int) -> bool:
+    """Read past the body bytes the application left; whether the connection can go on."""
+    if left > _DRAIN:
+        return False
+    while left:
+        data = stream.read_some(left)
+        if not data:
             return False
-        while left:
-            data = stream.read_some(left)
-            if not data:
-                return False
-            left -= len(data)
-    return keep_alive
+        left -= len(data)
+    return True
 
 
 def _continue(transport: Transport, request: Request) -> None:
