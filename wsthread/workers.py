@@ -36,6 +36,7 @@ worker raises :class:`OSError`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -46,7 +47,7 @@ import threading
 import time
 from multiprocessing.connection import wait as wait_for_processes
 from types import FrameType
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from .deadline import Deadline
 
@@ -218,58 +219,82 @@ def run_workers(
         )
         for index in range(1, workers + 1)
     ]
-
     stopping = threading.Event()
-    previous: Dict[signal.Signals, Any] = {}
-    in_main_thread = threading.current_thread() is threading.main_thread()
+    with _signals_interrupt(stopping):
+        try:
+            status = _supervise(processes, ready, reservation, stopping, start_timeout, on_ready)
+            stopping.set()  # from here on, signals are ignored
+            if not _stop_all(processes, stop_timeout):
+                status = 1
+        finally:
+            reservation.close()
+            ready.close()
+            ready.join_thread()
+    return status
+
+
+@contextlib.contextmanager
+def _signals_interrupt(stopping: threading.Event) -> Iterator[None]:
+    """While inside, the first SIGINT or SIGTERM raises KeyboardInterrupt (main thread only).
+
+    ``stopping`` is set by that first signal, and by the caller once it
+    stops the workers: later signals are then ignored. The previous
+    handlers come back on the way out.
+    """
 
     def on_signal(signum: int, frame: Optional[FrameType]) -> None:
         if not stopping.is_set():
             stopping.set()
             raise KeyboardInterrupt
 
-    if in_main_thread:
+    previous: Dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, on_signal)
-    status = 0
     try:
-        try:
-            for process in processes:
-                process.start()
-            pids = _wait_ready(processes, ready, start_timeout)
-            reservation.close()
-            logger.info("%d workers listening on %s:%d: pids %s", workers, host, port, pids)
-            if on_ready is not None:
-                on_ready(port, pids)
-            # Wait for a signal; a worker that exits meanwhile ends the wait.
-            dead = wait_for_processes([process.sentinel for process in processes])
-            if dead and not stopping.is_set():
-                status = 1
-                for process in processes:
-                    if process.sentinel in dead:
-                        process.join(5)  # reap it, for its exit code
-                        logger.error(
-                            "%s (pid %s) exited with %s; stopping the others",
-                            process.name,
-                            process.pid,
-                            process.exitcode,
-                        )
-        except KeyboardInterrupt:
-            pass
-        except _StartFailed as exc:
-            logger.error("%s", exc)
-            status = 1
-        stopping.set()  # from here on, signals are ignored
-        if not _stop_all(processes, stop_timeout):
-            status = 1
+        yield
     finally:
+        for signum, handler_before in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler_before is None else handler_before)
+
+
+def _supervise(
+    processes: List[Any],
+    ready: Any,
+    reservation: socket.socket,
+    stopping: threading.Event,
+    start_timeout: float,
+    on_ready: Optional[Callable[[int, List[int]], None]],
+) -> int:
+    """Start the workers and watch them until a signal (0), or one dies or fails to start (1)."""
+    host, port = reservation.getsockname()[:2]
+    try:
+        for process in processes:
+            process.start()
+        pids = _wait_ready(processes, ready, start_timeout)
         reservation.close()
-        ready.close()
-        ready.join_thread()
-        if in_main_thread:
-            for signum, handler_before in previous.items():
-                signal.signal(signum, signal.SIG_DFL if handler_before is None else handler_before)
-    return status
+        logger.info("%d workers listening on %s:%d: pids %s", len(processes), host, port, pids)
+        if on_ready is not None:
+            on_ready(port, pids)
+        # Wait for a signal; a worker that exits meanwhile ends the wait.
+        dead = wait_for_processes([process.sentinel for process in processes])
+        if dead and not stopping.is_set():
+            for process in processes:
+                if process.sentinel in dead:
+                    process.join(5)  # reap it, for its exit code
+                    logger.error(
+                        "%s (pid %s) exited with %s; stopping the others",
+                        process.name,
+                        process.pid,
+                        process.exitcode,
+                    )
+            return 1
+    except KeyboardInterrupt:
+        pass
+    except _StartFailed as exc:
+        logger.error("%s", exc)
+        return 1
+    return 0
 
 
 class _StartFailed(Exception):
