@@ -643,7 +643,7 @@ class _Listener(socketserver.ThreadingTCPServer):
                 f"port with reuse_port=True (see the how-to 'Reloaders and pre-fork servers')",
             ) from exc
 
-    # -- information --------------------------------------------------------
+    # -- the accept step and the accept loop -----------------------------------
 
     def get_request(self) -> Tuple[socket.socket, Any]:
         """Accept a connection (socketserver hook); see :mod:`wsthread.fdlimit` for the limit."""
@@ -708,6 +708,23 @@ class _Listener(socketserver.ThreadingTCPServer):
         """Run by the accept loop about twice a second: write the due log summaries."""
         self._log_limiter.flush()
 
+    def _accept_loop(self, poll_interval: float) -> None:
+        """Run socketserver's accept step until the server stops (on the accept thread)."""
+        if not self._serving.begin():
+            return
+        self.timeout = poll_interval
+        try:
+            while not self._serving.stopping:
+                # socketserver's accept step: wait at most poll_interval for a
+                # client, then get_request(), verify_request(), process_request().
+                self.handle_request()
+                pause = self._accept_guard.pause()
+                if pause:  # out of descriptors: wait, or until a connection ends
+                    self._accept_guard.wait(pause)
+                self.service_actions()
+        finally:
+            self._serving.end()
+
     def _wake_accept_loop(self) -> None:
         """Wake the accept loop now rather than at its next poll.
 
@@ -721,8 +738,6 @@ class _Listener(socketserver.ThreadingTCPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Log an unexpected error in a connection thread (never print it)."""
         self.logger.exception("unexpected error serving %s", client_address)
-
-    # -- one connection --------------------------------------------------
 
 
 class WebSocketServer(_Listener):
@@ -806,6 +821,17 @@ class WebSocketServer(_Listener):
         self._keepalive = (
             Keepalive(ping_interval, ping_timeout) if ping_interval is not None else None
         )
+        self.hub = hub
+        self._set_up(host, port, sock, unix_path)
+
+    def _set_up(
+        self,
+        host: str,
+        port: int,
+        sock: Optional[socket.socket],
+        unix_path: Union[str, os.PathLike[str], None],
+    ) -> None:
+        """The server's own parts: counters, registry, listening socket, hub (for ``__init__``)."""
         # Counters for stats(), and the log lines of repeated events folded into summaries.
         self._counters = ServerCounters()
         self._log_limiter = LogLimiter(self.logger)
@@ -822,8 +848,7 @@ class WebSocketServer(_Listener):
         # A server copied into a forked child must refuse to work there.
         where = self.unix_path if self.unix_path is not None else f"port {self.port}"
         self._fork_guard = ForkGuard(f"WebSocketServer on {where}")
-        self.hub = hub
-        self._broadcaster = Broadcaster(lambda: self.connections, hub)
+        self._broadcaster = Broadcaster(lambda: self.connections, self.hub)
         try:
             self._broadcaster.attach()
         except BaseException:
@@ -950,20 +975,7 @@ class WebSocketServer(_Listener):
                 was forked from the one that created it.
         """
         self._fork_guard.check("serve_forever()")
-        if not self._serving.begin():
-            return
-        self.timeout = poll_interval
-        try:
-            while not self._serving.stopping:
-                # socketserver's accept step: wait at most poll_interval for a
-                # client, then get_request(), verify_request(), process_request().
-                self.handle_request()
-                pause = self._accept_guard.pause()
-                if pause:  # out of descriptors: wait, or until a connection ends
-                    self._accept_guard.wait(pause)
-                self.service_actions()
-        finally:
-            self._serving.end()
+        self._accept_loop(poll_interval)
 
     def start(self) -> WebSocketServer:
         """Serve from a background thread and return at once.
@@ -1010,10 +1022,7 @@ class WebSocketServer(_Listener):
         self._log_limiter.flush(everything=True)
         self._broadcaster.close(self.logger)
 
-    def __enter__(self) -> WebSocketServer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, *exc_info: object) -> None:  # socketserver's __enter__ returns self
         self.shutdown()
 
     def serve_upgrade(
