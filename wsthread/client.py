@@ -179,12 +179,6 @@ class ClientConnection(Connection):
         self.response = response
         self.reader.handshake_done(parser.trailing_data)
 
-    def start(self) -> None:
-        """Begin receiving (see :meth:`Connection.start`); keepalive pings start too."""
-        super().start()
-        if self._keepalive is not None:
-            self._keepalive.add(self)
-
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Perform the closing handshake, then release the socket."""
         try:
@@ -348,17 +342,15 @@ def open_connection(
     :class:`wsthread.testing.TestConnection`). The connection owns ``sock``:
     it is closed if the handshake fails.
 
-    Raises:
-        TimeoutError: the handshake took too long (see :func:`connect`).
+    Raises ``TimeoutError`` when the handshake takes too long, and what :func:`connect` raises.
     """
     deadline = deadline or Deadline(open_timeout)
     try:
         target = parse_uri(uri)
         offers = client_settings(compression)
-        offered = list(subprotocols or ())
         transport = _client_transport(sock, target, ssl, server_hostname, deadline)
         key, request = _upgrade_request(
-            target, origin, offered, offers, _request_headers(additional_headers, user_agent_header)
+            target, origin, subprotocols, offers, additional_headers, user_agent_header
         )
         tracer = None if trace is None else trace.connection(uri)
         pings = None if ping_interval is None else shared(Keepalive, ping_interval, ping_timeout)
@@ -370,7 +362,7 @@ def open_connection(
             tracer=tracer,
             **options,
         )
-        connection.handshake(key, deadline, offered, offers)
+        connection.handshake(key, deadline, list(subprotocols or ()), offers)
     except socket.timeout:
         sock.close()
         raise TimeoutError(f"the opening handshake with {uri} took over {open_timeout}s") from None
@@ -378,15 +370,18 @@ def open_connection(
         sock.close()
         raise
     connection.start()
+    if pings is not None:
+        pings.add(connection)
     return connection
 
 
 def _upgrade_request(
     target: WebSocketURI,
     origin: Optional[str],
-    subprotocols: List[str],
+    subprotocols: Optional[Sequence[str]],
     offers: Sequence[Deflate],
-    headers: List[Tuple[str, str]],
+    additional_headers: Optional[Iterable[Tuple[str, str]]],
+    user_agent: Optional[str],
 ) -> Tuple[str, Request]:
     """A fresh ``Sec-WebSocket-Key`` and the upgrade request that carries it."""
     key = generate_key()
@@ -397,9 +392,9 @@ def _upgrade_request(
         key,
         secure=target.secure,
         origin=origin,
-        subprotocols=subprotocols,
+        subprotocols=list(subprotocols or ()),
         extensions=client_offer(offers) if offers else None,
-        extra_headers=headers,
+        extra_headers=_request_headers(additional_headers, user_agent),
     )
     return key, request
 

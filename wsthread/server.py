@@ -163,7 +163,7 @@ class ServerConnection(Connection):
         self._tracer = tracer
 
     @classmethod
-    def accepted(cls, server: WebSocketServer, transport: Transport) -> ServerConnection:
+    def _accepted(cls, server: WebSocketServer, transport: Transport) -> ServerConnection:
         """A connection over ``transport``, with ``server``'s settings."""
         peer = format_address(peer_address(transport.socket))
         tracer = None if server.trace is None else server.trace.connection(peer)
@@ -514,7 +514,7 @@ class _RequestHandler(socketserver.BaseRequestHandler):
                     exc,
                 )
                 return
-        self.connection = ServerConnection.accepted(server, transport)
+        self.connection = ServerConnection._accepted(server, transport)
 
     def handle(self) -> None:
         """Run the opening handshake, then the application's handler."""
@@ -1046,7 +1046,7 @@ class WebSocketServer(_Listener):
         thread = threading.current_thread()
         self._registry.add_thread(thread, transport.socket)
         try:
-            connection = ServerConnection.accepted(self, transport)
+            connection = ServerConnection._accepted(self, transport)
             status = connection.handshake(Deadline(self.open_timeout), request, trailing_data)
             if status == 101:
                 try:
