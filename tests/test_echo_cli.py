@@ -45,7 +45,7 @@ def test_echo_cli_tls_with_given_certificate(tmp_path: pathlib.Path) -> None:
             ws.send("over tls")
             assert ws.recv(timeout=5) == "over tls"
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=15) == 0
+        assert_clean_exit(process, timeout=15)
 
 
 def test_echo_cli_no_compression() -> None:

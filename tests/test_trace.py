@@ -485,10 +485,7 @@ def test_echo_server_trace_from_a_real_run() -> None:
         # The server traces its close frame just before sending it: the
         # client has it, so the trace is complete. Stop the server.
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=15) == 0
-        assert process.stderr is not None
-        stderr = process.stderr.read()
-    assert "Traceback" not in stderr
+        stderr = assert_clean_exit(process, timeout=15)
     check_trace(stderr.splitlines(), f"{local[0]}:{local[1]}")
 
 
