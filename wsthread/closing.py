@@ -54,6 +54,9 @@ class Closing:
         close_timeout: Optional[float],
         logger: Any,
     ) -> None:
+        # The connection's parts, kept as plain attributes like the Writer's
+        # and the Reader's (the duplicates tool pairs these assignments with
+        # theirs: constructor boilerplate, deliberate).
         self.protocol = protocol
         self.writer = writer
         self.messages = messages

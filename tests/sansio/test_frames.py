@@ -8,6 +8,7 @@ from typing import List, Optional
 import pytest
 
 from wsthread.exceptions import InvalidUTF8, PayloadTooBig, ProtocolError
+from wsthread.sansio import frames
 from wsthread.sansio.frames import (
     CONTROL_OPCODES,
     DATA_OPCODES,
@@ -16,12 +17,10 @@ from wsthread.sansio.frames import (
     FrameParser,
     Opcode,
     apply_mask,
-    frame_header,
     is_valid_close_code,
     parse_close,
     serialize_close,
     serialize_frame,
-    serialize_frame_parts,
 )
 
 MASK = bytes.fromhex("37fa213d")
@@ -73,18 +72,20 @@ def masked_header(first: int, length_byte: int, extended: bytes = b"") -> bytes:
 # -- RFC 6455 §5.7 examples, byte for byte --------------------------------------------
 
 
-def test_rfc_unmasked_text() -> None:
-    """A single-frame unmasked "Hello" is 81 05 48 65 6c 6c 6f and parses back."""
-    wire = bytes.fromhex("810548656c6c6f")
-    assert serialize_frame(Frame(Opcode.TEXT, b"Hello")) == wire
-    assert parse_all(wire, expect_masked=False) == [Frame(Opcode.TEXT, b"Hello")]
-
-
-def test_rfc_masked_text() -> None:
-    """A masked "Hello" with key 37 fa 21 3d is 81 85 37 fa 21 3d 7f 9f 4d 51 58."""
-    wire = bytes.fromhex("818537fa213d7f9f4d5158")
-    assert serialize_frame(Frame(Opcode.TEXT, b"Hello"), mask=MASK) == wire
-    assert parse_all(wire, expect_masked=True) == [Frame(Opcode.TEXT, b"Hello")]
+@pytest.mark.parametrize(
+    "frame, mask, wire",
+    [
+        (Frame(Opcode.TEXT, b"Hello"), None, "810548656c6c6f"),
+        (Frame(Opcode.TEXT, b"Hello"), MASK, "818537fa213d7f9f4d5158"),
+        (Frame(Opcode.PING, b"Hello"), None, "890548656c6c6f"),
+        (Frame(Opcode.PONG, b"Hello"), MASK, "8a8537fa213d7f9f4d5158"),
+    ],
+    ids=["unmasked-text", "masked-text", "unmasked-ping", "masked-pong"],
+)
+def test_rfc_single_frames(frame: Frame, mask: Optional[bytes], wire: str) -> None:
+    """The single frames of RFC 6455 §5.7 ("Hello", key 37 fa 21 3d), byte for byte, both ways."""
+    assert serialize_frame(frame, mask=mask) == bytes.fromhex(wire)
+    assert parse_all(bytes.fromhex(wire), expect_masked=mask is not None) == [frame]
 
 
 def test_rfc_fragmented_unmasked_text() -> None:
@@ -95,20 +96,6 @@ def test_rfc_fragmented_unmasked_text() -> None:
     assert serialize_frame(second) == bytes.fromhex("80026c6f")
     wire = bytes.fromhex("010348656c80026c6f")
     assert parse_all(wire, expect_masked=False) == [first, second]
-
-
-def test_rfc_unmasked_ping() -> None:
-    """An unmasked ping "Hello" is 89 05 48 65 6c 6c 6f and parses back."""
-    wire = bytes.fromhex("890548656c6c6f")
-    assert serialize_frame(Frame(Opcode.PING, b"Hello")) == wire
-    assert parse_all(wire, expect_masked=False) == [Frame(Opcode.PING, b"Hello")]
-
-
-def test_rfc_masked_pong() -> None:
-    """A masked pong "Hello" is 8a 85 37 fa 21 3d 7f 9f 4d 51 58 and parses back."""
-    wire = bytes.fromhex("8a8537fa213d7f9f4d5158")
-    assert serialize_frame(Frame(Opcode.PONG, b"Hello"), mask=MASK) == wire
-    assert parse_all(wire, expect_masked=True) == [Frame(Opcode.PONG, b"Hello")]
 
 
 def test_rfc_256_byte_binary() -> None:
@@ -142,35 +129,27 @@ LENGTHS = [
 ]
 
 
+@pytest.mark.parametrize("mask", [None, MASK], ids=["unmasked", "masked"])
 @pytest.mark.parametrize("opcode", sorted(DATA_OPCODES))
 @pytest.mark.parametrize("length, length_byte, extended", LENGTHS)
-def test_unmasked_length_encoding(
-    opcode: Opcode, length: int, length_byte: str, extended: str
+def test_length_encoding(
+    opcode: Opcode, length: int, length_byte: str, extended: str, mask: Optional[bytes]
 ) -> None:
-    """7-, 16- and 64-bit lengths give the exact header bytes, unmasked, and parse back."""
-    payload = pattern(length)
-    frame = Frame(opcode, payload)
-    wire = serialize_frame(frame)
-    header = bytes([0x80 | opcode]) + bytes.fromhex(length_byte + extended)
-    assert wire == header + payload
-    assert parse_all(wire, expect_masked=False) == [frame]
+    """7-, 16- and 64-bit lengths give the exact header bytes, and parse back.
 
-
-@pytest.mark.parametrize("opcode", sorted(DATA_OPCODES))
-@pytest.mark.parametrize("length, length_byte, extended", LENGTHS)
-def test_masked_length_encoding(
-    opcode: Opcode, length: int, length_byte: str, extended: str
-) -> None:
-    """Masked frames set the MASK bit, put the key after the length, and parse back."""
+    Masked, the MASK bit is set, the key follows the length and the payload
+    is masked with it (these frames are not final, to vary the first byte).
+    """
     payload = pattern(length)
-    frame = Frame(opcode, payload, fin=False)
-    wire = serialize_frame(frame, mask=MASK)
-    second = bytes([0x80 | int(length_byte, 16)])
-    header = bytes([opcode]) + second + bytes.fromhex(extended) + MASK
+    fin = mask is None
+    frame = Frame(opcode, payload, fin=fin)
+    wire = serialize_frame(frame, mask=mask)
+    second = bytes([(0x80 if mask else 0) | int(length_byte, 16)])
+    header = bytes([(0x80 if fin else 0) | opcode]) + second + bytes.fromhex(extended)
+    header += mask or b""
     assert wire[: len(header)] == header
-    assert wire[len(header) :] == apply_mask(payload, MASK)
-    assert len(wire) == len(header) + length
-    assert parse_all(wire, expect_masked=True) == [frame]
+    assert wire[len(header) :] == (payload if mask is None else apply_mask(payload, mask))
+    assert parse_all(wire, expect_masked=mask is not None) == [frame]
 
 
 @pytest.mark.parametrize("opcode", sorted(CONTROL_OPCODES))
@@ -621,11 +600,11 @@ def test_frame_header_is_what_serialize_frame_puts_before_the_payload(
 ) -> None:
     """frame_header() gives the bytes of serialize_frame() before the payload, key included."""
     frame = Frame(Opcode.BINARY, bytes(length), fin=False, rsv1=True)
-    header = frame_header(Opcode.BINARY, length, fin=False, rsv1=True, mask=mask)
+    header = frames.frame_header(Opcode.BINARY, length, fin=False, rsv1=True, mask=mask)
     wire = serialize_frame(frame, mask)
     assert wire[: len(header)] == header
     assert len(wire) == len(header) + length
-    assert serialize_frame_parts(frame, mask)[0] == header
+    assert frames.serialize_frame_parts(frame, mask)[0] == header
 
 
 def test_buffered_counts_bytes_left_after_each_frame() -> None:

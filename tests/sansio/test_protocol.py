@@ -441,21 +441,17 @@ def test_invalid_utf8_fails_at_the_bad_fragment() -> None:
     assert_failed(server, 1007)
 
 
-def test_invalid_utf8_fails_before_the_message_would_end() -> None:
-    """The bad fragment alone is enough: no final fragment is ever sent."""
+@pytest.mark.parametrize(
+    "first, second",
+    [(b"ok", b"\xc0\xaf"), (b"a\xed", b"\xa0\x80")],
+    ids=["bad-second-fragment", "surrogate-split-across-fragments"],
+)
+def test_invalid_utf8_fails_before_the_message_would_end(first: bytes, second: bytes) -> None:
+    """The bad fragment alone is enough, even a surrogate begun in the fragment before it."""
     server, _ = pair()
-    server.receive_data(client_frame(Opcode.TEXT, b"ok", fin=False))
+    server.receive_data(client_frame(Opcode.TEXT, first, fin=False))
     assert server.failure is None
-    server.receive_data(client_frame(Opcode.CONTINUATION, b"\xc0\xaf", fin=False))
-    assert_failed(server, 1007)
-
-
-def test_surrogate_split_across_fragments_fails_early() -> None:
-    """ED ending one fragment and A0 starting the next fails at the second fragment."""
-    server, _ = pair()
-    server.receive_data(client_frame(Opcode.TEXT, b"a\xed", fin=False))
-    assert server.failure is None
-    server.receive_data(client_frame(Opcode.CONTINUATION, b"\xa0\x80", fin=False))
+    server.receive_data(client_frame(Opcode.CONTINUATION, second, fin=False))
     assert_failed(server, 1007)
 
 

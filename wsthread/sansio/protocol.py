@@ -158,6 +158,10 @@ class Protocol:
         self.close_sent: Optional[Tuple[int, str]] = None
         self.failure: Optional[ProtocolError] = None
         self.eof = False
+        #: Whether no more frames will be read: a close arrived, or an error or
+        #: EOF (set where :attr:`close_rcvd`, :attr:`failure` or :attr:`eof` is;
+        #: a plain attribute, since the I/O layer reads it for every message).
+        self.receiving_done = False
         #: Whether :meth:`receive_data` left complete frames unparsed (see there).
         self.frames_pending = False
         # Data frames go to the assembler; control frames are handled here.
@@ -210,11 +214,6 @@ class Protocol:
         return buffered if assembler.fragments else buffered + assembler.size
 
     @property
-    def receiving_done(self) -> bool:
-        """Whether no more frames will be read: a close arrived, or an error or EOF."""
-        return self.close_rcvd is not None or self.failure is not None or self.eof
-
-    @property
     def should_close_transport(self) -> bool:
         """Whether the I/O layer should close the TCP connection now.
 
@@ -262,8 +261,7 @@ class Protocol:
         """
         events: List[Event] = []
         self.frames_pending = False
-        # receiving_done, spelled out: this runs for every read.
-        if self.close_rcvd is not None or self.failure is not None or self.eof:
+        if self.receiving_done:
             return events
         parser = self._parser
         parser.feed(data)
@@ -295,6 +293,7 @@ class Protocol:
                 assembler.check_partial_text(parser)
         except ProtocolError as exc:
             self.failure = exc
+            self.receiving_done = True
             assembler.reset()
         return events
 
@@ -305,6 +304,7 @@ class Protocol:
     def receive_eof(self) -> None:
         """Note that the peer closed the TCP connection."""
         self.eof = True
+        self.receiving_done = True
 
     def _receive_control(self, frame: Frame) -> Event:
         opcode = frame.opcode
@@ -315,6 +315,7 @@ class Protocol:
             return Pong(frame.payload)
         code, reason = parse_close(frame.payload)  # the parser lets no other opcode through
         self.close_rcvd = (code, reason)
+        self.receiving_done = True
         self._assembler.reset()
         return CloseReceived(code, reason)
 
