@@ -57,6 +57,21 @@ def open_connection(registry: Registry, connection: Any) -> None:
     registry.register(connection)
 
 
+def connection_thread(registry: Registry, sock: socket.socket, body: Any) -> threading.Thread:
+    """Start a thread of ``registry`` serving ``sock``: it runs ``body``, then leaves."""
+
+    def run() -> None:
+        try:
+            body()
+        finally:
+            registry.remove_thread(threading.current_thread())
+
+    thread = threading.Thread(target=run)
+    registry.add_thread(thread, sock, started_here=True)
+    thread.start()
+    return thread
+
+
 def test_reserve_refuses_beyond_the_limit_and_while_closing() -> None:
     """A full server or one shutting down answers 503; an unreserved slot is free again."""
     registry = make_registry()
@@ -117,15 +132,10 @@ def test_close_all_closes_open_connections_and_wakes_handshaking_threads() -> No
     in_recv = threading.Event()
 
     def handshaking() -> None:
-        try:
-            in_recv.set()
-            received.append(ours.recv(10))
-        finally:
-            registry.remove_thread(threading.current_thread())
+        in_recv.set()
+        received.append(ours.recv(10))
 
-    thread = threading.Thread(target=handshaking)
-    registry.add_thread(thread, ours, started_here=True)
-    thread.start()
+    thread = connection_thread(registry, ours, handshaking)
     in_recv.wait(10)
     registry.close_all(1001, "shutting down", Deadline(10))
     assert connection.closed_with == [(1001, "shutting down")]
@@ -144,17 +154,12 @@ def test_close_all_closes_another_servers_connection_on_our_thread() -> None:
     release = threading.Event()
 
     def serving_a_middleware() -> None:
-        try:
-            open_connection(other, guest)  # the middleware's server opens it
-            registered.set()
-            release.wait(10)
-            other.forget(guest)  # type: ignore[arg-type]
-        finally:
-            ours.remove_thread(threading.current_thread())
+        open_connection(other, guest)  # the middleware's server opens it
+        registered.set()
+        release.wait(10)
+        other.forget(guest)  # type: ignore[arg-type]
 
-    thread = threading.Thread(target=serving_a_middleware)
-    ours.add_thread(thread, sock, started_here=True)
-    thread.start()
+    connection_thread(ours, sock, serving_a_middleware)
     registered.wait(10)
 
     def closed_means_done(code: int = 1000, reason: str = "") -> None:

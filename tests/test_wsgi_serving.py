@@ -64,12 +64,21 @@ def raw(port: int, data: bytes, timeout: float = 10) -> bytes:
     """Send ``data``, read until the server closes, return what it sent."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(data)
-        chunks = []
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
+        return raw_rest(sock)
+
+
+def assert_echoes(uri: str, text: str = "hi") -> None:
+    """A connection to ``uri`` (an echo handler) gives ``text`` back."""
+    with wsthread.connect(uri) as ws:
+        ws.send(text)
+        assert ws.recv(timeout=5) == text
+
+
+def refused_status(uri: str) -> int:
+    """The HTTP status that answers an upgrade to ``uri`` (which must not be 101)."""
+    with pytest.raises(wsthread.InvalidStatus) as refused:
+        wsthread.connect(uri)
+    return refused.value.status
 
 
 # -- routing ------------------------------------------------------------------
@@ -81,12 +90,8 @@ def test_routes_pick_the_handler_and_unknown_paths_get_404(make_server: ServerFa
     base = f"ws://127.0.0.1:{server.port}"
     with wsthread.connect(f"{base}/where?a=1&b=2") as ws:
         assert ws.recv(timeout=5) == "/where|a=1&b=2"
-    with wsthread.connect(f"{base}/echo") as ws:
-        ws.send("hi")
-        assert ws.recv(timeout=5) == "hi"
-    with pytest.raises(wsthread.InvalidStatus) as refused:
-        wsthread.connect(f"{base}/elsewhere")
-    assert refused.value.status == 404
+    assert_echoes(f"{base}/echo")
+    assert refused_status(f"{base}/elsewhere") == 404
     assert server.connections == [] or wait_until(lambda: not server.connections)
 
 
@@ -108,13 +113,9 @@ def test_wsgi_and_websocket_on_one_port(make_server: ServerFactory) -> None:
     connection.request("GET", "/")
     response = connection.getresponse()
     assert (response.status, response.read()) == (200, b"page")
-    with wsthread.connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
-        ws.send("hello")
-        assert ws.recv(timeout=5) == "hello"
+    assert_echoes(f"ws://127.0.0.1:{server.port}/ws")
     # An upgrade to another path goes to the application (which does not upgrade).
-    with pytest.raises(wsthread.InvalidStatus) as answered:
-        wsthread.connect(f"ws://127.0.0.1:{server.port}/other")
-    assert answered.value.status == 200
+    assert refused_status(f"ws://127.0.0.1:{server.port}/other") == 200
     connection.close()
 
 
@@ -244,9 +245,7 @@ def test_middleware_inside_wsthread_serving(make_server: ServerFactory) -> None:
         server = make_server({"/ws": echo_handler}, wsgi=app)
         with wsthread.connect(f"ws://127.0.0.1:{server.port}/inner?x=1") as ws:
             assert ws.recv(timeout=5) == "/inner|x=1"
-        with wsthread.connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
-            ws.send("outer")
-            assert ws.recv(timeout=5) == "outer"
+        assert_echoes(f"ws://127.0.0.1:{server.port}/ws")
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
         connection.request("GET", "/")
         assert connection.getresponse().read() == b"page"

@@ -822,16 +822,12 @@ class WebSocketServer(_Listener):
             Keepalive(ping_interval, ping_timeout) if ping_interval is not None else None
         )
         self.hub = hub
-        self._set_up(host, port, sock, unix_path)
+        self._set_up()
+        self._listen(host, port, sock, unix_path)
+        self._attach()
 
-    def _set_up(
-        self,
-        host: str,
-        port: int,
-        sock: Optional[socket.socket],
-        unix_path: Union[str, os.PathLike[str], None],
-    ) -> None:
-        """The server's own parts: counters, registry, listening socket, hub (for ``__init__``)."""
+    def _set_up(self) -> None:
+        """The server's own parts, made by ``__init__`` before it listens: counters, registry."""
         # Counters for stats(), and the log lines of repeated events folded into summaries.
         self._counters = ServerCounters()
         self._log_limiter = LogLimiter(self.logger)
@@ -844,7 +840,9 @@ class WebSocketServer(_Listener):
         self._state_lock = threading.RLock()
         self._serving = ServingState(self._state_lock)
         self._registry = Registry(self._state_lock, lambda: self._serving.closed, self._counters)
-        self._listen(host, port, sock, unix_path)
+
+    def _attach(self) -> None:
+        """The parts ``__init__`` makes once listening: the fork guard, broadcasts (and the hub)."""
         # A server copied into a forked child must refuse to work there.
         where = self.unix_path if self.unix_path is not None else f"port {self.port}"
         self._fork_guard = ForkGuard(f"WebSocketServer on {where}")
