@@ -1,7 +1,7 @@
 """The Writer on a fake transport: partial writes, timeouts, failures mid-frame, the pump step.
 
 The broadcast outbox and fragmented messages have their own files
-(``test_outbox.py``, ``test_fragments.py``), on the fake transport from here.
+(``test_outbox.py``, ``test_send_fragments.py``), on the fake transport from here.
 """
 
 from __future__ import annotations
