@@ -23,7 +23,7 @@ import websockets.sync.client
 from websockets.exceptions import InvalidStatus as WebsocketsInvalidStatus
 
 import wsthread
-from conftest import ServerFactory, echo_handler, raw_handshake, wait_until
+from conftest import ServerFactory, echo_handler, raw_handshake, reap, wait_until
 from wsthread import Request, Response, ServerConnection
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
@@ -109,12 +109,7 @@ def test_echo_cli_and_interactive_client_on_a_unix_socket(tmp_path: Path) -> Non
         assert server.wait(timeout=15) == 0
         assert not path.exists()
     finally:
-        if server.poll() is None:
-            server.kill()
-        server.wait()
-        for stream in (server.stdout, server.stderr):
-            if stream is not None:
-                stream.close()
+        reap(server)
 
 
 # -- sock= --------------------------------------------------------------------
@@ -154,12 +149,7 @@ def test_serve_an_inherited_listening_socket() -> None:
         assert child.stderr is not None
         assert "Traceback" not in child.stderr.read()
     finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
-        for stream in (child.stdout, child.stderr):
-            if stream is not None:
-                stream.close()
+        reap(child)
 
 
 def test_serve_a_socket_that_is_bound_but_not_listening() -> None:

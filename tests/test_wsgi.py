@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 import wsthread
-from conftest import wait_until
+from conftest import reap, wait_until
 
 pytest.importorskip("flask")
 
@@ -67,9 +67,7 @@ class Served:
         return f"ws://127.0.0.1:{self.port}{path}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        reap(self.process)
 
 
 def http_request(
@@ -342,9 +340,7 @@ def test_the_command_line_with_workers_and_routes(tmp_path: Path) -> None:
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+        reap(process)
     assert "Traceback" not in log.read_text(), log.read_text()
 
 
@@ -451,8 +447,6 @@ def test_flask_example_under_flask_run(tmp_path: Path) -> None:
         assert process.wait(30) == 0
         rest = process.stderr.read()
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+        reap(process)
     log.write_text("".join(seen) + rest)
     assert "Traceback" not in rest, rest
