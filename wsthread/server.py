@@ -43,6 +43,12 @@ Nothing slow runs on the accept thread: the handshakes, like the handler, run
 on the connection's own thread, so a client that sends nothing delays nobody.
 :meth:`WebSocketServer.broadcast` sends one message to many connections
 without waiting for any of them (see :mod:`wsthread.writer`).
+
+Three parts of the server live in modules of their own:
+:mod:`wsthread.registry` (its connections and connection threads,
+``stats()``, and the shutdown sequence), :mod:`wsthread.serving` (the
+accept loop's thread, and stopping it from any thread) and
+:mod:`wsthread.broadcast` (broadcasts, and the hub).
 """
 
 from __future__ import annotations
