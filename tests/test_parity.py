@@ -25,6 +25,7 @@ from websockets.exceptions import InvalidStatus as WebsocketsInvalidStatus
 import wsthread
 from conftest import ServerFactory, echo_handler, raw_handshake, reap, wait_until
 from wsthread import Request, Response, ServerConnection
+from wsthread.server import DetachedServer
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
 
@@ -181,6 +182,24 @@ def test_connect_and_serve_socket_over_a_socketpair(make_server: ServerFactory) 
     thread.join(10)
     assert not thread.is_alive()
     assert client_end.fileno() == -1
+
+
+def test_a_detached_server_listens_on_nothing_and_serves_what_it_is_given() -> None:
+    """DetachedServer: no listening socket, yet serve_socket() and shutdown() work as usual."""
+    server = DetachedServer(echo_handler, "127.0.0.1", 0, close_timeout=2)
+    assert server.socket.fileno() == -1
+    client_end, server_end = socket.socketpair()
+    thread = threading.Thread(target=server.serve_socket, args=(server_end,))
+    thread.start()
+    ws = wsthread.connect("ws://localhost/", sock=client_end, close_timeout=2)
+    ws.send("detached")
+    assert ws.recv(timeout=5) == "detached"
+    server.shutdown()
+    with pytest.raises(wsthread.ConnectionClosed):
+        ws.recv(timeout=10)
+    assert ws.close_code == 1001
+    thread.join(10)
+    assert not thread.is_alive()
 
 
 def test_connect_sock_is_closed_when_the_handshake_fails() -> None:
