@@ -11,7 +11,7 @@ import pytest
 
 from wsthread.deadline import Deadline
 from wsthread.exceptions import ServiceUnavailable
-from wsthread.registry import Registry, close_in_parallel, open_on
+from wsthread.registry import Registry, asked_to_close, close_in_parallel, open_on
 from wsthread.stats import ServerCounters
 
 
@@ -131,15 +131,22 @@ def test_close_all_closes_open_connections_and_wakes_handshaking_threads() -> No
     received: List[bytes] = []
     in_recv = threading.Event()
 
+    asked: List[bool] = []
+
     def handshaking() -> None:
         in_recv.set()
         received.append(ours.recv(10))
+        asked.append(asked_to_close())
+        ours.sendall(b"a late 101")  # shut down for reading only: writing still works
 
     thread = connection_thread(registry, ours, handshaking)
     in_recv.wait(10)
     registry.close_all(1001, "shutting down", Deadline(10))
     assert connection.closed_with == [(1001, "shutting down")]
     assert received == [b""]  # woken by the shutdown, not by data
+    assert asked == [True]  # a WebSocket it opened now would close with 1001 at once
+    assert theirs.recv(100) == b"a late 101"
+    assert not asked_to_close()  # only the threads that were woken
     assert not thread.is_alive()
     ours.close()
     theirs.close()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import threading
 import time
-from typing import List
+from typing import Any, List
 
 import pytest
 import websocket  # websocket-client
@@ -21,7 +22,7 @@ from conftest import (
     raw_websocket,
     wait_until,
 )
-from wsthread.server import ServerConnection
+from wsthread.server import ServerConnection, WebSocketServer
 
 
 def uri(server: object) -> str:
@@ -167,6 +168,32 @@ def test_shutdown_closes_clients_with_1001_and_leaves_no_thread(
         f"{threading.active_count()} threads, baseline {baseline}: "
         f"{[t.name for t in threading.enumerate()]}"
     )
+
+
+def shutdown_once_in_hook(server_box: List[WebSocketServer]) -> Any:
+    """A process_response hook that shuts the server down from another thread, and waits.
+
+    It returns (and the 101 goes out) only once the shutdown has woken this
+    connection's socket, as it does a handshake under way: the 101 then
+    reaches a server that is shutting down, whatever the timing.
+    """
+
+    def hook(ws: ServerConnection, request: Any, response: Any) -> None:
+        threading.Thread(target=server_box[0].shutdown, daemon=True).start()
+        readable, _, _ = select.select([ws.socket], [], [], 10)
+        assert readable, "shutdown did not wake the handshake"
+
+    return hook
+
+
+def test_a_101_sent_as_shutdown_begins_is_followed_by_1001(make_server: ServerFactory) -> None:
+    """A handshake past its checks when shutdown runs: the client gets 101, then 1001 (not 1006)."""
+    box: List[WebSocketServer] = []
+    server = make_server(process_response=shutdown_once_in_hook(box))
+    box.append(server)
+    with wsthread.connect(uri(server), ping_interval=None) as ws:
+        assert_going_away([ws])
+    assert ws.close_code == 1001
 
 
 def test_shutdown_is_idempotent(make_server: ServerFactory) -> None:

@@ -10,10 +10,11 @@ import time
 from typing import Any, Callable, Dict, Iterable, List
 
 import pytest
+from test_server import shutdown_once_in_hook
 
 import wsthread
 from conftest import ServerFactory, assert_going_away, echo_handler, wait_until
-from wsthread.server import ServerConnection
+from wsthread.server import ServerConnection, WebSocketServer
 from wsthread.wsgi import middleware
 
 pytest_plugins = ["wsthread.testing"]
@@ -269,6 +270,23 @@ def test_shutdown_closes_the_middlewares_websockets_with_1001(make_server: Serve
         assert inner.close_reason == "server shutting down"
         inner.close()
         outer.close()
+    finally:
+        app.shutdown()
+
+
+def test_a_middleware_101_sent_as_shutdown_begins_is_followed_by_1001(
+    make_server: ServerFactory,
+) -> None:
+    """serve(wsgi=middleware(...)) shut down in the middleware's handshake: 101, then 1001."""
+    box: List[WebSocketServer] = []
+    hook = shutdown_once_in_hook(box)
+    app = middleware(wsgi_app, {"/inner": echo_handler}, process_response=hook)
+    try:
+        server = make_server({"/ws": echo_handler}, wsgi=app)
+        box.append(server)
+        with wsthread.connect(f"ws://127.0.0.1:{server.port}/inner", ping_interval=None) as ws:
+            assert_going_away([ws])
+        assert ws.close_code == 1001
     finally:
         app.shutdown()
 

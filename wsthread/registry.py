@@ -10,7 +10,8 @@ knows about its connections, always under the server's state lock:
   WebSocket (still in the opening handshake, or serving plain HTTP);
 * the figures of :meth:`Registry.stats`, the server's ``stats()``;
 * the shutdown sequence, :meth:`Registry.close_all`: every open connection
-  closed with 1001 at once, the other threads woken, all of them awaited.
+  closed with 1001 at once, the other threads woken (and asked to close
+  with 1001 a WebSocket they open all the same), all of them awaited.
 
 Who calls it: the accept thread (:meth:`~Registry.add_thread`), each
 connection thread (its slot, its connection, leaving), and any thread
@@ -39,7 +40,7 @@ from .stats import TRAFFIC_KEYS, ServerCounters
 if TYPE_CHECKING:
     from .server import ServerConnection
 
-__all__ = ["Registry", "open_on", "close_in_parallel"]
+__all__ = ["Registry", "open_on", "asked_to_close", "close_in_parallel"]
 
 logger = logging.getLogger("wsthread")
 
@@ -47,6 +48,8 @@ logger = logging.getLogger("wsthread")
 _open_on_thread: weakref.WeakKeyDictionary[threading.Thread, Connection] = (
     weakref.WeakKeyDictionary()
 )
+# The threads a server shutting down asked to close whatever WebSocket they open next.
+_asked_to_close: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 _open_on_thread_lock = threading.Lock()
 
 
@@ -54,6 +57,19 @@ def open_on(thread: threading.Thread) -> Optional[Connection]:
     """The WebSocket connection open on ``thread`` (by any server of this process), if any."""
     with _open_on_thread_lock:
         return _open_on_thread.get(thread)
+
+
+def asked_to_close() -> bool:
+    """Whether a server shutting down asked the calling thread to close its WebSocket with 1001.
+
+    A thread still in the opening handshake when its server's shutdown runs
+    may yet send a 101 (its socket is only shut down for reading, see
+    :meth:`Registry.close_all`): the connection then closes with 1001 at
+    once. This covers a :mod:`wsthread.wsgi` middleware's WebSocket opening
+    on a thread of a server that is shutting down, too.
+    """
+    with _open_on_thread_lock:
+        return threading.current_thread() in _asked_to_close
 
 
 def close_in_parallel(connections: List[Connection], code: int, reason: str) -> None:
@@ -174,6 +190,8 @@ class Registry:
             self.threads.pop(thread, None)
             self._started_here.discard(thread)
             self._left.notify_all()
+        with _open_on_thread_lock:
+            _asked_to_close.discard(thread)
 
     # -- figures ---------------------------------------------------------------
 
@@ -221,25 +239,31 @@ class Registry:
         this server's threads (see the module docstring), are closed all at
         once (:func:`close_in_parallel`). Threads with no open connection (a
         client that sent nothing yet, a browser's idle preconnect, a kept-alive
-        HTTP connection) are woken by shutting their socket down, instead of
-        waiting for their ``open_timeout``. Then every thread is awaited.
+        HTTP connection) are woken by shutting their socket down for reading,
+        instead of waiting for their ``open_timeout``; one that opens a
+        WebSocket all the same (its 101 was on its way) closes it with 1001
+        (:func:`asked_to_close`). Then every thread is awaited.
         """
         me = threading.current_thread()
         with self.lock:
             closing: List[Connection] = list(self.connections)
             threads = list(self.threads.items())
         waking = [(t, s) for t, s in threads if s is not None and t is not me and t.is_alive()]
-        for thread, _ in waking:
-            guest = open_on(thread)
-            if guest is not None:
-                closing.append(guest)
+        with _open_on_thread_lock:
+            for thread, _ in waking:
+                _asked_to_close.add(thread)  # a 101 sent from now on is followed by a 1001
+                guest = _open_on_thread.get(thread)
+                if guest is not None:
+                    closing.append(guest)
         close_in_parallel(closing, code, reason)
         for thread, sock in waking:
             with self.lock:
                 still = self.threads.get(thread) is sock
             if still and open_on(thread) is None:
                 try:
-                    sock.shutdown(socket.SHUT_RDWR)
+                    # For reading only: a thread waiting for a request wakes up
+                    # (end of stream), one about to send its 101 still can.
+                    sock.shutdown(socket.SHUT_RD)
                 except OSError:
                     pass
         self.wait_for_threads([thread for thread, _ in threads], deadline, log)

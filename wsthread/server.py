@@ -89,7 +89,7 @@ from .exceptions import (
 from .fdlimit import AcceptGuard, is_resource_error
 from .forks import ForkGuard
 from .messages import ReceiveBudgetOption, receive_budget_bytes
-from .registry import Registry
+from .registry import Registry, asked_to_close
 from .routing import Routes, is_upgrade
 from .sansio.deflate import (
     CompressionOption,
@@ -337,7 +337,7 @@ class ServerConnection(Connection):
         """
         self.start()
         server = self.server
-        if server._serving.closed:
+        if server._serving.closed or asked_to_close():  # opened as shutdown began
             self.close(CloseCode.GOING_AWAY, "server shutting down")
             return
         keepalive = server._keepalive
