@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import pytest
 
 import wsthread
-from conftest import ServerFactory, stalled_client, wait_until
+from conftest import ServerFactory, assert_going_away, stalled_client, wait_until
 from wsthread.sansio.frames import Frame, Opcode
 from wsthread.trace import Tracer
 
@@ -520,10 +520,7 @@ def test_serve_socket_from_many_threads_then_shutdown(make_server: ServerFactory
         for thread in serving:
             thread.join(BOUND)
             assert not thread.is_alive()
-        for ws in clients:
-            with pytest.raises(wsthread.ConnectionClosed):
-                ws.recv(timeout=BOUND)
-            assert ws.close_code == 1001
+        assert_going_away(clients, timeout=BOUND)
     finally:
         for ws in clients:
             ws.close()
