@@ -25,7 +25,7 @@ from websockets.exceptions import InvalidStatus as WebsocketsInvalidStatus
 import wsthread
 from conftest import ServerFactory, echo_handler, raw_handshake, reap, wait_until
 from wsthread import Request, Response, ServerConnection
-from wsthread.server import DetachedServer
+from wsthread.server import DetachedServer, WebSocketServer
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
 
@@ -188,18 +188,7 @@ def test_a_detached_server_listens_on_nothing_and_serves_what_it_is_given() -> N
     """DetachedServer: no listening socket, yet serve_socket() and shutdown() work as usual."""
     server = DetachedServer(echo_handler, "127.0.0.1", 0, close_timeout=2)
     assert server.socket.fileno() == -1
-    client_end, server_end = socket.socketpair()
-    thread = threading.Thread(target=server.serve_socket, args=(server_end,))
-    thread.start()
-    ws = wsthread.connect("ws://localhost/", sock=client_end, close_timeout=2)
-    ws.send("detached")
-    assert ws.recv(timeout=5) == "detached"
-    server.shutdown()
-    with pytest.raises(wsthread.ConnectionClosed):
-        ws.recv(timeout=10)
-    assert ws.close_code == 1001
-    thread.join(10)
-    assert not thread.is_alive()
+    assert_shutdown_ends_a_served_socket(server)
 
 
 def test_connect_sock_is_closed_when_the_handshake_fails() -> None:
@@ -212,13 +201,14 @@ def test_connect_sock_is_closed_when_the_handshake_fails() -> None:
     server_end.close()
 
 
-def test_shutdown_ends_a_socket_being_served() -> None:
-    """serve_socket() connections are closed with 1001 by shutdown, like accepted ones."""
-    server = wsthread.serve(echo_handler, "127.0.0.1", 0, close_timeout=2)
+def assert_shutdown_ends_a_served_socket(server: WebSocketServer) -> None:
+    """A connection served by ``server.serve_socket()`` echoes, then gets 1001 at shutdown."""
     client_end, server_end = socket.socketpair()
     thread = threading.Thread(target=server.serve_socket, args=(server_end,))
     thread.start()
     ws = wsthread.connect("ws://localhost/", sock=client_end, close_timeout=2)
+    ws.send("served")
+    assert ws.recv(timeout=5) == "served"
     assert wait_until(lambda: len(server.connections) == 1)
     server.shutdown()
     with pytest.raises(wsthread.ConnectionClosed):
@@ -226,6 +216,13 @@ def test_shutdown_ends_a_socket_being_served() -> None:
     assert ws.close_code == 1001
     thread.join(10)
     assert not thread.is_alive()
+
+
+def test_shutdown_ends_a_socket_being_served() -> None:
+    """serve_socket() connections are closed with 1001 by shutdown, like accepted ones."""
+    assert_shutdown_ends_a_served_socket(
+        wsthread.serve(echo_handler, "127.0.0.1", 0, close_timeout=2)
+    )
 
 
 def test_shutdown_does_not_wait_for_a_serve_socket_thread_that_goes_on(
