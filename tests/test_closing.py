@@ -7,8 +7,8 @@ import threading
 from typing import Callable, Iterator, List, Optional
 
 import pytest
+from test_writer import FakeTransport, make, opcodes_and_payloads
 
-from tests.test_writer import FakeTransport, make, opcodes_and_payloads
 from wsthread.closing import Closing
 from wsthread.exceptions import ConnectionClosedOK
 from wsthread.messages import MessageQueue
