@@ -87,3 +87,27 @@ def test_check_partial_text_lets_good_text_and_binary_pass() -> None:
         parser.feed(wire[:30])
         assert parser.next_frame() is None
         MessageAssembler().check_partial_text(parser)
+
+
+def test_check_partial_text_judges_the_header_as_add_would() -> None:
+    """A continuation with RSV1 whose bad text is half here fails on RSV1, wherever it is cut.
+
+    Found by the fuzzer: the early UTF-8 check ran before the header checks
+    of add(), so cutting the bytes changed the close code (1007 instead of 1002).
+    """
+    wire = serialize_frame(Frame(Opcode.TEXT, b"ok", fin=False), mask=MASK)
+    wire += serialize_frame(Frame(Opcode.CONTINUATION, b"\x81" * 50, rsv1=True), mask=MASK)
+    for cut in range(len(wire) + 1):
+        parser = FrameParser(expect_masked=True, allowed_rsv1=True)
+        assembler = MessageAssembler()
+        with pytest.raises(ProtocolError) as info:
+            for piece in (wire[:cut], wire[cut:]):
+                parser.feed(piece)
+                while (frame := parser.next_frame()) is not None:
+                    assembler.add(frame, None)
+                if parser.in_payload:
+                    assembler.check_partial_text(parser)
+        assert (type(info.value), str(info.value)) == (
+            ProtocolError,
+            "RSV1 set on a continuation frame",
+        ), f"cut at {cut}"

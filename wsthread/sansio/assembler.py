@@ -72,14 +72,10 @@ class MessageAssembler:
             ProtocolError: the frame does not fit the message in progress,
                 its text is not UTF-8 (1007), or it inflates past ``limit`` (1009).
         """
-        if frame.opcode is Opcode.CONTINUATION:
-            if self._opcode is None:
-                raise ProtocolError("continuation frame without a message to continue")
-            if frame.rsv1:
-                raise ProtocolError("RSV1 set on a continuation frame")
-        else:
-            if self._opcode is not None:
-                raise ProtocolError("new message started before the previous one ended")
+        mismatch = self._mismatch(frame.opcode, frame.rsv1)
+        if mismatch is not None:
+            raise ProtocolError(mismatch)
+        if frame.opcode is not Opcode.CONTINUATION:
             self._opcode = frame.opcode
             self._compressed = frame.rsv1
         payload = frame.payload
@@ -113,6 +109,17 @@ class MessageAssembler:
         self.size = 0
         return Message(part)
 
+    def _mismatch(self, opcode: Opcode, rsv1: bool) -> Optional[str]:
+        """Why a data frame with this header cannot come next, or ``None`` if it can."""
+        if opcode is Opcode.CONTINUATION:
+            if self._opcode is None:
+                return "continuation frame without a message to continue"
+            if rsv1:
+                return "RSV1 set on a continuation frame"
+        elif self._opcode is not None:
+            return "new message started before the previous one ended"
+        return None
+
     def check_partial_text(self, parser: FrameParser) -> None:
         """Check what has arrived of an incomplete text frame, failing early on bad UTF-8.
 
@@ -128,7 +135,10 @@ class MessageAssembler:
         Call it when ``parser`` stopped inside a frame's payload.
 
         Raises:
-            InvalidUTF8: the bytes received so far cannot be UTF-8.
+            ProtocolError: the frame's header does not fit the message in
+                progress (as :meth:`add` would find), or, as
+                :class:`~wsthread.exceptions.InvalidUTF8`, the bytes received
+                so far cannot be UTF-8.
         """
         pending = parser.pending_frame()
         if pending is None:
@@ -137,9 +147,14 @@ class MessageAssembler:
         checked = self._partial_checked
         if received <= checked:
             return
+        # Judge the header now, as add() will once the frame is whole: which
+        # error is reported must not depend on where the bytes were cut.
+        mismatch = self._mismatch(opcode, rsv1)
+        if mismatch is not None:
+            raise ProtocolError(mismatch)
         if opcode is Opcode.TEXT:
-            if rsv1 or self._opcode is not None:
-                return  # compressed, or a protocol error once the header is judged whole
+            if rsv1:
+                return  # compressed: checked once inflated
         elif opcode is not Opcode.CONTINUATION or (
             self._opcode is not Opcode.TEXT or self._compressed
         ):
