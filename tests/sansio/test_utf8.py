@@ -87,6 +87,23 @@ def test_surrogate_prefix_fails_when_split() -> None:
         decoder.decode(b"\xa0")
 
 
+@pytest.mark.parametrize("data", [b"\xed\xa0\x80", b"ab\xed\xbf\xbfcd"])
+def test_surrogate_error_reads_the_same_however_the_text_is_cut(data: bytes) -> None:
+    """The early error has the message of the whole decode (it is the close reason sent).
+
+    Found by the fuzzer: cut after ED A0 the reason read "encoded surrogate",
+    whole it read "invalid continuation byte".
+    """
+    messages = set()
+    for cut in range(len(data) + 1):
+        decoder = Utf8Decoder()
+        with pytest.raises(InvalidUTF8) as info:
+            decoder.decode(data[:cut])
+            decoder.decode(data[cut:], final=True)
+        messages.add(str(info.value))
+    assert messages == {"invalid UTF-8: invalid continuation byte"}
+
+
 def test_surrogate_prefix_after_text_fails_immediately() -> None:
     """An encoded surrogate prefix after valid text raises at once."""
     with pytest.raises(InvalidUTF8):

@@ -46,7 +46,9 @@ class Utf8Decoder:
             pending = self._decoder.getstate()[0]
             self._clean = not pending
             if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
-                raise InvalidUTF8("invalid UTF-8: encoded surrogate")
+                # CPython's words for these bytes once the third arrives: the
+                # close reason must not depend on how the text was cut.
+                raise InvalidUTF8("invalid UTF-8: invalid continuation byte")
         return text
 
     @property
