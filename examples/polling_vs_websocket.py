@@ -46,6 +46,7 @@ import argparse
 import http.client
 import http.server
 import json
+import signal
 import socket
 import statistics
 import sys
@@ -226,6 +227,36 @@ def idle(ws: wsthread.ServerConnection) -> None:
 # ---------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------
+# Ctrl-C that is never lost
+# ---------------------------------------------------------------------------
+# Python raises KeyboardInterrupt at whatever line the main thread is running
+# when the signal arrives. If that line is inside a finalizer (a weakref
+# callback run during an import, for one), Python reports the exception as
+# "ignored" and drops it, and the run would go on for minutes. So the handler
+# also sets a flag, and the clients check it between requests.
+
+_interrupted = False
+
+
+def _on_ctrl_c(signum: int, frame: Any) -> None:
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def _drop_lost_interrupt(unraisable: Any) -> None:
+    """Keep quiet about a KeyboardInterrupt dropped in a finalizer: the flag carries it."""
+    if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+
+
+def check_interrupted() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C was pressed, even if Python lost the first one."""
+    if _interrupted:
+        raise KeyboardInterrupt
+
+
 @dataclass
 class Result:
     """What one method cost."""
@@ -252,6 +283,7 @@ def poll(
     seen = 0
     try:
         while seen < count and time.monotonic() < deadline:
+            check_interrupted()
             connection.request(
                 "GET", f"/events?after={seen}&wait={wait}", headers=dict(BROWSER_HEADERS)
             )
@@ -284,6 +316,7 @@ def listen(
         result.requests = 1  # the handshake is the only request
         started()
         for _ in range(count):
+            check_interrupted()
             event = json.loads(ws.recv(timeout=max(0.0, deadline - time.monotonic())))
             result.latencies.append(time.monotonic() - log.produced_at[event["seq"]])
 
@@ -397,6 +430,9 @@ def main() -> int:
         ("WebSocket push", 0.0),
     ]
     results = []
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when ignored
+        signal.signal(signal.SIGINT, _on_ctrl_c)
+        sys.unraisablehook = _drop_lost_interrupt
     try:
         print(
             "comparing short polling, long polling and WebSocket push on 127.0.0.1 "
@@ -404,6 +440,7 @@ def main() -> int:
             flush=True,
         )
         for method, pause in methods:
+            check_interrupted()
             results.append(run(method, args.events, args.every, pause))
             print(f"  {results[-1].method}: done", flush=True)
     except KeyboardInterrupt:
