@@ -95,6 +95,11 @@ _OK_CLOSE_CODES = frozenset(
 )
 
 
+def _random_mask_key() -> bytes:
+    """A fresh masking key (the client's default: one module function, not a closure each)."""
+    return os.urandom(4)
+
+
 def _truncate_reason(reason: str, limit: int = 123) -> str:
     encoded = reason.encode("utf-8")
     if len(encoded) <= limit:
@@ -150,7 +155,7 @@ class Protocol:
         self._trace_out = f"{side.value} -> {peer.value}"
         self.max_size = max_size
         self.deflate = deflate
-        self._mask_key = mask_key if mask_key is not None else (lambda: os.urandom(4))
+        self._mask_key = mask_key if mask_key is not None else _random_mask_key
         self._parser = FrameParser(
             expect_masked=side is Side.SERVER, allowed_rsv1=deflate is not None
         )
