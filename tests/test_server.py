@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import select
 import socket
 import threading
 import time
+import weakref
 from typing import Any, List
 
 import pytest
@@ -286,6 +288,31 @@ def test_keepalive_closes_unresponsive_peer_with_1011(make_server: ServerFactory
         # Read but never answer: the server pings, then gives up.
         assert closed.wait(5)
     assert codes and codes[0] is not None and codes[0][0] == 1011
+
+
+def test_client_closed_by_the_server_is_freed_without_close(make_server: ServerFactory) -> None:
+    """A client connection the server closed, never close()d by the application, is freed.
+
+    The shared keepalive used to hold it (and so its thread) until close().
+    """
+
+    def handler(ws: ServerConnection) -> None:
+        ws.close(1000, "done")
+
+    def connect_until_closed(server: WebSocketServer) -> weakref.ref[object]:
+        ws = wsthread.connect(uri(server), ping_interval=0.05, ping_timeout=5)
+        with pytest.raises(wsthread.ConnectionClosedOK):
+            ws.recv(timeout=5)
+        assert wait_until(lambda: ws.closed, timeout=5)
+        return weakref.ref(ws)  # the only reference left is the library's own, if any
+
+    gone = connect_until_closed(make_server(handler))
+
+    def freed() -> bool:
+        gc.collect()
+        return gone() is None
+
+    assert wait_until(freed, timeout=5)
 
 
 def test_recv_timeout_does_not_harm_connection(make_server: ServerFactory) -> None:

@@ -500,13 +500,17 @@ class Connection:
         """
         self.writer.fail(code, reason)  # which calls self._messages.stop_waiting()
 
-    def keepalive_tick(self, now: float, interval: float, timeout: Optional[float]) -> None:
+    def keepalive_tick(self, now: float, interval: float, timeout: Optional[float]) -> bool:
         """Send a keepalive ping when due; fail with 1011 if the last one went unanswered.
 
         Called by :class:`~wsthread.threads.Keepalive`, never by the
-        application; never blocks.
+        application; never blocks. Returns ``False`` once the connection
+        has ended, so the keepalive stops watching it.
         """
+        if self._closing.ended:
+            return False
         self._liveness.tick(now, interval, timeout)
+        return True
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.remote_address} {self.protocol.state.name}>"

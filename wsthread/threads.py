@@ -261,8 +261,11 @@ class ReaderStarter(HelperThread):
 class Pinged(Protocol):
     """What :class:`Keepalive` needs from a connection."""
 
-    def keepalive_tick(self, now: float, interval: float, timeout: Optional[float]) -> None:
-        """Ping when due; give up on the connection if the last ping went unanswered."""
+    def keepalive_tick(self, now: float, interval: float, timeout: Optional[float]) -> bool:
+        """Ping when due; give up on the connection if the last ping went unanswered.
+
+        Return ``False`` once the connection has ended: it is then dropped.
+        """
 
 
 class Keepalive(HelperThread):
@@ -308,8 +311,17 @@ class Keepalive(HelperThread):
                 return
             connections = list(self._connections)
         now = time.monotonic()
+        ended = []
         for connection in connections:
             try:
-                connection.keepalive_tick(now, self.interval, self.timeout)
+                if not connection.keepalive_tick(now, self.interval, self.timeout):
+                    ended.append(connection)
             except Exception:
                 logger.exception("keepalive failed for %r", connection)
+        if ended:
+            # A client connection the peer closed stays registered until the
+            # application calls close(), which it may never do: forget it here,
+            # or the shared keepalive keeps it (and its thread) alive for ever.
+            with self._condition:
+                for connection in ended:
+                    self._connections.pop(connection, None)
