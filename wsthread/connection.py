@@ -274,16 +274,12 @@ class Connection:
         1005 means the peer's close frame had no code; 1006 means no close
         frame arrived.
         """
-        if not self._closing.ended:
-            return None
-        return self.protocol.close_exception().code
+        return self.protocol.close_exception().code if self._closing.ended else None
 
     @property
     def close_reason(self) -> Optional[str]:
         """The peer's close reason once the connection is closed, else ``None``."""
-        if not self._closing.ended:
-            return None
-        return self.protocol.close_exception().reason
+        return self.protocol.close_exception().reason if self._closing.ended else None
 
     @property
     def received_bytes(self) -> int:
@@ -501,16 +497,13 @@ class Connection:
         self.writer.fail(code, reason)  # which calls self._messages.stop_waiting()
 
     def keepalive_tick(self, now: float, interval: float, timeout: Optional[float]) -> bool:
-        """Send a keepalive ping when due; fail with 1011 if the last one went unanswered.
+        """Ping when due; fail with 1011 if the last ping went unanswered; never blocks.
 
-        Called by :class:`~wsthread.threads.Keepalive`, never by the
-        application; never blocks. Returns ``False`` once the connection
-        has ended, so the keepalive stops watching it.
+        ``False`` once the connection has ended: :class:`~wsthread.threads.Keepalive` forgets it.
         """
-        if self._closing.ended:
-            return False
-        self._liveness.tick(now, interval, timeout)
-        return True
+        if not self._closing.ended:
+            self._liveness.tick(now, interval, timeout)
+        return not self._closing.ended
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.remote_address} {self.protocol.state.name}>"
