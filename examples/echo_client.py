@@ -37,7 +37,10 @@ def main() -> int:
         with ws:
             for line in lines:
                 ws.send(line)
-                print(f"< {ws.recv(timeout=10)}", flush=True)
+                reply = ws.recv(timeout=10)
+                if isinstance(reply, bytes):  # a binary message: show it as text anyway
+                    reply = reply.decode("utf-8", "replace")
+                print(f"< {reply}", flush=True)
     except KeyboardInterrupt:
         pass  # the with block has closed the connection with 1000 already
     except (TimeoutError, wsthread.ConnectionClosed) as exc:

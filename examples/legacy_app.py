@@ -202,7 +202,7 @@ def main() -> None:
         events.shutdown()
         raise
     with app:
-        host, port = app.server_address[:2]
+        host, port = "127.0.0.1", app.server_address[1]
         print(
             f"order desk on http://{host}:{port}/ with events on ws://{host}:{events.port}/"
             " (Ctrl-C to stop)",

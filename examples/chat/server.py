@@ -143,6 +143,7 @@ class Room:
 
     def chat(self, ws: wsthread.ServerConnection) -> None:
         """The handler: one participant joins, talks, leaves."""
+        assert ws.request is not None  # set by the handshake, before the handler runs
         self.join(ws, clean_name(ws.request.query))
         try:
             for message in ws:
@@ -225,8 +226,7 @@ def main() -> None:
 
         def ready(port: int, pids: List[int]) -> None:
             print(
-                f"chat room on {scheme}://{host}:{port}/ (Ctrl-C to stop), "
-                f"{len(pids)} workers",
+                f"chat room on {scheme}://{host}:{port}/ (Ctrl-C to stop), {len(pids)} workers",
                 flush=True,
             )
 

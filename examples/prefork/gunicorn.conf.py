@@ -5,12 +5,14 @@ loaded (in the master with ``--preload``, in the worker without it), so the
 server is made by the process that will serve it.
 """
 
+from typing import Any
+
 bind = "127.0.0.1:8000"
 worker_class = "gthread"
 threads = 8
 
 
-def post_worker_init(worker):  # noqa: ANN001, ANN201 - gunicorn's hook signature
+def post_worker_init(worker: Any) -> None:
     """Start this worker's WebSocket server before it takes requests."""
     import app  # the module gunicorn loaded: app:app
 

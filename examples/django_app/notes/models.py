@@ -1,5 +1,7 @@
 """The one model of the notes example."""
 
+from typing import Any, Dict
+
 from django.db import models
 
 
@@ -9,6 +11,6 @@ class Note(models.Model):
     text = models.CharField(max_length=500)
     created = models.DateTimeField(auto_now_add=True)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> Dict[str, Any]:
         """What the pages and the WebSocket clients get."""
         return {"id": self.id, "text": self.text, "created": self.created.isoformat()}

@@ -1,6 +1,6 @@
 """The pages of the notes example."""
 
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from .models import Note
 
@@ -34,11 +34,11 @@ document.getElementById("form").onsubmit = (e) => {
 """
 
 
-def index(request):
+def index(request: HttpRequest) -> HttpResponse:
     """The page: it saves notes over its WebSocket."""
     return HttpResponse(PAGE)
 
 
-def note_list(request):
+def note_list(request: HttpRequest) -> JsonResponse:
     """Every note, newest first, from an ordinary view."""
     return JsonResponse({"notes": [note.as_dict() for note in Note.objects.order_by("-id")]})

@@ -13,10 +13,12 @@ import json
 
 from django.db import close_old_connections, connections
 
+from wsthread import ServerConnection
+
 from .models import Note
 
 
-def notes(ws) -> None:
+def notes(ws: ServerConnection) -> None:
     """Save every message as a note, and tell every connected client.
 
     The connection gets broadcasts from the moment it opened: a note saved

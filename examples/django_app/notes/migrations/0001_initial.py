@@ -1,9 +1,11 @@
+from typing import List, Tuple
+
 from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
     initial = True
-    dependencies = []
+    dependencies: List[Tuple[str, str]] = []
     operations = [
         migrations.CreateModel(
             name="Note",
