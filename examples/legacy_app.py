@@ -193,16 +193,17 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
+    host = "127.0.0.1"
     orders = Orders()
-    events = wsthread.serve(orders.screen, "127.0.0.1", args.ws_port).start()  # background
+    events = wsthread.serve(orders.screen, host, args.ws_port).start()  # background
     orders.events = events
     try:
-        app = OrderDesk(("127.0.0.1", args.port), orders)
+        app = OrderDesk((host, args.port), orders)
     except OSError:
         events.shutdown()
         raise
     with app:
-        host, port = "127.0.0.1", app.server_address[1]
+        port = app.server_address[1]
         print(
             f"order desk on http://{host}:{port}/ with events on ws://{host}:{events.port}/"
             " (Ctrl-C to stop)",

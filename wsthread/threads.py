@@ -311,17 +311,12 @@ class Keepalive(HelperThread):
                 return
             connections = list(self._connections)
         now = time.monotonic()
-        ended = []
         for connection in connections:
             try:
                 if not connection.keepalive_tick(now, self.interval, self.timeout):
-                    ended.append(connection)
+                    # Ended. A client connection the peer closed stays registered
+                    # until the application calls close(), which it may never do:
+                    # forget it here, or the shared keepalive keeps it for ever.
+                    self.remove(connection)
             except Exception:
                 logger.exception("keepalive failed for %r", connection)
-        if ended:
-            # A client connection the peer closed stays registered until the
-            # application calls close(), which it may never do: forget it here,
-            # or the shared keepalive keeps it (and its thread) alive for ever.
-            with self._condition:
-                for connection in ended:
-                    self._connections.pop(connection, None)
