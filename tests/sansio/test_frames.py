@@ -655,3 +655,77 @@ def test_pending_frame_ignores_a_control_frame() -> None:
     assert parser.in_payload
     assert parser.pending_frame() is None
     assert parser.pending_payload() == b""
+
+
+# -- large frames arriving in pieces ---------------------------------------------------------
+
+
+def large_wire(length: int, masked: bool = True, opcode: Opcode = Opcode.BINARY) -> bytes:
+    """A frame of ``length`` bytes of pattern(), then a small text frame after it."""
+    mask = MASK if masked else None
+    return serialize_frame(Frame(opcode, pattern(length)), mask=mask) + serialize_frame(
+        Frame(Opcode.TEXT, b"next"), mask=mask
+    )
+
+
+@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("chunk", [1000, 4093, 65536])
+def test_a_large_frame_in_pieces_keeps_what_follows_it(masked: bool, chunk: int) -> None:
+    """A large frame gathered piece by piece comes out whole, and the frame after it too."""
+    length = frames.LARGE_FRAME * 3 + 5
+    wire = large_wire(length, masked)
+    assert parse_all(wire, expect_masked=masked, chunk=chunk) == [
+        Frame(Opcode.BINARY, pattern(length)),
+        Frame(Opcode.TEXT, b"next"),
+    ]
+
+
+def test_a_large_frame_is_not_gathered_in_the_buffer() -> None:
+    """The parser's buffer never grows to a large frame's size; buffered counts what is held."""
+    length = MIB
+    wire = large_wire(length)
+    parser = FrameParser(expect_masked=True)
+    header = 14  # 2 bytes, a 64-bit length, the key
+    frame_end = header + length
+    for start in range(0, frame_end - 1, 65536):
+        piece = wire[start : min(start + 65536, frame_end - 1)]
+        parser.feed(piece)
+        assert parser.next_frame() is None
+        assert parser.buffered == start + len(piece)
+        assert len(parser._buffer) < 65536  # private, but it is the point of the test
+    parser.feed(wire[frame_end - 1 :])
+    frame = parser.next_frame()
+    assert frame == Frame(Opcode.BINARY, pattern(length))
+    assert parser.last_mask(frame) == MASK
+    assert parser.buffered == len(wire) - frame_end
+    assert parser.next_frame() == Frame(Opcode.TEXT, b"next")
+    assert parser.buffered == 0
+
+
+def test_pending_payload_of_a_large_text_frame_comes_unmasked_from_any_offset() -> None:
+    """pending_frame() and pending_payload(skip) describe a large frame like a small one."""
+    text = ("é" * frames.LARGE_FRAME).encode()
+    wire = serialize_frame(Frame(Opcode.TEXT, text, fin=False), mask=MASK)
+    parser = FrameParser(expect_masked=True)
+    received = 0
+    for start, end in [(0, 5000), (5000, 5003), (5003, 70001), (70001, 100000)]:
+        parser.feed(wire[start:end])
+        assert parser.pending_frame() is None  # until next_frame() looks
+        assert parser.next_frame() is None
+        payload_end = end - 14
+        assert parser.pending_frame() == (Opcode.TEXT, False, payload_end)
+        assert parser.pending_payload(received) == text[received:payload_end]
+        assert parser.pending_payload(0) == text[:payload_end]
+        received = payload_end
+    parser.feed(wire[100000:])
+    assert parser.next_frame() == Frame(Opcode.TEXT, text, fin=False)
+    assert parser.pending_frame() is None
+
+
+def test_a_large_frame_over_the_limit_is_still_refused_from_its_header() -> None:
+    """Gathering starts only after the header's checks: 1009 before any payload."""
+    wire = large_wire(MIB + 1)
+    parser = FrameParser(expect_masked=True)
+    parser.feed(wire[:20])
+    with pytest.raises(PayloadTooBig):
+        parser.next_frame(MIB)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 import os
 import struct
-from typing import Callable, NamedTuple, Optional, Tuple, Union
+from typing import Callable, List, NamedTuple, Optional, Tuple, Union
 
 from ..exceptions import InvalidUTF8, PayloadTooBig, ProtocolError
 
@@ -302,6 +302,11 @@ class FrameParser:
     control frame limits, the size limit) is checked as soon as the header
     is complete, before any of the payload has to arrive.
 
+    A frame of ``LARGE_FRAME`` bytes or more that arrives in pieces is
+    gathered apart from the buffer (see :class:`_LargeFrame`): each piece is
+    unmasked as it comes and the pieces are joined once, so a large payload
+    costs one allocation of its size, not a buffer grown by copies.
+
     Args:
         expect_masked: ``True`` on a server (clients must mask every frame),
             ``False`` on a client (servers must not mask).
@@ -322,16 +327,21 @@ class FrameParser:
         # That frame's header, as next_frame decoded it (see pending_frame()):
         # (opcode, rsv1, where its payload starts, masked).
         self._pending: Optional[Tuple[Opcode, bool, int, bool]] = None
+        self._large: Optional[_LargeFrame] = None  # a large frame being gathered
+        self._last_large_mask: Optional[bytes] = None  # see last_mask()
 
     def feed(self, data: bytes) -> None:
         """Add received bytes."""
+        large = self._large
+        if large is not None:
+            data = large.take(data)
         buffer = self._buffer
         if self._offset:
             # Drop the frames already parsed, once per feed rather than per frame.
             del buffer[: self._offset]
             self._offset = 0
         buffer += data
-        self.buffered = len(buffer)
+        self.buffered = len(buffer) if large is None else len(buffer) + large.held
         self.in_payload = False
         self._pending = None
 
@@ -347,6 +357,8 @@ class FrameParser:
             ProtocolError: the bytes break RFC 6455 framing (close code 1002),
                 or the announced length is over ``max_length`` (1009).
         """
+        if self._large is not None:
+            return self._large_frame()
         available = self.buffered
         if available < 2:
             return None
@@ -382,7 +394,10 @@ class FrameParser:
         payload_start = start + header_length
         if available < header_length + length:
             self.in_payload = True
-            self._pending = (opcode, bool(first & 0x40), payload_start, masked)
+            if length >= LARGE_FRAME:
+                self._gather(opcode, first, header_length, length, masked)
+            else:
+                self._pending = (opcode, bool(first & 0x40), payload_start, masked)
             return None
         end = payload_start + length
         payload = _payload(buffer, payload_start, end, masked)
@@ -390,6 +405,36 @@ class FrameParser:
         self.buffered = available - header_length - length
         return _new_frame(
             Frame, (opcode, payload, bool(first & 0x80), bool(first & 0x40), False, False)
+        )
+
+    def _gather(
+        self, opcode: Opcode, first: int, header_length: int, length: int, masked: bool
+    ) -> None:
+        """Start gathering the large frame at the buffer's head; the buffer holds nothing else."""
+        buffer = self._buffer
+        payload_start = self._offset + header_length
+        key = bytes(buffer[payload_start - 4 : payload_start]) if masked else None
+        large = _LargeFrame(opcode, first, header_length, length, key)
+        with memoryview(buffer) as view:
+            large.take(view[payload_start:])
+        buffer.clear()
+        self._offset = 0
+        self._large = large
+
+    def _large_frame(self) -> Optional[Frame]:
+        """The large frame being gathered, once whole; ``None`` before."""
+        large = self._large
+        assert large is not None
+        if large.missing:
+            self.in_payload = True
+            return None
+        self._large = None
+        self._last_large_mask = large.key
+        self.buffered = len(self._buffer)
+        first = large.first
+        return _new_frame(
+            Frame,
+            (large.opcode, large.payload(), bool(first & 0x80), bool(first & 0x40), False, False),
         )
 
     def _check_header(
@@ -426,6 +471,8 @@ class FrameParser:
         if not self.expect_masked:
             return None
         end = self._offset - len(frame.payload)
+        if end < 4:  # a large frame, gathered apart from the buffer
+            return self._last_large_mask
         return bytes(self._buffer[end - 4 : end])
 
     def pending_frame(self) -> Optional[Tuple[Opcode, bool, int]]:
@@ -440,6 +487,13 @@ class FrameParser:
             bytes are buffered; or ``None`` when no data frame is in progress
             (less than a header is buffered, or a control frame).
         """
+        large = self._large
+        if large is not None:
+            return (
+                (large.opcode, bool(large.first & 0x40), large.received)
+                if self.in_payload
+                else None
+            )
         header = self._pending_header()
         if header is None:
             return None
@@ -453,6 +507,8 @@ class FrameParser:
         progress (see :meth:`pending_frame`). Only those bytes are unmasked,
         so looking at each new piece as it arrives costs one pass in all.
         """
+        if self._large is not None:
+            return self._large.received_since(skip) if self.in_payload else b""
         header = self._pending_header()
         if header is None:
             return b""
@@ -479,6 +535,72 @@ class FrameParser:
         return pending
 
 
+class _LargeFrame:
+    """A large frame's payload, gathered piece by piece as it arrives, unmasked.
+
+    The alternative, appending every read to the parser's buffer, grows one
+    ``bytearray`` by copies and reallocations up to the frame's size, then
+    copies the payload out of it once more; with many connections receiving
+    large frames at once that is the pattern that fragments the C heap.
+    """
+
+    __slots__ = ("opcode", "first", "header_length", "length", "key", "pieces", "received")
+
+    def __init__(
+        self, opcode: Opcode, first: int, header_length: int, length: int, key: Optional[bytes]
+    ) -> None:
+        self.opcode = opcode
+        self.first = first  # the header's first byte: FIN and RSV1
+        self.header_length = header_length
+        self.length = length
+        self.key = key  # None: not masked
+        self.pieces: List[bytes] = []
+        self.received = 0  # payload bytes so far
+
+    @property
+    def missing(self) -> int:
+        """Payload bytes still to come."""
+        return self.length - self.received
+
+    @property
+    def held(self) -> int:
+        """The bytes of the frame received so far, header included."""
+        return self.header_length + self.received
+
+    def take(self, data: Union[bytes, memoryview]) -> bytes:
+        """Keep what ``data`` holds of the payload; return the bytes after the frame."""
+        missing = self.length - self.received
+        rest = b""
+        if len(data) > missing:
+            rest = bytes(data[missing:])
+            data = data[:missing]
+        if data:
+            key = self.key
+            if key is None:
+                self.pieces.append(bytes(data))
+            else:
+                turn = self.received % 4
+                self.pieces.append(apply_mask(data, key[turn:] + key[:turn]))
+            self.received += len(data)
+        return rest
+
+    def received_since(self, skip: int) -> bytes:
+        """The payload received so far, unmasked, past its first ``skip`` bytes."""
+        tail: List[bytes] = []
+        wanted = self.received - skip
+        for piece in reversed(self.pieces):
+            if wanted <= 0:
+                break
+            tail.append(piece if len(piece) <= wanted else piece[len(piece) - wanted :])
+            wanted -= len(piece)
+        return b"".join(reversed(tail))
+
+    def payload(self) -> bytes:
+        """The whole payload (call once every byte has arrived)."""
+        pieces = self.pieces
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
 def _payload(buffer: bytearray, start: int, end: int, masked: bool) -> bytes:
     """The payload at ``buffer[start:end]``, unmasked with the 4 bytes before it if ``masked``."""
     if end - start <= _SMALL_PAYLOAD:
@@ -499,6 +621,9 @@ _UINT16 = struct.Struct("!H")
 # Payloads up to this size are sliced out of the buffer by copy, larger ones
 # through a memoryview (no copy before the unmasking).
 _SMALL_PAYLOAD = 1024
+#: Frames of this many bytes or more that arrive in pieces are gathered apart
+#: from the parser's buffer (see :class:`_LargeFrame`).
+LARGE_FRAME = 64 * 1024
 # Frame(...) goes through NamedTuple's Python-level __new__; the parser, which
 # always passes every field, builds the tuple directly (same object, faster).
 _new_frame = tuple.__new__
