@@ -139,6 +139,56 @@ def test_an_abandoned_stream_skips_the_rest_of_its_message(make_server: ServerFa
     assert outcome == [b"head", "the next message"]
 
 
+def test_recv_beside_an_unfinished_stream_of_the_same_thread_raises(
+    make_server: ServerFactory,
+) -> None:
+    """recv() while this thread's stream is half read raises at once instead of waiting for ever."""
+    outcome: List[Any] = []
+
+    def handler(ws: ServerConnection) -> None:
+        stream = ws.recv_streaming()
+        outcome.append(next(stream))
+        for receive in (ws.recv, lambda: next(ws.recv_streaming())):
+            try:
+                receive()
+            except RuntimeError as exc:
+                outcome.append(str(exc))
+        outcome.append(b"".join(stream))  # the stream goes on where it was
+        outcome.append(ws.recv())
+
+    server = make_server(handler)
+    with wsthread.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+        ws.send([b"head", b"body", b"tail"])
+        ws.send("the next message")
+        assert wait_until(lambda: len(outcome) == 5)
+    assert outcome[0] == b"head"
+    assert "recv_streaming() iterator that is not finished" in outcome[1]
+    assert "recv_streaming() iterator that is not finished" in outcome[2]
+    assert outcome[3:] == [b"bodytail", "the next message"]
+
+
+def test_an_iterator_kept_after_its_last_piece_blocks_nobody(make_server: ServerFactory) -> None:
+    """Once the last piece is handed over, recv() works even if the iterator is never finished."""
+    outcome: List[Any] = []
+
+    def handler(ws: ServerConnection) -> None:
+        whole = ws.recv_streaming()
+        outcome.append(next(whole))  # a one-frame message: its only piece
+        fragmented = ws.recv_streaming()
+        # The client sends each piece as a frame, then an empty final one.
+        outcome.append([next(fragmented) for _ in range(3)])  # its last piece too
+        outcome.append(ws.recv(timeout=5))
+        outcome.append(list(whole) + list(fragmented))  # nothing left in either
+
+    server = make_server(handler)
+    with wsthread.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+        ws.send(b"one")
+        ws.send([b"two", b"three"])
+        ws.send("four")
+        assert wait_until(lambda: len(outcome) == 4)
+    assert outcome == [b"one", [b"two", b"three", b""], "four", []]
+
+
 def test_invalid_utf8_in_the_middle_closes_with_1007(make_server: ServerFactory) -> None:
     """The good pieces come out; the invalid one fails the connection with 1007."""
     pieces: List[str] = []

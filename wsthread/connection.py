@@ -358,8 +358,10 @@ class Connection:
         yielded). A message sent in one frame comes as one piece.
 
         Iterate to the end, or close the iterator, before calling
-        :meth:`recv` again: no other receiver gets a message meanwhile. If
+        :meth:`recv` again: no other receiver gets a message meanwhile, and
+        the same thread gets ``RuntimeError`` (it would wait for ever). If
         the iterator is dropped early, the rest of its message is skipped.
+        Once the last piece has been handed over, the iterator holds nothing.
 
         Args:
             decode: as for :meth:`recv`, applied to each piece (binary
@@ -369,6 +371,8 @@ class Connection:
         Raises:
             ConnectionClosed: the connection closed before the message
                 ended (or before it began).
+            RuntimeError: this thread has an unfinished ``recv_streaming()``
+                iterator (:meth:`recv` raises it too).
         """
         return self._receiver.stream(decode)
 

@@ -462,9 +462,28 @@ class Receiver:
         self._lock = threading.Lock()
         self._parts: List[Data] = []  # pieces of a message a timed-out recv() began
         self._skip_rest = False  # an abandoned stream(): drop the rest of its message
+        # The thread that last advanced an unfinished stream() (which holds the lock).
+        self._streaming_thread: Optional[int] = None
+
+    def _check_no_open_stream(self) -> None:
+        """Refuse to wait for the lock that this thread's own unfinished stream() holds.
+
+        Waiting would never end: the stream only lets go of the lock when
+        this thread iterates it to the end or closes it.
+
+        Raises:
+            RuntimeError: this thread holds an unfinished ``recv_streaming()`` iterator.
+        """
+        if self._streaming_thread == threading.get_ident():
+            raise RuntimeError(
+                "this thread has a recv_streaming() iterator that is not finished: "
+                "iterate it to the end or call its close() before receiving again"
+            )
 
     def recv(self, timeout: Optional[float], decode: Optional[bool]) -> Data:
         """The next whole message (see ``Connection.recv``)."""
+        if self._streaming_thread is not None:
+            self._check_no_open_stream()
         lock = self._lock
         if timeout is None:  # the common case: as little as possible per message
             deadline = NO_DEADLINE
@@ -491,10 +510,18 @@ class Receiver:
         return message.encode("utf-8") if isinstance(message, str) else message
 
     def stream(self, decode: Optional[bool]) -> Iterator[Data]:
-        """The next message, piece by piece (see ``Connection.recv_streaming``)."""
+        """The next message, piece by piece (see ``Connection.recv_streaming``).
+
+        The lock is held from the first piece until the message's last piece
+        has been taken from the queue; it is let go before that piece is
+        handed over, so an iterator kept after its last piece blocks nobody.
+        """
+        self._check_no_open_stream()
         self._lock.acquire()
+        held = True
         finished = False
         try:
+            self._streaming_thread = threading.get_ident()
             deadline = NO_DEADLINE
             if self._skip_rest:
                 self._skip_fragments(deadline, None)
@@ -502,23 +529,31 @@ class Receiver:
             pending, self._parts = self._parts, []
             for piece in pending:  # what a timed-out recv() had begun
                 yield convert(piece, False)
+                self._streaming_thread = threading.get_ident()
             item = self._take(deadline, None)
             while True:
                 if type(item) is not Fragment:
                     assert not pending, "a whole message inside a fragmented one"
                     finished = True
-                    yield convert(item, True)  # type: ignore[arg-type]
+                    last = convert(item, True)  # type: ignore[arg-type]
                     break
-                fin = item.fin
-                finished = fin
-                yield convert(item.data, fin)
-                if fin:
+                if item.fin:
+                    finished = True
+                    last = convert(item.data, True)
                     break
+                yield convert(item.data, False)
+                self._streaming_thread = threading.get_ident()
                 item = self._take(deadline, None)
-        finally:
-            if not finished:
-                self._skip_rest = True
+            held = False
+            self._streaming_thread = None
             self._lock.release()
+        finally:
+            if held:
+                if not finished:
+                    self._skip_rest = True
+                self._streaming_thread = None
+                self._lock.release()
+        yield last
 
     def _assemble(
         self, item: Optional[Fragment], deadline: Deadline, timeout: Optional[float]

@@ -390,7 +390,6 @@ class FrameParser:
             or (max_length is not None and length > max_length)
         ):
             self._check_header(opcode, first, masked, length, max_length)
-
         payload_start = start + header_length
         if available < header_length + length:
             self.in_payload = True
