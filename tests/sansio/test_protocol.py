@@ -969,3 +969,46 @@ def test_failure_reason_is_truncated_to_fit() -> None:
     assert code == 1002
     assert len(frame.payload) <= 125
     assert "é" * 10 in reason
+
+
+# -- large frames, gathered piece by piece ------------------------------------------------
+
+
+def test_large_frames_give_the_same_events_however_they_are_cut() -> None:
+    """Large text and binary frames, fragmented or not, parse alike in one chunk or in pieces."""
+    big_text = ("κόσμε " * 20000).encode()  # 220,000 bytes, characters cut by any split
+    wire = (
+        client_frame(Opcode.TEXT, big_text[:100001], fin=False)
+        + client_frame(Opcode.PING, b"p")
+        + client_frame(Opcode.CONTINUATION, big_text[100001:])
+        + client_frame(Opcode.BINARY, bytes(range(256)) * 300)
+        + client_frame(Opcode.TEXT, b"small")
+    )
+    whole, _ = pair()
+    expected = whole.receive_data(wire)
+    assert [type(event).__name__ for event in expected] == ["Ping", "Message", "Message", "Message"]
+    for size in (1000, 4093, 65536, 70000):
+        server, _ = pair()
+        events: List[Event] = []
+        for start in range(0, len(wire), size):
+            events += server.receive_data(wire[start : start + size])
+            assert server.failure is None
+        assert events == expected, size
+        assert server.bytes_buffered == 0
+
+
+def test_invalid_utf8_inside_a_large_frame_fails_when_it_arrives() -> None:
+    """A bad byte 70,000 bytes into a 200,000-byte text frame fails with that piece."""
+    payload = bytearray(b"a" * 200000)
+    payload[70000] = 0xFF
+    wire = client_frame(Opcode.TEXT, bytes(payload))
+    server, _ = pair()
+    header = 14  # 2 bytes, a 64-bit length, the mask
+    for start in range(0, len(wire), 4096):
+        assert server.receive_data(wire[start : start + 4096]) == []
+        if start + 4096 > header + 70000:
+            break
+        assert server.failure is None
+        assert server.bytes_buffered == start + 4096
+    assert isinstance(server.failure, InvalidUTF8)
+    assert_failed(server, 1007)
