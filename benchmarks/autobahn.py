@@ -32,8 +32,15 @@ def commands() -> Dict[str, List[str]]:
     python = sys.executable
     return {
         "wsthread": [
-            python, "-m", "wsthread.echo", "--no-compression", "--max-size", "67108864",
-            "--quiet", "--port", "0",
+            python,
+            "-m",
+            "wsthread.echo",
+            "--no-compression",
+            "--max-size",
+            "67108864",
+            "--quiet",
+            "--port",
+            "0",
         ],
         "websockets": [python, str(HERE / "servers" / "websockets_echo.py"), "0", "none"],
     }

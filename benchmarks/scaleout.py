@@ -116,8 +116,19 @@ def redis_server() -> Iterator[str]:
     port = free_port()
     with tempfile.TemporaryDirectory() as directory:
         process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", directory],
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                directory,
+            ],
             stdout=subprocess.DEVNULL,
         )
         try:
@@ -278,10 +289,18 @@ async def run(args: argparse.Namespace) -> Dict[str, Any]:
     """Both workloads on both set-ups; return the results."""
     results: Dict[str, Any] = {}
     setups = [
-        (f"{args.processes} processes x {args.clients} clients, Redis hub", args.processes,
-         args.clients, True),
-        (f"1 process x {args.processes * args.clients} clients, no hub", 1,
-         args.processes * args.clients, False),
+        (
+            f"{args.processes} processes x {args.clients} clients, Redis hub",
+            args.processes,
+            args.clients,
+            True,
+        ),
+        (
+            f"1 process x {args.processes * args.clients} clients, no hub",
+            1,
+            args.processes * args.clients,
+            False,
+        ),
     ]
     with redis_server() as url:
         for name, processes, clients, with_redis in setups:
