@@ -42,6 +42,7 @@ from wsthread.sansio.deflate import (
     parse_extensions,
 )
 from wsthread.sansio.frames import (
+    LARGE_FRAME,
     Frame,
     FrameParser,
     Opcode,
@@ -347,6 +348,52 @@ def test_protocol_any_bytes_any_split(
             assert size <= max_size
     if failure is not None:
         assert failure[1] in (1002, 1007, 1009)
+
+
+@st.composite
+def large_frames(draw: st.DrawFn, masked: bool) -> bytes:
+    """Frames of about LARGE_FRAME bytes and more, some fragmented, some bad UTF-8, with pings."""
+    out = bytearray()
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["text", "bad text", "binary", "ping"]))
+        opcode = {"text": 1, "bad text": 1, "binary": 2, "ping": 9}[kind]
+        if kind == "ping":
+            payload = b"p"
+        else:
+            size = draw(st.integers(LARGE_FRAME - 8, 2 * LARGE_FRAME + 8))
+            if kind == "binary":
+                payload = (draw(st.binary(min_size=7, max_size=7)) * (size // 7 + 1))[:size]
+            else:
+                payload = ("é€" * (size // 5 + 1)).encode("utf-8")[:size]  # may end mid-character
+                if kind == "bad text":
+                    where = draw(st.integers(0, len(payload) - 1))
+                    payload = payload[:where] + b"\xff" + payload[where + 1 :]
+            if draw(st.booleans()):
+                opcode = 0  # a continuation: valid after an unfinished message, else 1002
+        fin = kind == "ping" or draw(st.booleans())
+        key = draw(st.binary(min_size=4, max_size=4)) if masked else None
+        out += serialize_frame(Frame(Opcode(opcode), payload, fin), mask=key)
+    if draw(st.booleans()):
+        del out[draw(st.integers(0, len(out) - 1)) :]  # cut short: the rest never came
+    return bytes(out)
+
+
+@settings(bounded, max_examples=max(10, EXAMPLES // 5))
+@given(
+    data=st.data(),
+    side=st.sampled_from(list(Side)),
+    max_size=st.one_of(st.none(), st.integers(LARGE_FRAME - 100, 3 * LARGE_FRAME)),
+    points=split_points,
+)
+def test_large_frames_any_split(
+    data: st.DataObject, side: Side, max_size: Optional[int], points: List[int]
+) -> None:
+    """Frames gathered piece by piece (LARGE_FRAME and more): one chunk and any split agree."""
+    raw = data.draw(large_frames(masked=side is Side.SERVER))
+    whole = drive([raw], side, max_size, None)
+    assert drive(cut(raw, points), side, max_size, None) == whole
+    pieces = [raw[i : i + 4093] for i in range(0, len(raw), 4093)]
+    assert drive(pieces, side, max_size, None) == whole
 
 
 Piece = Union[str, bytes]
