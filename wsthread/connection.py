@@ -358,10 +358,10 @@ class Connection:
         yielded). A message sent in one frame comes as one piece.
 
         Iterate to the end, or close the iterator, before calling
-        :meth:`recv` again: no other receiver gets a message meanwhile, and
-        the same thread gets ``RuntimeError`` (it would wait for ever). If
-        the iterator is dropped early, the rest of its message is skipped.
-        Once the last piece has been handed over, the iterator holds nothing.
+        :meth:`recv` again: no other receiver gets a message meanwhile (the
+        thread that last advanced the iterator gets ``RuntimeError``: it
+        would wait for ever). A dropped iterator skips the rest of its
+        message; after the last piece, an iterator holds nothing.
 
         Args:
             decode: as for :meth:`recv`, applied to each piece (binary

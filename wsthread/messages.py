@@ -518,7 +518,6 @@ class Receiver:
         """
         self._check_no_open_stream()
         self._lock.acquire()
-        held = True
         finished = False
         try:
             self._streaming_thread = threading.get_ident()
@@ -544,16 +543,12 @@ class Receiver:
                 yield convert(item.data, False)
                 self._streaming_thread = threading.get_ident()
                 item = self._take(deadline, None)
-            held = False
+        finally:
+            if not finished:
+                self._skip_rest = True
             self._streaming_thread = None
             self._lock.release()
-        finally:
-            if held:
-                if not finished:
-                    self._skip_rest = True
-                self._streaming_thread = None
-                self._lock.release()
-        yield last
+        yield last  # the whole message is taken: the lock is free already
 
     def _assemble(
         self, item: Optional[Fragment], deadline: Deadline, timeout: Optional[float]

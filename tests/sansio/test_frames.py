@@ -729,3 +729,24 @@ def test_a_large_frame_over_the_limit_is_still_refused_from_its_header() -> None
     parser.feed(wire[:20])
     with pytest.raises(PayloadTooBig):
         parser.next_frame(MIB)
+
+
+def test_a_large_frame_in_tiny_pieces_holds_about_its_size() -> None:
+    """Read by read, a frame that arrives in tiny pieces costs about its size, not more."""
+    import tracemalloc
+
+    length = 4 * frames.LARGE_FRAME
+    wire = serialize_frame(Frame(Opcode.BINARY, pattern(length)), mask=MASK)
+    parser = FrameParser(expect_masked=True)
+    pieces = [wire[i : min(i + 2, len(wire) - 1)] for i in range(0, len(wire) - 1, 2)]
+    tracemalloc.start()
+    try:
+        for piece in pieces:
+            parser.feed(piece)
+            assert parser.next_frame() is None
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 1.5 * length, held  # a bytes object per 2-byte read would be about 20x
+    parser.feed(wire[-1:])
+    assert parser.next_frame() == Frame(Opcode.BINARY, pattern(length))

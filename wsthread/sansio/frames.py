@@ -465,7 +465,8 @@ class FrameParser:
     def last_mask(self, frame: Frame) -> Optional[bytes]:
         """The masking key of ``frame``, which :meth:`next_frame` has just returned.
 
-        ``None`` for an unmasked frame. Valid until the next :meth:`feed`.
+        ``None`` for an unmasked frame. Valid until the next :meth:`feed` or
+        :meth:`next_frame` (which may drop the buffer to gather a large frame).
         """
         if not self.expect_masked:
             return None
@@ -553,7 +554,7 @@ class _LargeFrame:
         self.header_length = header_length
         self.length = length
         self.key = key  # None: not masked
-        self.pieces: List[bytes] = []
+        self.pieces: List[Union[bytes, bytearray]] = []
         self.received = 0  # payload bytes so far
 
     @property
@@ -576,16 +577,27 @@ class _LargeFrame:
         if data:
             key = self.key
             if key is None:
-                self.pieces.append(bytes(data))
+                piece = bytes(data)
             else:
                 turn = self.received % 4
-                self.pieces.append(apply_mask(data, key[turn:] + key[:turn]))
-            self.received += len(data)
+                piece = apply_mask(data, key[turn:] + key[:turn])
+            self.received += len(piece)
+            pieces = self.pieces
+            if len(piece) < LARGE_FRAME and pieces and len(pieces[-1]) < LARGE_FRAME:
+                # Small reads (a peer sending in small segments) go into one
+                # bytearray of up to LARGE_FRAME bytes: a bytes object each
+                # would cost tens of bytes of overhead per read.
+                last = pieces[-1]
+                if type(last) is bytes:
+                    last = pieces[-1] = bytearray(last)
+                last += piece
+            else:
+                pieces.append(piece)
         return rest
 
     def received_since(self, skip: int) -> bytes:
         """The payload received so far, unmasked, past its first ``skip`` bytes."""
-        tail: List[bytes] = []
+        tail: List[Union[bytes, bytearray]] = []
         wanted = self.received - skip
         for piece in reversed(self.pieces):
             if wanted <= 0:
@@ -597,7 +609,7 @@ class _LargeFrame:
     def payload(self) -> bytes:
         """The whole payload (call once every byte has arrived)."""
         pieces = self.pieces
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return pieces[0] if len(pieces) == 1 and type(pieces[0]) is bytes else b"".join(pieces)
 
 
 def _payload(buffer: bytearray, start: int, end: int, masked: bool) -> bytes:
