@@ -1,4 +1,4 @@
-"""What ``server.shutdown()`` costs with many idle connections open.
+"""What server.shutdown() costs with many idle connections open.
 
 One command::
 
