@@ -18,7 +18,6 @@ threads before and after.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import socket
@@ -31,14 +30,22 @@ from typing import Any, Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import wsthread  # noqa: E402 (after the path above)
+from wsthread.exceptions import ProtocolError  # noqa: E402
+from wsthread.sansio.frames import (  # noqa: E402
+    CloseCode,
+    Frame,
+    FrameParser,
+    Opcode,
+    parse_close,
+    serialize_close,
+    serialize_frame,
+)
+from wsthread.sansio.handshake import build_request, generate_key  # noqa: E402
 
 ANSWERERS = 50
-REQUEST = (
-    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)) + b"\r\n"
-    b"Sec-WebSocket-Version: 13\r\n\r\n"
-)
-CLOSE_1001_MASKED = b"\x88\x82\x00\x00\x00\x00\x03\xe9"  # a client's close frame, 1001
+GOING_AWAY = int(CloseCode.GOING_AWAY)  # 1001
+# A client's answer to the server's close frame, masked as a client must.
+CLOSE_ANSWER = serialize_frame(Frame(Opcode.CLOSE, serialize_close(GOING_AWAY)), mask=os.urandom(4))
 
 
 def handler(ws: wsthread.ServerConnection) -> None:
@@ -49,10 +56,11 @@ def handler(ws: wsthread.ServerConnection) -> None:
 
 def open_connections(port: int, count: int) -> List[socket.socket]:
     """Open ``count`` WebSocket connections with plain sockets; wait for every 101."""
+    request = build_request("127.0.0.1", port, "/", generate_key(), secure=False).serialize()
     sockets = []
     for _ in range(count):
         sock = socket.create_connection(("127.0.0.1", port))
-        sock.sendall(REQUEST)
+        sock.sendall(request)
         sockets.append(sock)
     for sock in sockets:
         head = b""
@@ -67,17 +75,20 @@ def answer(sockets: List[socket.socket], received: List[int]) -> None:
     """Wait for each socket's close frame; count 1001s and answer them."""
     for sock in sockets:
         sock.settimeout(60)
-        data = b""
+        parser = FrameParser(expect_masked=False)
         try:
-            while len(data) < 4:
+            frame = None
+            while frame is None:
                 more = sock.recv(256)
                 if not more:
                     break
-                data += more
-            if data[:1] == b"\x88" and data[2:4] == b"\x03\xe9":
-                received.append(1)
-                sock.sendall(CLOSE_1001_MASKED)
-        except OSError:
+                parser.feed(more)
+                frame = parser.next_frame()
+            if frame is not None and frame.opcode is Opcode.CLOSE:
+                if parse_close(frame.payload)[0] == GOING_AWAY:
+                    received.append(1)
+                sock.sendall(CLOSE_ANSWER)
+        except (OSError, ProtocolError):
             pass
         finally:
             sock.close()
