@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import tracemalloc
 from typing import List, Optional
 
 import pytest
@@ -733,8 +734,6 @@ def test_a_large_frame_over_the_limit_is_still_refused_from_its_header() -> None
 
 def test_a_large_frame_in_tiny_pieces_holds_about_its_size() -> None:
     """Read by read, a frame that arrives in tiny pieces costs about its size, not more."""
-    import tracemalloc
-
     length = 4 * frames.LARGE_FRAME
     wire = serialize_frame(Frame(Opcode.BINARY, pattern(length)), mask=MASK)
     parser = FrameParser(expect_masked=True)

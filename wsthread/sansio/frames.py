@@ -569,7 +569,7 @@ class _LargeFrame:
 
     def take(self, data: Union[bytes, memoryview]) -> bytes:
         """Keep what ``data`` holds of the payload; return the bytes after the frame."""
-        missing = self.length - self.received
+        missing = self.missing
         rest = b""
         if len(data) > missing:
             rest = bytes(data[missing:])
