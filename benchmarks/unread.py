@@ -67,8 +67,8 @@ def proc_status(field: str, pid: str = "self") -> int:
 def serve(messages: int, keep_last: bool) -> None:
     """Run the server: print the port and baseline; obey "stats", "release", "report"."""
     import wsthread
-    from wsthread.messages import ReceiveBudget
-    from wsthread.threads import shared
+    from wsthread.connection.budget import DEFAULT_RECEIVE_BUDGET, ReceiveBudget
+    from wsthread.connection.threads import shared
 
     release = threading.Event()
     results: Dict[int, str] = {}
@@ -94,7 +94,7 @@ def serve(messages: int, keep_last: bool) -> None:
 
     server = wsthread.serve(handler, "127.0.0.1", 0, max_connections=None)
     server.start()
-    budget = shared(ReceiveBudget, wsthread.messages.DEFAULT_RECEIVE_BUDGET)
+    budget = shared(ReceiveBudget, DEFAULT_RECEIVE_BUDGET)
     print(json.dumps({"port": server.port, "rss": proc_status("VmRSS")}), flush=True)
     for line in sys.stdin:
         command = line.strip()

@@ -1,4 +1,4 @@
-"""wsthread.broadcast: local delivery, the hub's round trip and its errors, with fakes."""
+"""wsthread.server.broadcast: local delivery, the hub's round trip and its errors, with fakes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import pytest
 
-from wsthread.broadcast import Broadcaster
+from wsthread.server.broadcast import Broadcaster
 
 
 class FakeWriter:

@@ -15,15 +15,15 @@ import pytest
 
 import wsthread
 from conftest import ServerFactory, wait_until
-from wsthread.budget import (
+from wsthread.connection.budget import (
     DEFAULT_RECEIVE_BUDGET,
     GRANULE,
     BudgetShare,
     ReceiveBudget,
     default_receive_budget,
 )
-from wsthread.messages import MessageQueue
-from wsthread.threads import shared
+from wsthread.connection.messages import MessageQueue
+from wsthread.connection.threads import shared
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,12 +9,12 @@ from typing import Callable, Iterator, List, Optional
 import pytest
 from test_writer import FakeTransport, make, opcodes_and_payloads
 
-from wsthread.closing import Closing
+from wsthread.connection.closing import Closing
+from wsthread.connection.messages import MessageQueue
+from wsthread.connection.pings import Pings
+from wsthread.connection.writer import Writer
 from wsthread.exceptions import ConnectionClosedOK
-from wsthread.messages import MessageQueue
-from wsthread.pings import Pings
 from wsthread.sansio.frames import Opcode
-from wsthread.writer import Writer
 
 WAIT = 10.0
 

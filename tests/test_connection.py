@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
-from wsthread.connection import _Liveness
+from wsthread.connection.connection import _Liveness
 
 
 class FakeReader:

@@ -127,7 +127,7 @@ def test_doc_snippets_run(path: Path, snippet_results: Dict[str, List[Dict[str, 
     assert len(outcomes) == len(blocks)
 
 
-@pytest.mark.parametrize("module", ["wsthread.trace", "wsthread.frames"])
+@pytest.mark.parametrize("module", ["wsthread.connection.trace", "wsthread.cli.frames"])
 def test_docstring_examples(module: str) -> None:
     """The examples in the tracing modules' docstrings are right."""
     failures, tried = doctest.testmod(importlib.import_module(module), verbose=False)

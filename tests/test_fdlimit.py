@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 import pytest
 
 from conftest import UPGRADE_REQUEST, ServerFactory, read_head, run_ok, wait_or_kill
-from wsthread.fdlimit import AcceptGuard, describe_limit, is_resource_error
+from wsthread.runtime.fdlimit import AcceptGuard, describe_limit, is_resource_error
 
 resource = pytest.importorskip("resource")
 

@@ -128,7 +128,7 @@ def test_child_gets_its_own_helper_threads(fork_report: Dict[str, Any]) -> None:
 
 def test_fork_guard_unit() -> None:
     """ForkGuard: not inherited in its own process; its message names the action."""
-    from wsthread.forks import ForkGuard, fork_generation
+    from wsthread.runtime.forks import ForkGuard, fork_generation
 
     guard = ForkGuard("thing")
     assert not guard.inherited

@@ -20,10 +20,10 @@ import pytest
 
 from conftest import wait_until
 from wsthread.connection import Connection
+from wsthread.connection.transport import Transport
 from wsthread.exceptions import ConnectionClosed
 from wsthread.sansio.frames import Frame, FrameParser, Opcode, serialize_frame
 from wsthread.sansio.protocol import Protocol, Side
-from wsthread.transport import Transport
 
 
 def client_frame(text: str) -> bytes:

@@ -9,6 +9,7 @@ from typing import List
 
 import pytest
 
+from wsthread.connection.transport import OutBuffer, Transport, wait_writable
 from wsthread.sansio.frames import (
     Frame,
     FrameParser,
@@ -17,7 +18,6 @@ from wsthread.sansio.frames import (
     serialize_frame_parts,
 )
 from wsthread.sansio.protocol import Protocol, Side
-from wsthread.transport import OutBuffer, Transport, wait_writable
 
 SIZES = [0, 1, 125, 126, 65535, 65536, 2**20 + 3]
 

@@ -8,8 +8,8 @@ from typing import Callable, List, Optional
 
 import pytest
 
-from wsthread.deadline import Deadline
-from wsthread.messages import HOLD, MessageQueue, QueueClosed, Receiver
+from wsthread.connection.messages import HOLD, MessageQueue, QueueClosed, Receiver
+from wsthread.runtime.deadline import Deadline
 from wsthread.sansio.protocol import Fragment
 
 # Generous bounds: the machine may be loaded; no test waits this long unless it fails.

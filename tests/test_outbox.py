@@ -9,7 +9,7 @@ from typing import List
 import pytest
 from test_writer import WAIT, FakeTransport, frames_in, make
 
-from wsthread.outbox import Outbox
+from wsthread.connection.writer import Outbox
 
 
 def test_the_outbox_closes_a_peer_past_write_limit_with_1013(

@@ -11,9 +11,9 @@ import pytest
 
 import wsthread
 from conftest import ServerFactory, raw_websocket, wait_until
-from wsthread import parking
+from wsthread.connection import parking
+from wsthread.connection.transport import Transport
 from wsthread.server import ServerConnection
-from wsthread.transport import Transport
 
 pytestmark = pytest.mark.skipif(not parking.available(), reason="parking needs epoll (Linux)")
 

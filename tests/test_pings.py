@@ -7,9 +7,9 @@ from typing import Any, List, Optional
 
 from test_writer import WAIT, FakeTransport, make, opcodes_and_payloads
 
-from wsthread.pings import Pings
+from wsthread.connection.pings import Pings
+from wsthread.connection.writer import Writer
 from wsthread.sansio.frames import Opcode
-from wsthread.writer import Writer
 
 
 def ping_payloads(transport: FakeTransport) -> List[bytes]:

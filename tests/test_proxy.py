@@ -17,7 +17,7 @@ import pytest
 
 import wsthread
 from conftest import ServerFactory, run, run_ok, wait_or_kill
-from wsthread.proxy import ProxyError, parse_proxy, proxy_from_environment
+from wsthread.client.proxy import ProxyError, parse_proxy, proxy_from_environment
 
 PROXY_VARIABLES = ["http_proxy", "https_proxy", "all_proxy", "no_proxy"]
 

@@ -8,11 +8,11 @@ from typing import Any, List, Tuple
 
 import pytest
 
-from wsthread.messages import MessageQueue
-from wsthread.reader import Reader
+from wsthread.connection.messages import MessageQueue
+from wsthread.connection.reader import Reader
+from wsthread.connection.transport import Transport
+from wsthread.connection.writer import Writer
 from wsthread.sansio.protocol import Protocol, Side
-from wsthread.transport import Transport
-from wsthread.writer import Writer
 
 WAIT = 10.0
 

@@ -1,4 +1,4 @@
-"""wsthread.registry: slots, threads, stats() and the shutdown sequence, with fakes and threads."""
+"""wsthread.server.registry: slots, threads, stats() and the shutdown sequence, with fakes and threads."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from wsthread.deadline import Deadline
 from wsthread.exceptions import ServiceUnavailable
-from wsthread.registry import Registry, asked_to_close, close_in_parallel, open_on
+from wsthread.runtime.deadline import Deadline
+from wsthread.server.registry import Registry, asked_to_close, close_in_parallel, open_on
 from wsthread.stats import ServerCounters
 
 

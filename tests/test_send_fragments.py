@@ -7,8 +7,8 @@ from typing import Iterator, List
 import pytest
 from test_writer import FakeTransport, frames_written, make, opcodes_and_payloads
 
+from wsthread.connection.fragments import send_fragments
 from wsthread.exceptions import ConnectionClosed
-from wsthread.fragments import send_fragments
 from wsthread.sansio.frames import Opcode
 
 
@@ -95,7 +95,7 @@ def test_a_fragmented_message_left_half_sent_closes_with_1011(failure: str) -> N
 
     error = LookupError if failure == "the iterable raises" else TypeError
     with pytest.raises(error):
-        writer.send_fragments(pieces(), None)  # type: ignore[arg-type]
+        send_fragments(writer, pieces(), None)  # type: ignore[arg-type]
     sent = opcodes_and_payloads(bytes(transport.sent))
     assert [opcode for opcode, _ in sent] == [Opcode.TEXT, Opcode.CLOSE]
     assert writer.protocol.close_sent is not None and writer.protocol.close_sent[0] == 1011

@@ -1,4 +1,4 @@
-"""wsthread.serving: the accept loop's start, its one serving thread, and a stop from any thread."""
+"""wsthread.server.serving: the accept loop's start, its one serving thread, and a stop from any thread."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import List
 
 import pytest
 
-from wsthread.serving import ServingState
+from wsthread.server.serving import ServingState
 
 
 def test_one_thread_serves_at_a_time_and_a_closed_server_serves_none() -> None:

@@ -9,7 +9,7 @@ from typing import Iterator, List, Tuple
 
 import pytest
 
-from wsthread.transport import Transport
+from wsthread.connection.transport import Transport
 
 WAIT = 10.0
 

@@ -14,11 +14,11 @@ from typing import List, Optional, Tuple
 import pytest
 
 from conftest import parse_frames
+from wsthread.connection.pings import Pings
+from wsthread.connection.writer import Writer
 from wsthread.exceptions import ConnectionClosed
-from wsthread.pings import Pings
 from wsthread.sansio.frames import Frame, Opcode
 from wsthread.sansio.protocol import Protocol, Side
-from wsthread.writer import Writer
 
 WAIT = 10.0
 

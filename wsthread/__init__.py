@@ -14,8 +14,8 @@ Serve with :func:`serve`; every connection's handler is plain blocking code::
 
 from __future__ import annotations
 
-from .client import ClientConnection, connect, reconnect, unix_connect
-from .connection import Connection
+from .client.client import ClientConnection, connect, reconnect, unix_connect
+from .connection.connection import Connection
 from .exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -30,7 +30,7 @@ from .exceptions import (
 )
 from .sansio.deflate import Deflate
 from .sansio.handshake import Headers, Request, Response, http_response
-from .server import ServerConnection, WebSocketServer, serve, unix_serve
+from .server.server import ServerConnection, WebSocketServer, serve, unix_serve
 
 __all__ = [
     "serve",

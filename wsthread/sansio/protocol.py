@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import enum
 import os
-from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
+import typing
+from typing import Callable, List, Optional, Tuple, Union
 
 from ..exceptions import (
     ConnectionClosed,
@@ -54,10 +55,8 @@ from .frames import (
     serialize_close,
 )
 
-if TYPE_CHECKING:  # only for the type of the optional trace hook
-    from ..trace import TraceHook
-
 __all__ = [
+    "TraceHook",
     "Side",
     "State",
     "Message",
@@ -69,6 +68,27 @@ __all__ = [
     "INFLATE_BATCH",
     "Protocol",
 ]
+
+
+class TraceHook(typing.Protocol):
+    """What the server, the client and the sans-I/O protocol call while tracing.
+
+    ``direction`` is ``"client -> server"`` or ``"server -> client"``
+    (:data:`wsthread.trace.CLIENT_TO_SERVER`, :data:`~wsthread.trace.SERVER_TO_CLIENT`).
+    :class:`wsthread.trace.Tracer` is the implementation the I/O layer uses;
+    the type is defined here so that the core depends on nothing above it.
+    """
+
+    def handshake(self, direction: str, data: bytes) -> None:
+        """Called with the raw bytes of the HTTP request or response of the opening handshake."""
+
+    def frame(self, direction: str, frame: Frame, mask: Optional[bytes]) -> None:
+        """Called for every frame parsed or serialised.
+
+        ``frame`` carries the payload as it is on the wire, unmasked but not
+        decompressed; ``mask`` is the 4-byte masking key, or ``None`` for an
+        unmasked frame.
+        """
 
 
 class Side(enum.Enum):

@@ -5,7 +5,7 @@ connection's reader thread, or an application thread waiting in
 ``recv()``) and the application. It holds no socket and starts no thread,
 so it is tested on its own with threads and barriers
 (``tests/test_messages.py``). What it holds counts in a shared receive
-budget, kept in :mod:`wsthread.budget` (whose names are re-exported here,
+budget, kept in :mod:`wsthread.connection.budget` (whose names are re-exported here,
 where they were first defined).
 """
 
@@ -18,17 +18,9 @@ from collections import deque
 from sys import getsizeof
 from typing import Callable, Deque, Iterator, List, Optional, Union
 
-from .budget import (
-    DEFAULT_RECEIVE_BUDGET,
-    GRANULE,
-    BudgetShare,
-    ReceiveBudget,
-    ReceiveBudgetOption,
-    default_receive_budget,
-    receive_budget_bytes,
-)
-from .deadline import Deadline
-from .sansio.protocol import Fragment
+from ..runtime.deadline import Deadline
+from ..sansio.protocol import Fragment
+from .budget import GRANULE, BudgetedQueue, BudgetShare, ReceiveBudget
 
 __all__ = [
     "MessageQueue",
@@ -38,11 +30,6 @@ __all__ = [
     "Item",
     "HOLD",
     "NO_DEADLINE",
-    "ReceiveBudget",
-    "ReceiveBudgetOption",
-    "DEFAULT_RECEIVE_BUDGET",
-    "default_receive_budget",
-    "receive_budget_bytes",
 ]
 
 Data = Union[str, bytes]
@@ -174,7 +161,7 @@ class MessageQueue:
             QueueClosed: the queue is closed and empty.
         """
         deadline = NO_DEADLINE if timeout is None else Deadline(timeout)
-        to_wake: List[MessageQueue] = []
+        to_wake: List[BudgetedQueue] = []
         with self._mutex:
             while True:
                 if self._items:
@@ -400,7 +387,7 @@ class MessageQueue:
         budget: no more bytes will come, and a handler that has returned may
         never take them (they go with the connection object).
         """
-        to_wake: List[MessageQueue] = []
+        to_wake: List[BudgetedQueue] = []
         with self._condition:
             self._closed = True
             if self._share is not None:

@@ -3,7 +3,7 @@
 ``Connection.send(iterable)`` sends a fragmented message: one frame per
 piece, under the writer lock for the whole message, so that no other
 message can slip between its frames. The frames go out through
-:meth:`Writer.write <wsthread.writer.Writer.write>` like any other.
+:meth:`Writer.write <wsthread.connection.writer.Writer.write>` like any other.
 
 A message left half sent (the iterable raised, or gave a piece of the
 wrong type, after the first frame went out) cannot be finished, and any
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable, Optional, Tuple, Union
 
-from .exceptions import ConnectionClosed
-from .sansio.frames import CloseCode
+from ..exceptions import ConnectionClosed
+from ..sansio.frames import CloseCode
 
 if TYPE_CHECKING:  # only for the type hints: writer.py imports this module
     from .writer import Writer
@@ -48,7 +48,7 @@ def send_fragments(
     Raises:
         TypeError: a piece is neither ``str`` nor bytes-like, or the
             pieces mix the two.
-        ConnectionClosed: as :meth:`Writer.write <wsthread.writer.Writer.write>`.
+        ConnectionClosed: as :meth:`Writer.write <wsthread.connection.writer.Writer.write>`.
 
     Whatever is raised once the first frame went out (those errors, or one
     from the iterable itself) closes the connection with 1011 before it

@@ -3,7 +3,7 @@
 :class:`Broadcaster` is the broadcast side of a
 :class:`~wsthread.server.WebSocketServer`. Without a hub, a broadcast is
 delivered at once: the message is encoded once and queued on each
-connection's writer (:meth:`wsthread.writer.Writer.enqueue`), which sends
+connection's writer (:meth:`wsthread.connection.writer.Writer.enqueue`), which sends
 it in the background. With a hub, it is published to the hub, which hands
 it back to every server attached to it, this one included, through
 :meth:`Broadcaster.deliver` (on the hub's own thread)::
@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from .connection import Connection, Data
+from ..connection.connection import Connection, Data
 
 __all__ = ["Broadcaster"]
 

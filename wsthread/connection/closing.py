@@ -7,7 +7,7 @@ reader's:
   send a close frame (once, through the writer), then wait *outside* the
   writer lock, at most ``close_timeout``, for the end;
 - :meth:`Closing.release`, the end itself, called once by the
-  :class:`~wsthread.reader.Reader`'s one ending path (``on_end``): shut the
+  :class:`~wsthread.connection.reader.Reader`'s one ending path (``on_end``): shut the
   transport down and wake everyone waiting (``recv()``, ``close()``,
   pings).
 
@@ -22,11 +22,11 @@ from __future__ import annotations
 import threading
 from typing import Any, Optional
 
-from .exceptions import ConnectionClosed
+from ..exceptions import ConnectionClosed
+from ..sansio.protocol import Protocol
 from .messages import MessageQueue
 from .pings import Pings
 from .reader import Reader
-from .sansio.protocol import Protocol
 from .writer import Writer
 
 __all__ = ["Closing"]

@@ -2,9 +2,9 @@
 
 A :class:`Reader` reads its connection's socket, feeds the sans-I/O
 protocol and puts what comes out where it belongs: messages (and the
-pieces of fragmented ones) in the :class:`~wsthread.messages.MessageQueue`,
+pieces of fragmented ones) in the :class:`~wsthread.connection.messages.MessageQueue`,
 pongs to the connection's pings, pings answered through the
-:class:`~wsthread.writer.Writer`. Which thread reads::
+:class:`~wsthread.connection.writer.Writer`. Which thread reads::
 
     application thread in recv(), nothing queued, socket free
         └─ read_directly(): read once, here (no thread switch per message)
@@ -25,10 +25,10 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from .deadline import Deadline
-from .exceptions import ConnectionClosed
+from ..exceptions import ConnectionClosed
+from ..runtime.deadline import Deadline
+from ..sansio.protocol import CloseReceived, Fragment, Message, Ping, Pong, Protocol
 from .messages import HOLD, MessageQueue
-from .sansio.protocol import CloseReceived, Fragment, Message, Ping, Pong, Protocol
 from .threads import ReaderStarter, shared, start_thread
 from .transport import Transport
 from .writer import Writer

@@ -31,11 +31,11 @@ import wsgiref.handlers
 from http import HTTPStatus
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
-from .deadline import Deadline
-from .exceptions import InvalidHandshake, InvalidRequest
+from ..connection.transport import Transport
+from ..exceptions import InvalidHandshake, InvalidRequest
+from ..runtime.deadline import Deadline
+from ..sansio.handshake import Request, RequestParser, error_response
 from .routing import is_upgrade
-from .sansio.handshake import Request, RequestParser, error_response
-from .transport import Transport
 
 __all__ = ["serve_wsgi", "WSGIApplication", "HIJACKED"]
 
@@ -268,7 +268,7 @@ def _environ(
         "REMOTE_PORT": peer[1],
         "RAW_URI": request.target,
         "wsgi.url_scheme": "https" if getattr(server, "ssl_context", None) else "http",
-        "wsthread.transport": transport,
+        "wsthread.connection.transport": transport,
     }
     if length is not None:
         environ["CONTENT_LENGTH"] = str(length)

@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Hashable, List, Optional, Protocol, Tuple, TypeVar
 
-from .forks import after_fork_in_child
+from ..runtime.forks import after_fork_in_child
 from .transport import wait_any_writable
 
 __all__ = [

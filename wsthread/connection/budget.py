@@ -1,8 +1,8 @@
 """The receive budget: bytes received and not yet read, across connections; used by every reader.
 
 A :class:`ReceiveBudget` is shared by the connections made with the same
-``receive_budget=`` value (through :func:`wsthread.threads.shared`). Each
-:class:`~wsthread.messages.MessageQueue` counts what it holds in it
+``receive_budget=`` value (through :func:`wsthread.connection.threads.shared`). Each
+:class:`~wsthread.connection.messages.MessageQueue` counts what it holds in it
 through its own :class:`BudgetShare`, in steps of :data:`GRANULE` bytes,
 so that small messages never touch the shared lock. Past the limit,
 reader threads stop reading until an application takes a message
@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Dict, List, Optional, Union
-
-if TYPE_CHECKING:  # only for the type hints: messages.py imports this module
-    from .messages import MessageQueue
+from typing import Dict, List, Optional, Protocol, Union
 
 __all__ = [
+    "BudgetedQueue",
     "BudgetShare",
     "DEFAULT_RECEIVE_BUDGET",
     "GRANULE",
@@ -55,6 +53,18 @@ def default_receive_budget() -> int:
 #: :func:`default_receive_budget`).
 DEFAULT_RECEIVE_BUDGET = default_receive_budget()
 
+
+class BudgetedQueue(Protocol):
+    """What the budget needs of a queue that shares it: a way to wake its paused reader.
+
+    :class:`~wsthread.connection.messages.MessageQueue` is the one kind there
+    is; the budget holds queues only to hand them back to the caller to wake.
+    """
+
+    def wake_reader(self) -> None:
+        """Let the queue's reader, paused for lack of room, read again."""
+
+
 ReceiveBudgetOption = Union[int, str, None]
 """``receive_budget=``: bytes, ``"auto"`` or ``None`` (no budget)."""
 
@@ -79,7 +89,8 @@ def receive_budget_bytes(option: ReceiveBudgetOption) -> Optional[int]:
 class ReceiveBudget:
     """The bytes received and not yet read by the application, across many connections.
 
-    Every :class:`~wsthread.messages.MessageQueue` that shares a budget adds what it holds: the
+    Every :class:`~wsthread.connection.messages.MessageQueue` that shares a budget adds what it
+    holds: the
     messages waiting for the application, and the message being assembled
     (see ``MessageQueue.set_partial``). Past ``limit`` bytes, the
     connections' reader threads stop reading (the peers' TCP windows fill
@@ -99,7 +110,7 @@ class ReceiveBudget:
         self._used = 0
         self._peak = 0
         self._lock = threading.Lock()
-        self._paused: Dict[MessageQueue, None] = {}  # queues whose reader waits for room
+        self._paused: Dict[BudgetedQueue, None] = {}  # queues whose reader waits for room
 
     # Read-only counters, alike on purpose (like those of hubs.RedisHub): a
     # documented property each, and nobody outside sets them.
@@ -126,7 +137,7 @@ class ReceiveBudget:
             if self._used > self._peak:
                 self._peak = self._used
 
-    def release(self, size: int) -> List[MessageQueue]:
+    def release(self, size: int) -> List[BudgetedQueue]:
         """Count ``size`` bytes fewer; return the paused queues to wake (there is room again).
 
         The caller wakes them with ``MessageQueue.wake_reader`` after
@@ -140,7 +151,7 @@ class ReceiveBudget:
             self._paused.clear()
             return paused
 
-    def pause(self, queue: MessageQueue) -> bool:
+    def pause(self, queue: BudgetedQueue) -> bool:
         """Note that ``queue``'s reader waits for room; ``False`` if there is room after all."""
         with self._lock:
             if self._used < self.limit:
@@ -148,7 +159,7 @@ class ReceiveBudget:
             self._paused[queue] = None
             return True
 
-    def forget(self, queue: MessageQueue) -> None:
+    def forget(self, queue: BudgetedQueue) -> None:
         """``queue`` no longer waits for room."""
         with self._lock:
             self._paused.pop(queue, None)
@@ -170,7 +181,7 @@ class BudgetShare:
         self.counted = 0
         """The bytes this queue counts in the budget now."""
 
-    def update(self, held: int) -> List[MessageQueue]:
+    def update(self, held: int) -> List[BudgetedQueue]:
         """Count ``held`` bytes from now on; return the paused queues to wake.
 
         The caller wakes them with ``MessageQueue.wake_reader`` after letting

@@ -2,7 +2,7 @@
 
 :class:`Pings` remembers the pings a connection sent until their pongs
 arrive, measures the round trip, and runs the keepalive schedule that the
-process's :class:`~wsthread.threads.Keepalive` thread drives with
+process's :class:`~wsthread.connection.threads.Keepalive` thread drives with
 :meth:`Pings.tick`. Its state is guarded by the connection's writer lock,
 which is held anyway to send a ping; the keepalive's pong deadline also by
 :attr:`Pings.schedule_lock`, since the keepalive thread moves it without
@@ -16,9 +16,9 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from .exceptions import ConnectionClosed
-from .sansio.frames import CloseCode
-from .sansio.protocol import Protocol, State
+from ..exceptions import ConnectionClosed
+from ..sansio.frames import CloseCode
+from ..sansio.protocol import Protocol, State
 from .writer import Writer
 
 __all__ = ["Pings"]
@@ -119,7 +119,7 @@ class Pings:
     def tick(self, now: float, interval: float, timeout: Optional[float]) -> None:
         """Send a keepalive ping when due; fail with 1011 if the last one went unanswered.
 
-        Called by the :class:`~wsthread.threads.Keepalive` thread; never blocks.
+        Called by the :class:`~wsthread.connection.threads.Keepalive` thread; never blocks.
         """
         if self.writer.closed or self.protocol.state is not State.OPEN:
             return

@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Dict, Optional, Union
 
-from .deadline import Deadline
-from .exceptions import ProxyError
+from ..exceptions import ProxyError
+from ..runtime.deadline import Deadline
 
 __all__ = [
     "Proxy",

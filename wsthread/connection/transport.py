@@ -10,11 +10,11 @@ client's own buffer.
 
 Reading blocks as usual: the connection's reader thread sits in
 :meth:`Transport.recv`, while any other thread writes. A read that finds
-nothing for :data:`wsthread.parking.IDLE` seconds parks (on Linux): the
+nothing for :data:`wsthread.connection.parking.IDLE` seconds parks (on Linux): the
 thread waits on a lock, and one process-wide epoll thread wakes parked
 readers a few at a time, so that thousands of connections ending at once do
 not wake thousands of threads into a fight for the GIL (see
-:mod:`wsthread.parking`).
+:mod:`wsthread.connection.parking`).
 
 For TLS, ``ssl.SSLSocket`` cannot offer a non-blocking write next to a
 blocking read on the same socket, so :class:`TLSTransport` runs the TLS
@@ -32,8 +32,8 @@ import threading
 from collections import deque
 from typing import Deque, List, Optional, Sequence, Union
 
+from ..runtime.deadline import Deadline
 from . import parking
-from .deadline import Deadline
 
 __all__ = [
     "OutBuffer",
@@ -201,7 +201,7 @@ class Transport:
         return self._recv_raw(size)
 
     def _recv_raw(self, size: int) -> bytes:
-        """One read of the socket, parking while it stays idle (see :mod:`wsthread.parking`)."""
+        """One read of the socket, parking while it stays idle (see :mod:`.parking`)."""
         while True:
             try:
                 return self.socket.recv(size)

@@ -45,8 +45,8 @@ import threading
 from collections import deque
 from typing import Deque, Dict, Optional
 
-from .deadline import Deadline
-from .forks import after_fork_in_child
+from ..runtime.deadline import Deadline
+from ..runtime.forks import after_fork_in_child
 
 __all__ = ["IDLE", "ADMIT", "Parking", "available", "park_after_idle", "prepare"]
 
@@ -82,7 +82,7 @@ def prepare() -> None:
     A server calls this when it is created. Made lazily instead, the lot
     would be made by the first read to idle, and at the open-files limit
     that read would take the descriptor the accept thread frees for a moment
-    to answer a client with 503 (see :mod:`wsthread.fdlimit`): the reserve
+    to answer a client with 503 (see :mod:`wsthread.runtime.fdlimit`): the reserve
     would be lost, and clients arriving at the limit would wait unanswered.
     """
     if available():

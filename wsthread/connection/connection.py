@@ -13,16 +13,16 @@ Reading the socket and feeding the protocol is done by one thread at a
 time, and by whoever waits for a message: an application thread blocked in
 :meth:`Connection.recv` with nothing queued reads the socket itself, so a
 message reaches it without a switch between threads. The connection's
-reader thread is started (by :class:`~wsthread.threads.ReaderStarter`) only
+reader thread is started (by :class:`~wsthread.connection.threads.ReaderStarter`) only
 when the socket has been left unread for a moment, or when the stream
 ended, and then it reads whenever no application thread does: pings are
 answered and a close is noticed even while the application is busy
-elsewhere. The turn is kept by :class:`~wsthread.messages.MessageQueue`,
+elsewhere. The turn is kept by :class:`~wsthread.connection.messages.MessageQueue`,
 which is bounded: when the application falls behind, the reader thread
 stops reading and TCP pushes back on the peer.
 
-Every byte goes out through the connection's :class:`~wsthread.writer.Writer`
-(see :mod:`wsthread.writer`): one lock covers building the frames *and*
+Every byte goes out through the connection's :class:`~wsthread.connection.writer.Writer`
+(see :mod:`wsthread.connection.writer`): one lock covers building the frames *and*
 handing them to the transport, so frames from two threads never
 interleave, and one error policy applies to every write.
 :meth:`Connection.send` (and ``ping``, ``close``) waits until the socket
@@ -30,13 +30,13 @@ has taken the frame, at most ``write_timeout`` seconds without progress;
 ``broadcast()`` never waits.
 
 Reading, and the one way a connection ends, are the
-:class:`~wsthread.reader.Reader`'s: whichever thread reads the end of the
+:class:`~wsthread.connection.reader.Reader`'s: whichever thread reads the end of the
 stream answers the peer, lets the sans-I/O core decide whether to wait for
 the peer to close TCP (``Protocol.should_close_transport``), then calls
-:meth:`Closing.release() <wsthread.closing.Closing.release>`, which releases
+:meth:`Closing.release() <wsthread.connection.closing.Closing.release>`, which releases
 the transport and wakes every waiter. :meth:`Connection.close` is the other
-half of :class:`~wsthread.closing.Closing`: send the close frame, wait for
-that end. Pings and keepalive are the :class:`~wsthread.pings.Pings`'.
+half of :class:`~wsthread.connection.closing.Closing`: send the close frame, wait for
+that end. Pings and keepalive are the :class:`~wsthread.connection.pings.Pings`'.
 """
 
 from __future__ import annotations
@@ -56,23 +56,16 @@ from typing import (
     Union,
 )
 
+from ..exceptions import ConnectionClosed, ConnectionClosedOK
+from ..runtime.deadline import Deadline
+from ..sansio.frames import CloseCode
+from ..sansio.protocol import Protocol
+from .budget import ReceiveBudget, ReceiveBudgetOption, receive_budget_bytes
 from .closing import Closing
-from .deadline import Deadline
-from .exceptions import ConnectionClosed, ConnectionClosedOK
-from .messages import (
-    Data,
-    Item,
-    MessageQueue,
-    QueueClosed,
-    ReceiveBudget,
-    ReceiveBudgetOption,
-    Receiver,
-    receive_budget_bytes,
-)
+from .fragments import send_fragments
+from .messages import Data, Item, MessageQueue, QueueClosed, Receiver
 from .pings import Pings
 from .reader import Reader
-from .sansio.frames import CloseCode
-from .sansio.protocol import Protocol
 from .threads import shared
 from .transport import Transport
 from .writer import Writer
@@ -179,7 +172,7 @@ class Connection:
         receive_budget: bytes of received messages not yet read, summed
             over every connection of the process that has the same value,
             past which their reader threads stop reading (see
-            :class:`~wsthread.messages.ReceiveBudget`); ``"auto"``: 1/16 of
+            :class:`~wsthread.connection.messages.ReceiveBudget`); ``"auto"``: 1/16 of
             the machine's memory, at most 64 MiB; ``None``: no budget.
         write_timeout: how long a write may make no progress at all (the
             peer takes no bytes) before the connection is failed; ``None``
@@ -233,7 +226,7 @@ class Connection:
             logger=self.logger,
             on_fail=self._messages.stop_waiting,
         )
-        """Every byte this connection writes goes through it (see :mod:`wsthread.writer`)."""
+        """Every byte this connection writes goes through it (:mod:`wsthread.connection.writer`)."""
         self._pings = Pings(self.writer, protocol, self.logger, self.fail)
         self._closing = Closing(
             protocol, self.writer, self._messages, self._pings, close_timeout, self.logger
@@ -250,7 +243,7 @@ class Connection:
             name=f"wsthread-reader-{self.remote_address}",
             stack_size=thread_stack_size,
         )
-        """Reads the socket and ends the connection (see :mod:`wsthread.reader`)."""
+        """Reads the socket and ends the connection (see :mod:`wsthread.connection.reader`)."""
         self.reader.handshake_done(initial_data)
         self._liveness = _Liveness(self.reader, self._messages, self._pings)
 
@@ -448,7 +441,7 @@ class Connection:
             data = bytes(message)
             is_text = bool(text)
         elif isinstance(message, Iterable):
-            self.writer.send_fragments(message, text)
+            send_fragments(self.writer, message, text)
             return
         else:
             raise TypeError(f"cannot send {type(message).__name__}: expected str or bytes")
@@ -503,7 +496,8 @@ class Connection:
     def keepalive_tick(self, now: float, interval: float, timeout: Optional[float]) -> bool:
         """Ping when due; fail with 1011 if the last ping went unanswered; never blocks.
 
-        ``False`` once the connection has ended: :class:`~wsthread.threads.Keepalive` forgets it.
+        ``False`` once the connection has ended: the
+        :class:`~wsthread.connection.threads.Keepalive` forgets it.
         """
         if not self._closing.ended:
             self._liveness.tick(now, interval, timeout)

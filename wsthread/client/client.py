@@ -19,20 +19,22 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
-from .connection import Connection
-from .deadline import Deadline
-from .exceptions import ConnectionClosed, InvalidResponse, InvalidStatus, InvalidURI, ProxyError
-from .fdlimit import describe_limit, is_resource_error
-from .messages import ReceiveBudgetOption, receive_budget_bytes
-from .proxy import ProxyOption, connect_socket
-from .sansio.deflate import (
+from ..connection.budget import ReceiveBudgetOption, receive_budget_bytes
+from ..connection.connection import Connection
+from ..connection.threads import Keepalive, shared
+from ..connection.trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Tracer
+from ..connection.transport import TLSTransport, Transport
+from ..exceptions import ConnectionClosed, InvalidResponse, InvalidStatus, InvalidURI, ProxyError
+from ..runtime.deadline import Deadline
+from ..runtime.fdlimit import describe_limit, is_resource_error
+from ..sansio.deflate import (
     CompressionOption,
     Deflate,
     client_offer,
     client_settings,
     negotiate_client,
 )
-from .sansio.handshake import (
+from ..sansio.handshake import (
     Request,
     Response,
     ResponseParser,
@@ -41,10 +43,8 @@ from .sansio.handshake import (
     header_pairs,
     validate_response,
 )
-from .sansio.protocol import Protocol, Side
-from .threads import Keepalive, shared
-from .trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Tracer
-from .transport import TLSTransport, Transport
+from ..sansio.protocol import Protocol, Side
+from .proxy import ProxyOption, connect_socket
 
 __all__ = [
     "ClientConnection",
@@ -250,7 +250,7 @@ def connect(
             unless ``NO_PROXY`` matches the host; a URL
             (``http://[user:pass@]host:port``, ``socks5://...`` or
             ``socks5h://...``) uses that proxy; ``None`` connects directly.
-            Not used with ``sock``. See :mod:`wsthread.proxy`.
+            Not used with ``sock``. See :mod:`wsthread.client.proxy`.
         open_timeout: seconds for TCP, TLS and the HTTP handshake together.
         ping_interval: seconds between keepalive pings; ``None`` disables them.
         ping_timeout: seconds to wait for a pong before closing with 1011.

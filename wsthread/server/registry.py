@@ -30,19 +30,19 @@ import logging
 import socket
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, Generic, List, Optional, Set, TypeVar
 
-from .connection import Connection
-from .deadline import Deadline
-from .exceptions import ServiceUnavailable
+from ..connection.connection import Connection
+from ..exceptions import ServiceUnavailable
+from ..runtime.deadline import Deadline
 from .stats import TRAFFIC_KEYS, ServerCounters
-
-if TYPE_CHECKING:
-    from .server import ServerConnection
 
 __all__ = ["Registry", "open_on", "asked_to_close", "close_in_parallel"]
 
 logger = logging.getLogger("wsthread")
+
+#: The kind of connection a registry holds (the server's ``C``).
+C = TypeVar("C", bound=Connection)
 
 # The connection open on each thread, whichever server opened it (see the module docstring).
 _open_on_thread: weakref.WeakKeyDictionary[threading.Thread, Connection] = (
@@ -96,7 +96,7 @@ def _close_quietly(connection: Connection, code: int, reason: str) -> None:
         logger.exception("error while closing %r", connection)
 
 
-class Registry:
+class Registry(Generic[C]):
     """The server's open connections, the handshakes under way and the connection threads.
 
     Every method takes the server's state lock, which it is given.
@@ -115,7 +115,7 @@ class Registry:
         self.lock = lock
         self._closing = closing
         self._counters = counters
-        self.connections: Dict[ServerConnection, threading.Thread] = {}  # and its thread
+        self.connections: Dict[C, threading.Thread] = {}  # and its thread
         self.opening = 0  # handshakes past the max_connections check, not yet registered
         # Every connection thread, from accept to close, with its socket while
         # it has no open connection (None once its connection is open).
@@ -125,7 +125,7 @@ class Registry:
         self._started_here: Set[threading.Thread] = set()
         self._left = threading.Condition(lock)  # a thread left the registry
 
-    def snapshot(self) -> List[ServerConnection]:
+    def snapshot(self) -> List[C]:
         """The open connections, as a list of their own."""
         with self.lock:
             return list(self.connections)
@@ -149,7 +149,7 @@ class Registry:
         with self.lock:
             self.opening -= 1
 
-    def register(self, connection: ServerConnection) -> None:
+    def register(self, connection: C) -> None:
         """The reserved slot of an opening handshake becomes its open connection.
 
         Called on the connection's thread: from now on, shutdown closes the
@@ -164,7 +164,7 @@ class Registry:
         with _open_on_thread_lock:
             _open_on_thread[thread] = connection
 
-    def forget(self, connection: ServerConnection) -> None:
+    def forget(self, connection: C) -> None:
         """The connection ended: it leaves the open ones, its traffic goes to the counters."""
         with self.lock:  # one step, so that stats() counts its traffic once
             thread = self.connections.pop(connection, None)

@@ -42,13 +42,13 @@ Which parts of :mod:`socketserver` are used, and which are not:
 Nothing slow runs on the accept thread: the handshakes, like the handler, run
 on the connection's own thread, so a client that sends nothing delays nobody.
 :meth:`WebSocketServer.broadcast` sends one message to many connections
-without waiting for any of them (see :mod:`wsthread.writer`).
+without waiting for any of them (see :mod:`wsthread.connection.writer`).
 
 Three parts of the server live in modules of their own:
-:mod:`wsthread.registry` (its connections and connection threads,
-``stats()``, and the shutdown sequence), :mod:`wsthread.serving` (the
+:mod:`wsthread.server.registry` (its connections and connection threads,
+``stats()``, and the shutdown sequence), :mod:`wsthread.server.serving` (the
 accept loop's thread, and stopping it from any thread) and
-:mod:`wsthread.broadcast` (broadcasts, and the hub).
+:mod:`wsthread.server.broadcast` (broadcasts, and the hub).
 """
 
 from __future__ import annotations
@@ -75,30 +75,30 @@ from typing import (
     Union,
 )
 
-from . import parking
-from .broadcast import Broadcaster
-from .connection import Connection, Data, format_address, peer_address
-from .deadline import Deadline
-from .exceptions import (
+from ..connection import parking
+from ..connection.budget import ReceiveBudgetOption, receive_budget_bytes
+from ..connection.connection import Connection, Data, format_address, peer_address
+from ..connection.threads import Keepalive, start_thread
+from ..connection.trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Tracer
+from ..connection.transport import TLSTransport, Transport
+from ..exceptions import (
     ConnectionClosed,
     InvalidHandshake,
     InvalidOrigin,
     InvalidRequest,
     ServiceUnavailable,
 )
-from .fdlimit import AcceptGuard, is_resource_error
-from .forks import ForkGuard
-from .messages import ReceiveBudgetOption, receive_budget_bytes
-from .registry import Registry, asked_to_close
-from .routing import Routes, is_upgrade
-from .sansio.deflate import (
+from ..runtime.deadline import Deadline
+from ..runtime.fdlimit import AcceptGuard, is_resource_error
+from ..runtime.forks import ForkGuard
+from ..sansio.deflate import (
     CompressionOption,
     DeflateParameters,
     negotiate_server,
     server_settings,
 )
-from .sansio.frames import CloseCode
-from .sansio.handshake import (
+from ..sansio.frames import CloseCode
+from ..sansio.handshake import (
     Request,
     RequestParser,
     Response,
@@ -109,13 +109,13 @@ from .sansio.handshake import (
     parse_tokens,
     validate_request,
 )
-from .sansio.protocol import Protocol, Side
+from ..sansio.protocol import Protocol, Side
+from .broadcast import Broadcaster
+from .http import WSGIApplication, serve_wsgi
+from .registry import Registry, asked_to_close
+from .routing import Routes, is_upgrade
 from .serving import ServingState
 from .stats import LogLimiter, ServerCounters
-from .threads import Keepalive, start_thread
-from .trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Tracer
-from .transport import TLSTransport, Transport
-from .wsgihttp import WSGIApplication, serve_wsgi
 
 __all__ = [
     "ServerConnection",
@@ -583,7 +583,7 @@ class _Listener(socketserver.ThreadingTCPServer):
     logger: logging.Logger
     reuse_port: bool
     thread_stack_size: Optional[int]
-    _registry: Registry
+    _registry: Registry[ServerConnection]
     _accept_guard: AcceptGuard
     _serving: ServingState
     _log_limiter: LogLimiter
@@ -652,7 +652,7 @@ class _Listener(socketserver.ThreadingTCPServer):
     # -- the accept step and the accept loop -----------------------------------
 
     def get_request(self) -> Tuple[socket.socket, Any]:
-        """Accept a connection (socketserver hook); see :mod:`wsthread.fdlimit` for the limit."""
+        """Accept a connection (socketserver hook); at the fd limit: :mod:`.runtime.fdlimit`."""
         try:
             request = self.socket.accept()
         except OSError as exc:
@@ -882,7 +882,7 @@ class WebSocketServer(_Listener):
 
         Raises:
             RuntimeError: this process was forked from the one that created
-                the server (see :mod:`wsthread.forks`).
+                the server (see :mod:`wsthread.runtime.forks`).
         """
         self._fork_guard.check("connections")
         return self._registry.snapshot()
@@ -961,7 +961,7 @@ class WebSocketServer(_Listener):
             TypeError: ``message`` is neither ``str`` nor bytes-like.
             RuntimeError: this process was forked from the one that created
                 the server, which therefore reaches no client from here (see
-                :mod:`wsthread.forks`).
+                :mod:`wsthread.runtime.forks`).
         """
         self._fork_guard.check("broadcast()")
         return self._broadcaster.broadcast(message, connections)
@@ -1202,7 +1202,7 @@ def serve(
             that is not a WebSocket upgrade to one of the routes, through the
             standard library's ``wsgiref`` handlers: HTTP/1.1 keep-alive,
             ``Content-Length`` and chunked bodies, each request head within
-            ``open_timeout`` (see :mod:`wsthread.wsgihttp`). An upgrade the
+            ``open_timeout`` (see :mod:`wsthread.server.http`). An upgrade the
             routes do not take goes to the application too, so one wrapped by
             :func:`wsthread.wsgi.middleware` serves its own routes.
         max_body_size: the largest request body for ``wsgi``, in bytes

@@ -1,0 +1,1 @@
+"""The command-line tools: ``python -m wsthread``, ``-m wsthread.echo``, ``.frames``, ``.wsgi``."""

@@ -1,0 +1,1 @@
+"""wsthread inside other software: WSGI middleware, hubs, worker processes, testing."""

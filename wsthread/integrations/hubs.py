@@ -1,0 +1,506 @@
+"""Broadcast hubs: fan ``server.broadcast`` out to other processes and machines.
+
+A *hub* sits behind :meth:`WebSocketServer.broadcast`. Without one (the
+default) a broadcast reaches the connections of this process only. With
+``serve(..., hub=RedisHub("redis://host:6379/0"))`` every broadcast is also
+published on a Redis pub/sub channel, and messages that other servers publish
+there are delivered to this server's connections::
+
+    server A ── broadcast(m) ─┬─ deliver(m) to A's connections
+                              └─ PUBLISH channel ──> Redis ──> server B, C ...
+                                                              deliver(m) to theirs
+
+The hub protocol is duck-typed, three methods (see :class:`Hub`):
+
+- ``attach(deliver)``: called once by the server; ``deliver(message)``
+  sends ``message`` to that server's local connections.
+- ``publish(message)``: called by ``server.broadcast(message)``; must lead
+  to ``deliver(message)`` exactly once on every attached server, this one
+  included.
+- ``close()``: called by ``server.shutdown()``.
+
+Guarantees of :class:`RedisHub`:
+
+- Text stays text and binary stays binary: the payload on the channel names
+  the type (see :func:`encode_payload`).
+- Each message is delivered once per connection: the publishing server
+  delivers its own message locally, at once, and ignores the copy that comes
+  back from Redis (every hub has a random origin id in the payload).
+- Order per publisher is kept: a hub publishes under a lock, in the order it
+  delivers locally, and one subscriber thread delivers what arrives in the
+  order Redis sends it. Messages of *different* publishers may interleave
+  differently on different servers.
+- Redis going away never stops local delivery. Messages published while
+  Redis is unreachable are delivered locally and **dropped** for the other
+  processes (counted in :attr:`RedisHub.dropped`), never queued; messages
+  other servers publish meanwhile are lost for this one (Redis pub/sub keeps
+  nothing for absent subscribers). The outage is logged once, the hub
+  reconnects with exponential backoff and full jitter, and
+  :attr:`RedisHub.healthy` says whether cross-process delivery works now —
+  a health check can expose it.
+
+:class:`RedisHub` needs the ``redis`` client package (``pip install
+'wsthread[redis]'``); it is imported when the first hub is created, so the
+rest of wsthread keeps depending on the standard library only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import random
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple, Union
+
+from ..runtime.deadline import Deadline
+
+__all__ = [
+    "Hub",
+    "Deliver",
+    "Message",
+    "LocalHub",
+    "RedisHub",
+    "encode_payload",
+    "decode_payload",
+]
+
+logger = logging.getLogger("wsthread")
+
+Message = Union[str, bytes]
+Deliver = Callable[[Message], object]
+
+#: First byte of every payload: the version of the format.
+PAYLOAD_VERSION = b"\x01"
+#: Second byte: the message type.
+TEXT, BINARY = b"t", b"b"
+#: Length of the random origin id that follows.
+ORIGIN_SIZE = 16
+_HEADER_SIZE = 2 + ORIGIN_SIZE
+
+
+class Hub(Protocol):
+    """What a server needs from a hub (structural: any object with these methods)."""
+
+    def attach(self, deliver: Deliver) -> None:
+        """Remember ``deliver``, the function that sends to this server's connections."""
+
+    def publish(self, message: Message) -> None:
+        """Have ``deliver(message)`` called once on every attached server, this one included."""
+
+    def close(self) -> None:
+        """Release the hub's resources; called by ``server.shutdown()``."""
+
+
+class LocalHub:
+    """A hub for several servers in one process: a broadcast on any reaches all.
+
+    The smallest complete implementation of the hub protocol, and a handy
+    one for tests: unlike most hubs, one :class:`LocalHub` may be attached to
+    several servers. :meth:`publish` delivers in the caller's thread, in the
+    order servers were attached.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._delivers: List[Deliver] = []
+
+    def attach(self, deliver: Deliver) -> None:
+        """Add a server's ``deliver`` function."""
+        with self._lock:
+            self._delivers.append(deliver)
+
+    def publish(self, message: Message) -> None:
+        """Deliver ``message`` to every attached server."""
+        with self._lock:
+            delivers = list(self._delivers)
+        for deliver in delivers:
+            deliver(message)
+
+    def close(self) -> None:
+        """Forget every server (all of them: the first shutdown ends the hub)."""
+        with self._lock:
+            self._delivers.clear()
+
+
+def encode_payload(message: Message, origin: bytes) -> bytes:
+    """Encode a message for the Redis channel.
+
+    The format is ``b"\\x01"`` (version), ``b"t"`` (text, UTF-8 body) or
+    ``b"b"`` (binary body), the 16-byte origin id of the publishing hub, then
+    the body itself.
+    """
+    if len(origin) != ORIGIN_SIZE:
+        raise ValueError(f"origin must be {ORIGIN_SIZE} bytes")
+    if isinstance(message, str):
+        return PAYLOAD_VERSION + TEXT + origin + message.encode("utf-8")
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return PAYLOAD_VERSION + BINARY + origin + bytes(message)
+    raise TypeError(f"a message is str or bytes, not {type(message).__name__}")
+
+
+def decode_payload(payload: bytes) -> Tuple[bytes, Message]:
+    """Decode a payload made by :func:`encode_payload`; return ``(origin, message)``.
+
+    Raises:
+        ValueError: the payload is not in that format (or the text is not UTF-8).
+    """
+    if len(payload) < _HEADER_SIZE or payload[:1] != PAYLOAD_VERSION:
+        raise ValueError("not a wsthread hub payload")
+    kind = payload[1:2]
+    origin = payload[2:_HEADER_SIZE]
+    body = payload[_HEADER_SIZE:]
+    if kind == TEXT:
+        return origin, body.decode("utf-8")
+    if kind == BINARY:
+        return origin, body
+    raise ValueError(f"unknown message type {kind!r}")
+
+
+def _load_redis() -> Any:
+    """Import the ``redis`` package, with a helpful error when it is missing."""
+    try:
+        return importlib.import_module("redis")
+    except ImportError as exc:
+        raise ImportError(
+            "RedisHub needs the redis client package: pip install 'wsthread[redis]'"
+        ) from exc
+
+
+class RedisHub:
+    """Broadcast across processes and machines through Redis pub/sub.
+
+    Pass one to each server: ``serve(handler, host, port, hub=RedisHub(url))``.
+    Every server using the same Redis and ``channel`` receives every
+    broadcast. See the module documentation for the guarantees; in short:
+    local delivery never waits for Redis, and cross-process messages sent
+    during an outage are dropped and counted, not queued.
+
+    Args:
+        url: the Redis URL, e.g. ``redis://127.0.0.1:6379/0`` (``rediss://``
+            for TLS, a password as ``redis://:secret@host:6379/0``).
+        channel: the pub/sub channel; servers that should see each other's
+            broadcasts use the same one.
+        socket_timeout: seconds a Redis command (a publish) may take before
+            the hub counts Redis as gone; also bounds connecting.
+        min_delay: first reconnection delay in seconds; doubled after each
+            failure up to ``max_delay``, each wait drawn at random below it.
+        max_delay: largest reconnection delay in seconds.
+        ping_interval: seconds of silence on the subscription after which the
+            hub sends a ping; no answer within ``socket_timeout`` more counts
+            as an outage (this finds a Redis that vanished without closing
+            the connection).
+        logger: where to log (default ``logging.getLogger("wsthread")``).
+
+    Attributes:
+        url, channel: as given.
+        origin: this hub's random 16-byte id, carried in every payload.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        channel: str = "wsthread",
+        *,
+        socket_timeout: float = 2.0,
+        min_delay: float = 0.1,
+        max_delay: float = 5.0,
+        ping_interval: float = 5.0,
+        logger: Optional[logging.Logger] = None,
+    ) -> None:
+        self._redis = _load_redis()
+        self.url = url
+        self.channel = channel
+        self.origin = os.urandom(ORIGIN_SIZE)
+        self.socket_timeout = socket_timeout
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+        self.ping_interval = ping_interval
+        self.logger = logger if logger is not None else globals()["logger"]
+        self._deliver: Optional[Deliver] = None
+        # Held while delivering locally and publishing, so that the order on
+        # Redis is the order of local delivery; guards _client and the
+        # publisher's counters.
+        self._publish_lock = threading.Lock()
+        self._client: Any = None
+        self._state_lock = threading.Lock()
+        self._healthy = False
+        self._healthy_event = threading.Event()
+        self._broken = False
+        self._outage_started: Optional[float] = None
+        self._dropped_at_outage = 0
+        self._published = 0
+        self._dropped = 0
+        self._received = 0
+        self._invalid = 0
+        self._outages = 0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    # The read-only counters below are alike on purpose: one documented
+    # property each, for health checks (see stats()).
+    # -- information --------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        """True while Redis is reachable: cross-process broadcast works now."""
+        return self._healthy
+
+    @property
+    def published(self) -> int:
+        """Messages published to Redis so far."""
+        return self._published
+
+    @property
+    def dropped(self) -> int:
+        """Messages delivered locally but not sent to other processes (Redis unreachable)."""
+        return self._dropped
+
+    @property
+    def received(self) -> int:
+        """Messages from other processes delivered to this server's connections."""
+        return self._received
+
+    @property
+    def outages(self) -> int:
+        """How many times Redis became unreachable (including being so at start)."""
+        return self._outages
+
+    def stats(self) -> Dict[str, object]:
+        """A snapshot of the counters and the health flag, e.g. for a health page."""
+        return {
+            "healthy": self._healthy,
+            "published": self._published,
+            "dropped": self._dropped,
+            "received": self._received,
+            "invalid": self._invalid,
+            "outages": self._outages,
+        }
+
+    def wait_healthy(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the hub is connected and subscribed; return :attr:`healthy`."""
+        self._healthy_event.wait(timeout)
+        return self._healthy
+
+    def __repr__(self) -> str:
+        state = "healthy" if self._healthy else "unhealthy"
+        return f"<RedisHub {self.url} channel={self.channel!r} {state}>"
+
+    # -- the hub protocol ---------------------------------------------------
+
+    def attach(self, deliver: Deliver) -> None:
+        """Start the subscriber thread; ``deliver`` sends to the local connections.
+
+        Returns at once: the hub connects in the background (see
+        :meth:`wait_healthy`). A hub serves one server only.
+        """
+        with self._state_lock:
+            if self._deliver is not None:
+                raise RuntimeError("this RedisHub is already attached to a server")
+            if self._stop.is_set():
+                raise RuntimeError("this RedisHub is closed")
+            self._deliver = deliver
+            self._thread = threading.Thread(
+                target=self._run, name=f"wsthread-redis-hub-{self.channel}", daemon=True
+            )
+        self._thread.start()
+
+    def publish(self, message: Message) -> None:
+        """Deliver ``message`` to the local connections and publish it to Redis.
+
+        Never raises because of Redis: if Redis is unreachable the message is
+        counted in :attr:`dropped` for the other processes. Blocks at most
+        ``socket_timeout`` (only while Redis stops answering: once the outage
+        is noticed, publishing skips Redis until the hub has reconnected).
+        """
+        deliver = self._deliver
+        if deliver is None:
+            raise RuntimeError("attach() the hub to a server before publishing")
+        payload = encode_payload(message, self.origin)
+        with self._publish_lock:
+            deliver(message)
+            client = self._client
+            if client is None or not self._healthy:
+                self._dropped += 1
+                return
+            try:
+                client.publish(self.channel, payload)
+            except (self._redis.RedisError, OSError) as exc:
+                self._mark_broken(f"publishing failed: {exc}")
+                self._dropped += 1  # after: counted as lost during this outage
+            else:
+                self._published += 1
+
+    def close(self) -> None:
+        """Stop the subscriber thread and close the Redis connections. Idempotent."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self.socket_timeout + self.ping_interval + 1)
+            if thread.is_alive():
+                self.logger.warning("%r: the subscriber thread did not stop", self)
+        with self._publish_lock:
+            client, self._client = self._client, None
+        self._set_healthy(False)  # closed: also releases anyone in wait_healthy()
+        self._close_client(client)
+
+    # -- internals ----------------------------------------------------------
+
+    def _new_client(self) -> Any:
+        redis = self._redis
+        # No retries inside redis-py: an error must reach us at once, so that
+        # publishing during an outage costs nothing and we own the backoff.
+        retry = importlib.import_module("redis.retry").Retry(
+            importlib.import_module("redis.backoff").NoBackoff(), 0
+        )
+        return redis.Redis.from_url(
+            self.url,
+            socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self.socket_timeout,
+            socket_keepalive=True,
+            retry=retry,
+        )
+
+    def _close_client(self, client: Any) -> None:
+        if client is None:
+            return
+        try:
+            client.close()
+        except Exception:  # closing a broken client may fail in any way
+            self.logger.debug("%r: error closing a Redis client", self, exc_info=True)
+
+    def _set_healthy(self, healthy: bool) -> None:
+        self._healthy = healthy
+        if healthy or self._stop.is_set():
+            self._healthy_event.set()
+        else:
+            self._healthy_event.clear()
+
+    def _mark_broken(self, reason: str) -> None:
+        """Record an outage: log it the first time only, then stay quiet."""
+        with self._state_lock:
+            self._broken = True
+            was_healthy_or_starting = self._healthy or self._outage_started is None
+            self._set_healthy(False)
+            if not was_healthy_or_starting:
+                return
+            self._outages += 1
+            self._outage_started = time.monotonic()
+            self._dropped_at_outage = self._dropped
+        self.logger.warning(
+            "Redis hub %s unreachable (%s); local broadcast goes on, messages for "
+            "other processes are dropped until it is back",
+            self.url,
+            reason,
+        )
+
+    def _run(self) -> None:
+        """The subscriber thread: connect, subscribe, deliver, reconnect on failure."""
+        delay = self.min_delay
+        while not self._stop.is_set():
+            client = pubsub = None
+            try:
+                client = self._new_client()
+                pubsub = client.pubsub()
+                self._subscribe(pubsub)
+                with self._publish_lock:
+                    old, self._client = self._client, client
+                    self._broken = False
+                self._close_client(old)
+                self._recovered()
+                delay = self.min_delay
+                self._listen(pubsub)
+            except (self._redis.RedisError, OSError) as exc:
+                if not self._stop.is_set():
+                    self._mark_broken(str(exc) or type(exc).__name__)
+            except _Broken as exc:
+                self._mark_broken(str(exc))
+            finally:
+                if pubsub is not None:
+                    self._close_client(pubsub)
+                with self._publish_lock:
+                    if self._client is client:
+                        self._client = None
+                self._close_client(client)
+            if self._stop.is_set():
+                break
+            self.logger.debug("%r: reconnecting in at most %.2fs", self, delay)
+            self._stop.wait(random.uniform(0, delay))
+            delay = min(self.max_delay, delay * 2)
+
+    def _subscribe(self, pubsub: Any) -> None:
+        """Subscribe and wait for Redis to confirm it."""
+        pubsub.subscribe(self.channel)
+        deadline = Deadline(self.socket_timeout)
+        while True:
+            remaining = deadline.remaining()
+            if remaining == 0:
+                raise _Broken("no answer to SUBSCRIBE")
+            reply = pubsub.get_message(timeout=remaining)
+            if reply is not None and reply.get("type") == "subscribe":
+                return
+
+    def _recovered(self) -> None:
+        with self._state_lock:
+            started = self._outage_started
+            lost = self._dropped - self._dropped_at_outage
+            self._set_healthy(True)
+            self._outage_started = 0.0  # not None: the next failure is an outage
+        if started:
+            self.logger.warning(
+                "Redis hub %s reachable again after %.1fs; %d message(s) were not sent "
+                "to other processes meanwhile",
+                self.url,
+                time.monotonic() - started,
+                lost,
+            )
+        else:
+            self.logger.info("Redis hub connected to %s, channel %r", self.url, self.channel)
+
+    def _listen(self, pubsub: Any) -> None:
+        """Deliver messages until the hub is closed or the connection breaks."""
+        last_seen = time.monotonic()
+        ping_sent: Optional[float] = None
+        poll = min(0.1, self.ping_interval)  # how soon close() is noticed
+        while not self._stop.is_set():
+            if self._broken:
+                raise _Broken("a publish failed")
+            reply = pubsub.get_message(timeout=poll)
+            now = time.monotonic()
+            if reply is not None:
+                last_seen = now
+                ping_sent = None
+                if reply.get("type") == "message":
+                    self._handle(reply.get("data"))
+                continue
+            if ping_sent is None and now - last_seen >= self.ping_interval:
+                pubsub.ping()
+                ping_sent = now
+            elif ping_sent is not None and now - ping_sent > self.socket_timeout:
+                raise _Broken(f"no answer to a ping in {self.socket_timeout}s")
+
+    def _handle(self, payload: Any) -> None:
+        try:
+            origin, message = decode_payload(bytes(payload))
+        except (TypeError, ValueError) as exc:
+            self._invalid += 1
+            if self._invalid == 1:
+                self.logger.warning(
+                    "%r: ignoring a message that is not from a wsthread hub (%s)", self, exc
+                )
+            return
+        if origin == self.origin:
+            return  # ours: already delivered locally
+        deliver = self._deliver
+        if deliver is None:
+            return
+        self._received += 1
+        try:
+            deliver(message)
+        except Exception:
+            self.logger.exception("%r: delivering a message failed", self)
+
+
+class _Broken(Exception):
+    """Internal: the subscription must be re-established."""
