@@ -17,7 +17,11 @@ address differs from the proxy's (127.0.0.1).
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
+import os
+import pwd
+import re
 import shutil
 import socket
 import ssl
@@ -25,17 +29,18 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Any, Dict, Iterator, Tuple, Union
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 import wsthread
-from conftest import ServerFactory, echo_handler, run, run_ok, wait_or_kill, websockets_tls_connect
+from conftest import ServerFactory, echo_handler, wait_or_kill, websockets_tls_connect
 from wsthread.server import ServerConnection
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+ROOT = Path(__file__).resolve().parent.parent
 CLIENT_HOST = "127.0.0.2"  # all of 127.0.0.0/8 is loopback on Linux
 
 pytestmark = [
@@ -240,67 +245,141 @@ def test_pings_keep_an_idle_connection_past_proxy_read_timeout(
             assert ws.recv(timeout=5) == "still there"
 
 
-def test_the_sample_config_in_examples_works(make_server: ServerFactory, tmp_path: Path) -> None:
-    """examples/nginx.conf (test ports, its certificate path) proxies wss:// to wsthread."""
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    leaf = ca.issue_cert("localhost")
-    # Where the file's header installs the development pair (conf dir/wsthread/).
-    (tmp_path / "wsthread").mkdir()
-    leaf.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "wsthread" / "localhost.pem"))
-    server = make_server(where_from, trusted_proxies=["127.0.0.1"])
-    tls_port, http_port = free_port(), free_port()
-    site = (Path(__file__).resolve().parent.parent / "examples" / "nginx.conf").read_text()
-    for old, new in [
-        ("127.0.0.1:8765", f"127.0.0.1:{server.port}"),
-        ("listen 443 ssl;", f"listen 127.0.0.1:{tls_port} ssl;"),
-        ("listen 80;", f"listen 127.0.0.1:{http_port};"),
-        ("listen [::]:443 ssl;", ""),
-        ("listen [::]:80;", ""),
+def example_layout(root: Path) -> Tuple[Path, Dict[str, int]]:
+    """Copy examples/nginx.conf and certs/localhost.pem, unmodified, under ``root``.
+
+    Returns the copied configuration and the ports it names (upstream, tls,
+    http). The copy keeps the repository's layout (the certificate is
+    ``../certs/`` from the file) and is readable by everyone, so that an
+    unprivileged user can read it wherever the repository lives.
+    """
+    repository = Path(__file__).resolve().parent.parent
+    for relative in ("examples/nginx.conf", "certs/localhost.pem"):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(repository / relative, root / relative)
+        assert (root / relative).read_bytes() == (repository / relative).read_bytes()
+    config = root / "examples" / "nginx.conf"
+    text = config.read_text(encoding="utf-8")
+    assert not re.search(r"^\s*user\s", text, re.M), "the sample must not need a `user` directive"
+    ports = {}
+    for name, pattern in [
+        ("upstream", r"^\s*server 127\.0\.0\.1:(\d+);"),
+        ("tls", r"^\s*listen 127\.0\.0\.1:(\d+) ssl;"),
+        ("http", r"^\s*listen 127\.0\.0\.1:(\d+);"),
     ]:
-        assert old in site, old
-        site = site.replace(old, new)
-    (tmp_path / "site.conf").write_text(site)
-    config = (
-        f"daemon off; pid {tmp_path}/nginx.pid; error_log stderr warn;\n"
-        "events { worker_connections 64; }\n"
-        f"http {{ access_log off; client_body_temp_path {tmp_path}/body; "
-        f"proxy_temp_path {tmp_path}/proxy; include {tmp_path}/site.conf; }}\n"
-    )
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    with (
-        run_nginx(tmp_path, config, tls_port),
-        websockets_tls_connect(
-            f"wss://localhost:{tls_port}/who?x=1",
-            sock=from_client_host(tls_port),
-            ssl=context,
-            server_hostname="localhost",
-            open_timeout=5,
-        ) as ws,
-    ):
-        assert json.loads(ws.recv(timeout=5)) == [CLIENT_HOST, "127.0.0.1", "/who?x=1"]
+        match = re.search(pattern, text, re.M)
+        assert match, f"examples/nginx.conf names no {name} address on 127.0.0.1"
+        ports[name] = int(match.group(1))
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return config, ports
 
 
-def test_example_config_passes_nginx_t(tmp_path: Path) -> None:
-    """examples/nginx.conf, installed as its header says, passes ``nginx -t``."""
-    root = Path(__file__).resolve().parent.parent
-    # A configuration directory laid out like Debian's /etc/nginx.
-    (tmp_path / "conf.d").mkdir()
-    shutil.copy(root / "examples" / "nginx.conf", tmp_path / "conf.d" / "wsthread.conf")
-    (tmp_path / "wsthread").mkdir()
-    shutil.copy(root / "certs" / "localhost.pem", tmp_path / "wsthread" / "localhost.pem")
-    (tmp_path / "nginx.conf").write_text(
-        f"pid {tmp_path}/nginx.pid;\n"
-        "error_log stderr warn;\n"
-        "events { worker_connections 64; }\n"
-        f"http {{ access_log off; include {tmp_path}/conf.d/*.conf; }}\n",
-        encoding="utf-8",
-    )
-    check = [NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")]
-    result = run_ok(check, timeout=60)
-    assert "test is successful" in result.stderr
-    # Without the certificate, as the issue found it, the check fails.
-    (tmp_path / "wsthread" / "localhost.pem").unlink()
-    result = run(check, timeout=60)
-    assert result.returncode != 0 and "localhost.pem" in result.stderr
+def unprivileged() -> Tuple[Dict[str, Any], int]:
+    """Popen options that run a command as ``nobody`` when the suite runs as root; its uid."""
+    if os.geteuid() != 0:
+        return {}, os.geteuid()
+    nobody = pwd.getpwnam("nobody")
+    return {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}, nobody.pw_uid
+
+
+def where_from_then_echo(ws: ServerConnection) -> None:
+    """Say who the client is (as ``where_from``), then send every message back."""
+    assert ws.request is not None
+    peer = ws.remote_address[0] if isinstance(ws.remote_address, tuple) else ws.remote_address
+    ws.send(json.dumps([ws.client_host, peer, ws.request.target]))
+    echo_handler(ws)
+
+
+def test_example_config_runs_as_is_as_an_unprivileged_user() -> None:
+    """examples/nginx.conf, unmodified, started as its header says by a user without
+    privileges, proxies wss:// to a wsthread echo on the port it names."""
+    as_user, uid = unprivileged()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        root.chmod(0o755)
+        config, ports = example_layout(root / "repository")
+        for port in ports.values():
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    pytest.skip(f"port {port}, named in examples/nginx.conf, is in use")
+        prefix = root / "prefix"  # `mkdir -p` of the header, by that user
+        prefix.mkdir()
+        os.chown(prefix, uid, -1)
+        server = wsthread.serve(
+            where_from_then_echo, "127.0.0.1", ports["upstream"], trusted_proxies=["127.0.0.1"]
+        )
+        process = subprocess.Popen(
+            [NGINX, "-p", str(prefix), "-c", str(config), "-e", "stderr"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            **as_user,
+        )
+        try:
+            server.start()
+            deadline = time.monotonic() + 10
+            while True:  # wait until it listens (or died)
+                assert process.poll() is None, process.communicate()[1]
+                try:
+                    socket.create_connection(("127.0.0.1", ports["tls"]), timeout=1).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "nginx did not start listening"
+                    time.sleep(0.05)
+            context = ssl.create_default_context(cafile=str(ROOT / "certs" / "ca.pem"))
+            with websockets_tls_connect(
+                f"wss://localhost:{ports['tls']}/who?x=1",
+                sock=from_client_host(ports["tls"]),
+                ssl=context,
+                server_hostname="localhost",
+                open_timeout=5,
+            ) as ws:
+                assert json.loads(ws.recv(timeout=5)) == [CLIENT_HOST, "127.0.0.1", "/who?x=1"]
+                for message in ["Hello through nginx", b"\x00\x01" * 1000]:
+                    ws.send(message)
+                    assert ws.recv(timeout=5) == message
+            # Plain http:// on the other address only redirects to wss's port.
+            plain = http.client.HTTPConnection("127.0.0.1", ports["http"], timeout=5)
+            plain.request("GET", "/page?x=1")
+            response = plain.getresponse()
+            assert response.status == 301
+            assert response.getheader("Location") == f"https://127.0.0.1:{ports['tls']}/page?x=1"
+            plain.close()
+            # What nginx wrote is under the prefix, owned by the user who started it.
+            assert (prefix / "nginx.pid").read_text().strip() == str(process.pid)
+            assert (prefix / "nginx.pid").stat().st_uid == uid
+            assert (prefix / "error.log").exists() and (prefix / "proxy").is_dir()
+        finally:
+            process.terminate()  # SIGTERM: fast shutdown
+            wait_or_kill(process, 10)
+            server.shutdown()
+            server.server_close()
+        errors = process.communicate()[1]
+        assert "[emerg]" not in errors and "[alert]" not in errors, errors
+
+
+def test_example_config_passes_nginx_t() -> None:
+    """examples/nginx.conf passes ``nginx -t`` as an unprivileged user; without its
+    certificate, the check fails and names it."""
+    as_user, uid = unprivileged()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        root.chmod(0o755)
+        config, _ = example_layout(root / "repository")
+        prefix = root / "prefix"
+        prefix.mkdir()
+        os.chown(prefix, uid, -1)
+        check = [NGINX, "-t", "-p", str(prefix), "-c", str(config), "-e", "stderr"]
+        result = subprocess.run(
+            check, capture_output=True, text=True, timeout=60, check=False, **as_user
+        )
+        assert result.returncode == 0 and "test is successful" in result.stderr, result.stderr
+        (root / "repository" / "certs" / "localhost.pem").unlink()
+        result = subprocess.run(
+            check, capture_output=True, text=True, timeout=60, check=False, **as_user
+        )
+        assert result.returncode != 0 and "localhost.pem" in result.stderr
