@@ -13,11 +13,15 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Dict, Iterator, Set
 
 import pytest
+from websockets.sync.client import connect as websockets_connect
+from websockets.typing import Origin
 
 import wsthread
 from conftest import announced_port, reap
@@ -88,6 +92,43 @@ def test_a_note_saved_over_one_websocket_reaches_another(notes_server: Dict[str,
     # A client that connects later gets the saved notes first.
     with wsthread.connect(url) as carol:
         assert [json.loads(carol.recv(timeout=10))["text"] for _ in range(2)] == texts[::-1]
+    process = notes_server["process"]
+    assert isinstance(process, subprocess.Popen)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 0
+    log = Path(str(notes_server["log"])).read_text()
+    assert "Traceback" not in log, log
+
+
+def test_a_view_saves_a_note_and_pushes_it_to_a_browser_like_client(
+    notes_server: Dict[str, object],
+) -> None:
+    """POST /notes/add saves with the ORM, then the middleware's broadcast() reaches a
+    client that connected as a page does (websockets' client, with an Origin)."""
+    port = notes_server["port"]
+    origin = f"http://127.0.0.1:{port}"
+    with websockets_connect(
+        f"ws://127.0.0.1:{port}/ws", origin=Origin(origin), open_timeout=10
+    ) as page:
+        page.ping().wait(10)  # the connection is open on the server's side too
+        form = urllib.parse.urlencode({"text": "posted by a view"}).encode()
+        request = urllib.request.Request(f"{origin}/notes/add", data=form, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 201
+            saved = json.loads(response.read())
+        pushed = json.loads(page.recv(timeout=10))
+        assert pushed == saved and pushed["text"] == "posted by a view"
+    with sqlite3.connect(str(notes_server["db"])) as db:
+        rows = db.execute("SELECT id, text FROM notes_note").fetchall()
+    assert rows == [(saved["id"], "posted by a view")]
+    # The view takes posts only, and refuses an empty note without saving it.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{origin}/notes/add", timeout=10)
+    assert refused.value.code == 405
+    empty = urllib.request.Request(f"{origin}/notes/add", data=b"text=", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(empty, timeout=10)
+    assert refused.value.code == 400
     process = notes_server["process"]
     assert isinstance(process, subprocess.Popen)
     process.send_signal(signal.SIGINT)

@@ -6,4 +6,5 @@ from notes import views
 urlpatterns = [
     path("", views.index),
     path("notes/", views.note_list),
+    path("notes/add", views.add_note),  # POST: save a note, push it to every WebSocket
 ]

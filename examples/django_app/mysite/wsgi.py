@@ -6,7 +6,10 @@
     gunicorn -k gthread --threads 50 mysite.wsgi:application
 
 Open http://127.0.0.1:8000/ in two tabs: a note typed in one is saved by
-the WebSocket handler with the ORM and appears in both.
+the WebSocket handler with the ORM and appears in both. An ordinary view
+does the same for a form post, and pushes through ``application.broadcast()``:
+
+    curl -d text="from a view" http://127.0.0.1:8000/notes/add
 """
 
 import os
