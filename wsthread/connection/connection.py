@@ -62,7 +62,7 @@ from ..sansio.frames import CloseCode
 from ..sansio.protocol import Protocol
 from .budget import ReceiveBudget, ReceiveBudgetOption, receive_budget_bytes
 from .closing import Closing
-from .fragments import send_fragments
+from .fragments import check_message, send_fragments
 from .messages import Data, Item, MessageQueue, QueueClosed, Receiver
 from .pings import Pings
 from .reader import Reader
@@ -412,6 +412,16 @@ class Connection:
         iterable is consumed: a generator must not send or ping on this
         connection, and one that waits holds up its other writers.
 
+        What cannot be sent raises ``TypeError`` before any byte leaves,
+        and the connection stays usable: a ``dict`` (use
+        :meth:`send_json`), a set, a number, ``None``, any other object
+        that is not an iterable of fragments, and a list or tuple whose
+        pieces are not all ``str`` or all bytes-like. A generator can only
+        be checked piece by piece: one that raises, or gives a piece of
+        another type, after its first piece went out leaves the message
+        half sent, which nothing can finish, so the connection is closed
+        with 1011 (logged at WARNING) and the exception propagates.
+
         Safe to call from any thread. Returns once the
         socket has taken the whole message; if the peer takes nothing for
         ``write_timeout`` seconds, the connection is failed. A small reply
@@ -432,7 +442,9 @@ class Connection:
         Raises:
             ConnectionClosed: the connection is closed or closing (or was
                 just failed by the write timeout).
-            TypeError: ``message`` is of an unsupported type.
+            TypeError: ``message`` cannot be sent (see above); nothing was
+                sent, unless a generator failed part-way (then the
+                connection is closed with 1011, and the message says so).
         """
         if isinstance(message, str):
             data = message.encode("utf-8")
@@ -440,11 +452,10 @@ class Connection:
         elif isinstance(message, (bytes, bytearray, memoryview)):
             data = bytes(message)
             is_text = bool(text)
-        elif isinstance(message, Iterable):
+        else:
+            check_message(message)  # a TypeError before any byte leaves
             send_fragments(self.writer, message, text)
             return
-        else:
-            raise TypeError(f"cannot send {type(message).__name__}: expected str or bytes")
         writer = self.writer
         if len(data) >= _PARTS_SIZE:
             # A large message: header and payload are written without joining them.

@@ -78,6 +78,7 @@ from typing import (
 from ..connection import parking
 from ..connection.budget import ReceiveBudgetOption, receive_budget_bytes
 from ..connection.connection import Connection, Data, format_address, peer_address
+from ..connection.fragments import refuse_message
 from ..connection.threads import Keepalive, start_thread
 from ..connection.trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Tracer
 from ..connection.transport import TLSTransport, Transport
@@ -958,11 +959,15 @@ class WebSocketServer(_Listener):
             hands it back).
 
         Raises:
-            TypeError: ``message`` is neither ``str`` nor bytes-like.
+            TypeError: ``message`` is neither ``str`` nor bytes-like (a
+                ``dict``, a list, ``None``...: the message says what to do
+                instead, such as :meth:`broadcast_json`); nothing is sent.
             RuntimeError: this process was forked from the one that created
                 the server, which therefore reaches no client from here (see
                 :mod:`wsthread.runtime.forks`).
         """
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            raise refuse_message(message, "broadcast")  # before the hub or any connection
         self._fork_guard.check("broadcast()")
         return self._broadcaster.broadcast(message, connections)
 
