@@ -8,7 +8,7 @@
 
 Open http://127.0.0.1:8000/ in a few tabs and post something: every tab
 shows it at once. Posting is an ordinary Flask view (``POST /post``); it
-calls ``websockets.broadcast()``, which reaches every open WebSocket of
+calls ``sockets.broadcast()``, which reaches every open WebSocket of
 this process. The page's WebSocket goes to ``/ws`` on the page's own host and
 port: ``wsthread.wsgi.middleware`` takes those requests over, and Flask
 serves every other one. With several gunicorn workers, give the middleware
@@ -85,7 +85,7 @@ def post() -> Any:
     with _recent_lock:
         _recent.append(message)
         del _recent[:-20]
-    return jsonify(sent=websockets.broadcast(message))
+    return jsonify(sent=sockets.broadcast(message))
 
 
 def live(ws: Any) -> None:
@@ -114,8 +114,8 @@ def _hub() -> Any:
 
 # Wrap the Flask app's own WSGI callable: `app` stays a Flask app, which
 # `flask run` insists on, and gunicorn and wsthread serve it as well.
-websockets = middleware(app.wsgi_app, {"/ws": live}, hub=_hub())
-app.wsgi_app = websockets  # type: ignore[method-assign]
+sockets = middleware(app.wsgi_app, {"/ws": live}, hub=_hub())
+app.wsgi_app = sockets  # type: ignore[method-assign]
 
 
 def main() -> None:
@@ -133,7 +133,7 @@ def main() -> None:
         except KeyboardInterrupt:
             pass
         finally:
-            websockets.shutdown()  # the open pages get 1001 (going away)
+            sockets.shutdown()  # the open pages get 1001 (going away)
 
 
 if __name__ == "__main__":
