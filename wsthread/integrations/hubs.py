@@ -58,7 +58,9 @@ from ..runtime.deadline import Deadline
 
 __all__ = [
     "Hub",
+    "TopicHub",
     "Deliver",
+    "DeliverTopic",
     "Message",
     "LocalHub",
     "RedisHub",
@@ -70,6 +72,7 @@ logger = logging.getLogger("wsthread")
 
 Message = Union[str, bytes]
 Deliver = Callable[[Message], object]
+DeliverTopic = Callable[[str, Message], object]
 
 #: First byte of every payload: the version of the format.
 PAYLOAD_VERSION = b"\x01"
@@ -93,6 +96,22 @@ class Hub(Protocol):
         """Release the hub's resources; called by ``server.shutdown()``."""
 
 
+class TopicHub(Hub, Protocol):
+    """A hub that also carries topics (``server.publish``); a server uses one if it has these."""
+
+    def attach_topics(self, deliver: DeliverTopic) -> None:
+        """Remember ``deliver(topic, message)``, which sends to this server's subscribers."""
+
+    def publish_topic(self, topic: str, message: Message) -> None:
+        """Have ``deliver(topic, message)`` called once on every attached server that watches it."""
+
+    def watch(self, topic: str) -> None:
+        """``topic`` has its first subscriber in this process: receive it from now on."""
+
+    def unwatch(self, topic: str) -> None:
+        """``topic`` lost its last subscriber in this process: stop receiving it."""
+
+
 class LocalHub:
     """A hub for several servers in one process: a broadcast on any reaches all.
 
@@ -105,11 +124,30 @@ class LocalHub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._delivers: List[Deliver] = []
+        self._topic_delivers: List[DeliverTopic] = []
 
     def attach(self, deliver: Deliver) -> None:
         """Add a server's ``deliver`` function."""
         with self._lock:
             self._delivers.append(deliver)
+
+    def attach_topics(self, deliver: DeliverTopic) -> None:
+        """Add a server's ``deliver(topic, message)`` function."""
+        with self._lock:
+            self._topic_delivers.append(deliver)
+
+    def publish_topic(self, topic: str, message: Message) -> None:
+        """Deliver ``message`` to ``topic``'s subscribers on every attached server."""
+        with self._lock:
+            delivers = list(self._topic_delivers)
+        for deliver in delivers:
+            deliver(topic, message)
+
+    def watch(self, topic: str) -> None:
+        """Nothing to do: every attached server is asked, and one without subscribers skips it."""
+
+    def unwatch(self, topic: str) -> None:
+        """Nothing to do (see :meth:`watch`)."""
 
     def publish(self, message: Message) -> None:
         """Deliver ``message`` to every attached server."""
@@ -122,6 +160,7 @@ class LocalHub:
         """Forget every server (all of them: the first shutdown ends the hub)."""
         with self._lock:
             self._delivers.clear()
+            self._topic_delivers.clear()
 
 
 def encode_payload(message: Message, origin: bytes) -> bytes:

@@ -107,14 +107,21 @@ class Registry(Generic[C]):
             get 503).
         counters: the server's counters; a connection's traffic is added
             to them when it is forgotten.
+        on_forget: called with each connection :meth:`forget` is given
+            (outside the lock): the server's topics let it go.
     """
 
     def __init__(
-        self, lock: threading.RLock, closing: Callable[[], bool], counters: ServerCounters
+        self,
+        lock: threading.RLock,
+        closing: Callable[[], bool],
+        counters: ServerCounters,
+        on_forget: Optional[Callable[[C], None]] = None,
     ) -> None:
         self.lock = lock
         self._closing = closing
         self._counters = counters
+        self._on_forget = on_forget
         self.connections: Dict[C, threading.Thread] = {}  # and its thread
         self.opening = 0  # handshakes past the max_connections check, not yet registered
         # Every connection thread, from accept to close, with its socket while
@@ -129,6 +136,11 @@ class Registry(Generic[C]):
         """The open connections, as a list of their own."""
         with self.lock:
             return list(self.connections)
+
+    def is_open(self, connection: C) -> bool:
+        """Whether ``connection`` is open: registered, and not forgotten yet."""
+        with self.lock:
+            return connection in self.connections
 
     # -- a connection's life ---------------------------------------------------
 
@@ -174,6 +186,8 @@ class Registry(Generic[C]):
             with _open_on_thread_lock:
                 if _open_on_thread.get(thread) is connection:
                     del _open_on_thread[thread]
+        if self._on_forget is not None:
+            self._on_forget(connection)
 
     def add_thread(
         self, thread: threading.Thread, sock: socket.socket, started_here: bool = False

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import atexit
 import errno
+import json
 import logging
 import os
 import socket
@@ -66,6 +67,7 @@ from typing import (
     Any,
     Callable,
     Dict,
+    FrozenSet,
     Iterable,
     List,
     Mapping,
@@ -117,6 +119,7 @@ from .registry import Registry, asked_to_close
 from .routing import Routes, is_upgrade
 from .serving import ServingState
 from .stats import LogLimiter, ServerCounters
+from .topics import Topics
 
 __all__ = [
     "ServerConnection",
@@ -217,6 +220,42 @@ class ServerConnection(Connection):
             if host not in trusted:
                 return host
         return chain[0] if chain else peer
+
+    # -- topics ------------------------------------------------------------------
+
+    def subscribe(self, topic: str) -> bool:
+        """Watch ``topic``: from now on, :meth:`WebSocketServer.publish` to it reaches this peer.
+
+        Safe from any thread. The connection leaves every topic by itself
+        when it ends. With a hub that carries topics, this process starts
+        receiving the topic from the others (the first subscriber here makes
+        the hub subscribe, shortly after, on its own thread).
+
+        Returns:
+            ``True`` if the connection was not subscribed and now is;
+            ``False`` if it already was, or is not open (it then watches
+            nothing).
+
+        Raises:
+            TypeError: ``topic`` is not a ``str``.
+            ValueError: ``topic`` is empty or longer than 256 bytes of
+                UTF-8, or the connection already watches the server's
+                ``max_subscriptions`` topics.
+        """
+        return self.server._topics.subscribe(self, topic)
+
+    def unsubscribe(self, topic: str) -> bool:
+        """Stop watching ``topic``; ``True`` if the connection watched it. Safe from any thread.
+
+        Raises:
+            TypeError, ValueError: ``topic`` is not a valid topic name.
+        """
+        return self.server._topics.unsubscribe(self, topic)
+
+    @property
+    def topics(self) -> FrozenSet[str]:
+        """The topics this connection watches: a snapshot, empty once it has ended."""
+        return self.server._topics.topics_of(self)
 
     # -- the opening handshake -------------------------------------------------
 
@@ -789,6 +828,7 @@ class WebSocketServer(_Listener):
         receive_budget: ReceiveBudgetOption = "auto",
         write_limit: Optional[int] = 2**20,
         max_connections: Optional[int] = 1024,
+        max_subscriptions: Optional[int] = 1024,
         trusted_proxies: Optional[Sequence[str]] = None,
         hub: Any = None,
         reuse_port: bool = False,
@@ -820,6 +860,7 @@ class WebSocketServer(_Listener):
         self.receive_budget = receive_budget
         self.write_limit = write_limit
         self.max_connections = max_connections
+        self.max_subscriptions = max_subscriptions
         self.trusted_proxies = frozenset(trusted_proxies or ())
         self.reuse_port = reuse_port
         self.thread_stack_size = thread_stack_size
@@ -846,7 +887,16 @@ class WebSocketServer(_Listener):
         # it must not stop shutdown(), run next on that same thread, from taking it.
         self._state_lock = threading.RLock()
         self._serving = ServingState(self._state_lock)
-        self._registry = Registry(self._state_lock, lambda: self._serving.closed, self._counters)
+        # Which connection watches which topic; a connection forgotten leaves its topics.
+        self._topics: Topics[ServerConnection] = Topics(
+            self.broadcast,
+            lambda each: self._registry.is_open(each),
+            self.max_subscriptions,
+            self.hub,
+        )
+        self._registry = Registry(
+            self._state_lock, lambda: self._serving.closed, self._counters, self._topics.forget
+        )
 
     def _attach(self) -> None:
         """The parts ``__init__`` makes once listening: the fork guard, broadcasts (and the hub)."""
@@ -855,6 +905,7 @@ class WebSocketServer(_Listener):
         self._fork_guard = ForkGuard(f"WebSocketServer on {where}")
         self._broadcaster = Broadcaster(lambda: self.connections, self.hub)
         try:
+            self._topics.attach()  # before the hub's thread starts
             self._broadcaster.attach()
         except BaseException:
             self.server_close()  # do not leave the port bound behind a failed start
@@ -927,8 +978,19 @@ class WebSocketServer(_Listener):
         the open connections that have one (``None`` when none has). The
         cost is one pass over the open connections per call, and nothing
         per message beyond the connections' own counters.
+
+        ``topics`` counts the topics with subscribers in this process, their
+        subscriptions and the :meth:`publish` calls made here; ``hub`` is
+        the hub's own ``stats()``, when it has one (a
+        :class:`~wsthread.hubs.RedisHub` counts there the topic messages it
+        received from Redis, ``topic_received``).
         """
-        return self._registry.stats()
+        stats = self._registry.stats()
+        stats["topics"] = self._topics.stats()
+        hub_stats = getattr(self.hub, "stats", None)
+        if callable(hub_stats):
+            stats["hub"] = hub_stats()
+        return stats
 
     # -- broadcast ------------------------------------------------------------
 
@@ -970,6 +1032,37 @@ class WebSocketServer(_Listener):
             raise refuse_message(message, "broadcast")  # before the hub or any connection
         self._fork_guard.check("broadcast()")
         return self._broadcaster.broadcast(message, connections)
+
+    # -- topics ---------------------------------------------------------------
+
+    def publish(self, topic: str, message: Data) -> int:
+        """Send ``message`` to the connections that watch ``topic``; never block on a client.
+
+        Safe to call from any thread. Subscribers get it as from
+        :meth:`broadcast` (framed once, queued, ``write_limit`` and
+        ``write_timeout`` apply); each subscriber gets each publish once, and
+        one publisher's messages to a topic in the order it published them.
+        With a hub that carries topics (:class:`~wsthread.hubs.RedisHub`),
+        the subscribers of every process attached to it get it too; this
+        process's before ``publish()`` returns.
+
+        Returns:
+            How many subscribers of this process it was queued for (0 when
+            it went through a hub).
+
+        Raises:
+            TypeError: ``topic`` is not a ``str``, or ``message`` is neither
+                ``str`` nor bytes-like.
+            ValueError: ``topic`` is empty or longer than 256 bytes of UTF-8.
+            RuntimeError: this process was forked from the one that created
+                the server (see :mod:`wsthread.runtime.forks`).
+        """
+        self._fork_guard.check("publish()")
+        return self._topics.publish(topic, message)
+
+    def publish_json(self, topic: str, obj: Any) -> int:
+        """:meth:`publish` ``json.dumps(obj)`` (compact separators) as a text message."""
+        return self.publish(topic, json.dumps(obj, separators=(",", ":")))
 
     # -- running ------------------------------------------------------------
 
@@ -1174,6 +1267,9 @@ def serve(
             waiting for one client before closing it with 1013; ``None``: no limit.
         max_connections: open connections allowed at once; beyond, the
             handshake is answered with 503. ``None``: no limit.
+        max_subscriptions: topics one connection may watch at once
+            (:meth:`ServerConnection.subscribe` raises ``ValueError``
+            beyond); ``None``: no limit.
         trusted_proxies: addresses of reverse proxies whose
             ``X-Forwarded-For`` header is believed, for
             :attr:`ServerConnection.client_host`.
