@@ -413,3 +413,26 @@ def assert_clean_exit(process: subprocess.Popen[str], timeout: float) -> str:
     errors = process.stderr.read()
     assert "Traceback" not in errors, errors
     return errors
+
+
+# -- the fast run's last line -------------------------------------------------------
+
+# The README's full-suite command (tests/test_commands.py keeps the two equal).
+FULL_SUITE_COMMAND = "pip install -e '.[test-full]' && pytest -m \"slow or not slow\""
+_slow_left_out: List[str] = []
+
+
+def pytest_deselected(items: Sequence[pytest.Item]) -> None:
+    """Remember the slow tests that ``-m 'not slow'`` (the default) left out."""
+    _slow_left_out.extend(item.nodeid for item in items if item.get_closest_marker("slow"))
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """After a run whose ``-m`` left slow tests out, say how many and how to run everything."""
+    count = len(_slow_left_out)
+    if count and not config.getoption("keyword"):  # -k leaves tests out for its own reasons
+        tests = "1 test marked slow was" if count == 1 else f"{count} tests marked slow were"
+        terminalreporter.write_line(
+            f"{tests} left out (Autobahn, fuzzing, soak, browser, nginx, several processes). "
+            f"The full suite: {FULL_SUITE_COMMAND}"
+        )

@@ -21,12 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 
 
-@pytest.mark.timeout(150)
+# Measured: 68 s on a loaded 2-core machine (load 3-4); 3.5x that.
+@pytest.mark.timeout(240)
 def test_run_quick(tmp_path: Path) -> None:
     """The quick run starts the five servers, measures every workload and prints the table."""
     report = tmp_path / "report.json"
     result = run_ok(
-        [sys.executable, BENCHMARKS / "run.py", "--quick", "--json", report], cwd=ROOT, timeout=140
+        [sys.executable, BENCHMARKS / "run.py", "--quick", "--json", report], cwd=ROOT, timeout=230
     )
     output = result.stdout + result.stderr
     assert "| workload | wsthread | websockets | raw floor |" in result.stdout, output[-4000:]
