@@ -24,6 +24,8 @@ from typing import Any, Iterator, List
 import pytest
 from test_examples import example
 
+from conftest import wait_until
+
 playwright = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -194,3 +196,44 @@ def test_flask_example_page_and_websocket_on_one_port() -> None:
         shown_on_every_page(browser, pages, app.urls[0], "#feed li", ["second post", "first post"])
         app.interrupt()
         expect(pages[0].locator("#status")).to_have_text("disconnected (code 1001)")
+
+
+JSON_PAGE = b"""<!doctype html><title>json</title><script>
+const ws = new WebSocket(`ws://${location.host}/ws`);
+window.got = new Promise((resolve) => {
+  ws.onmessage = (event) => {
+    const value = JSON.parse(event.data);
+    ws.send(JSON.stringify({ seen: value, type: typeof event.data }));
+    resolve(value);
+  };
+});
+</script>"""
+
+
+def test_send_json_and_recv_json_round_trip_through_json_parse(make_server: Any) -> None:
+    """Chromium's JSON.parse reads send_json's text, recv_json JSON.stringify's; orjson too."""
+    import orjson
+
+    from wsthread import http_response
+
+    document = {"id": 7, "text": "caf\u00e9 \u2615 \U0001f600", "list": [1, 2.5, None, True]}
+    answers: List[Any] = []
+
+    def handler(ws: Any) -> None:
+        ws.send_json(document)
+        answers.append(ws.recv_json(timeout=10))
+
+    def page(ws: Any, request: Any) -> Any:
+        if request.path == "/":
+            return http_response(200, JSON_PAGE, content_type="text/html; charset=utf-8")
+        return None
+
+    for dumps, loads in ((None, None), (orjson.dumps, orjson.loads)):
+        server = make_server(handler, process_request=page, json_dumps=dumps, json_loads=loads)
+        with chromium() as browser:
+            tab = browser.new_page()
+            tab.goto(f"http://127.0.0.1:{server.port}/")
+            assert tab.evaluate("window.got") == document
+        assert wait_until(lambda: len(answers) == 1)
+        assert answers.pop() == {"seen": document, "type": "string"}
+        server.shutdown()

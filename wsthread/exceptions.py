@@ -7,6 +7,7 @@
     │   ├── ConnectionClosedOK      ... after a normal closing handshake (1000/1001)
     │   └── ConnectionClosedError   ... with an error code, or without a handshake
     ├── InvalidURI                  not a ws:// or wss:// URI (also a ValueError)
+    ├── InvalidJSON                 recv_json(): a message that is not JSON (also a ValueError)
     ├── InvalidHandshake            the HTTP Upgrade handshake failed; carries an HTTP status
     │   ├── InvalidRequest          400 Bad Request: malformed request or missing header
     │   ├── InvalidMethod           405 Method Not Allowed: not a GET
@@ -32,7 +33,7 @@ bad input.
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 __all__ = [
     "WebSocketError",
@@ -40,6 +41,7 @@ __all__ = [
     "ConnectionClosedOK",
     "ConnectionClosedError",
     "InvalidURI",
+    "InvalidJSON",
     "InvalidHandshake",
     "InvalidRequest",
     "InvalidMethod",
@@ -93,6 +95,23 @@ class ConnectionClosedError(ConnectionClosed):
 
 class InvalidURI(WebSocketError, ValueError):
     """The URI given to the client is not a valid ``ws://`` or ``wss://`` URI."""
+
+
+class InvalidJSON(WebSocketError, ValueError):
+    """A message received by ``recv_json()`` is not valid JSON; the connection stays open.
+
+    Its text names the connection's peer, the decoder's complaint and the
+    start of the message; the decoder's own exception is its ``__cause__``.
+
+    Attributes:
+        peer: the connection's peer, as its log lines show it (``host:port``).
+        data: the message as received (``str`` or ``bytes``).
+    """
+
+    def __init__(self, peer: str, data: Union[str, bytes], error: BaseException) -> None:
+        self.peer = peer
+        self.data = data
+        super().__init__(f"invalid JSON from {peer}: {error}; the message began {data[:80]!r}")
 
 
 Header = Tuple[str, str]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 from ..connection.budget import ReceiveBudgetOption, receive_budget_bytes
-from ..connection.connection import Connection
+from ..connection.connection import Connection, JSONDumps, JSONLoads
 from ..connection.threads import Keepalive, shared
 from ..connection.trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Tracer
 from ..connection.transport import TLSTransport, Transport
@@ -220,6 +220,8 @@ def connect(
     write_timeout: Optional[float] = 10,
     trace: Optional[Tracer] = None,
     logger: Optional[logging.Logger] = None,
+    json_dumps: Optional[JSONDumps] = None,
+    json_loads: Optional[JSONLoads] = None,
 ) -> ClientConnection:
     """Open a WebSocket connection to ``uri`` and return it once the handshake is done.
 
@@ -269,6 +271,11 @@ def connect(
         trace: a :class:`wsthread.trace.Tracer` that writes the opening
             handshake and every frame, annotated (lines prefixed with the URI).
         logger: the logger to use instead of ``logging.getLogger("wsthread")``.
+        json_dumps: the JSON encoder of ``send_json()``, such as
+            ``orjson.dumps`` (bytes are sent as text); ``None``:
+            ``json.dumps`` with compact separators.
+        json_loads: the JSON decoder of ``recv_json()``, such as
+            ``orjson.loads``; ``None``: ``json.loads``.
 
     Raises:
         InvalidURI: ``uri`` is not a WebSocket URI.
@@ -308,6 +315,8 @@ def connect(
         receive_budget=receive_budget,
         write_timeout=write_timeout,
         logger=logger,
+        json_dumps=json_dumps,
+        json_loads=json_loads,
     )
 
 

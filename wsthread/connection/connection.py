@@ -41,12 +41,14 @@ that end. Pings and keepalive are the :class:`~wsthread.connection.pings.Pings`'
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import threading
 from typing import (
     Any,
+    Callable,
     Dict,
     Iterable,
     Iterator,
@@ -56,7 +58,7 @@ from typing import (
     Union,
 )
 
-from ..exceptions import ConnectionClosed, ConnectionClosedOK
+from ..exceptions import ConnectionClosed, ConnectionClosedOK, InvalidJSON
 from ..runtime.deadline import Deadline
 from ..sansio.frames import CloseCode
 from ..sansio.protocol import Protocol
@@ -70,13 +72,49 @@ from .threads import shared
 from .transport import Transport
 from .writer import Writer
 
-__all__ = ["Connection", "Data", "format_address", "peer_address"]
+__all__ = [
+    "Connection",
+    "Data",
+    "JSONDumps",
+    "JSONLoads",
+    "dump_json",
+    "format_address",
+    "peer_address",
+]
 
 logger = logging.getLogger("wsthread")
 
 # Messages of this many bytes or more are written as header and payload, not
 # joined into one frame first (one sendmsg(), no copy of the payload).
 _PARTS_SIZE = 64 * 1024
+
+
+JSONDumps = Callable[[Any], Union[str, bytes]]
+"""A JSON encoder, such as ``json.dumps`` or ``orjson.dumps`` (which returns UTF-8 bytes)."""
+
+JSONLoads = Callable[[Data], Any]
+"""A JSON decoder, such as ``json.loads`` or ``orjson.loads`` (``str`` or bytes in)."""
+
+
+def _compact_dumps(obj: Any) -> str:
+    """The default encoder: ``json.dumps``, no spaces after separators, non-ASCII as is (UTF-8)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def dump_json(obj: Any, dumps: Optional[JSONDumps]) -> bytes:
+    """``obj`` as JSON, in UTF-8 bytes, encoded by ``dumps`` (``None``: the ``json`` module).
+
+    Raises:
+        TypeError: ``dumps`` returned neither ``str`` nor bytes; and
+            whatever ``dumps`` raises (``TypeError`` for an object it
+            cannot encode, ``ValueError`` for a circular reference).
+    """
+    text = (dumps or _compact_dumps)(obj)
+    if isinstance(text, str):
+        return text.encode("utf-8")
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        return bytes(text)
+    raise TypeError(f"json_dumps returned {type(text).__name__}: expected str or bytes")
 
 
 def peer_address(sock: socket.socket) -> Any:
@@ -184,6 +222,13 @@ class Connection:
         logger: where this connection logs; defaults to ``wsthread``.
         thread_stack_size: the stack, in bytes, of the reader thread;
             ``None``: the platform's default.
+        json_dumps: the encoder of :meth:`send_json`; ``None``: the
+            standard library's ``json.dumps`` with compact separators. It
+            may return ``str`` or UTF-8 ``bytes`` (``orjson.dumps``): either
+            is sent as a text message.
+        json_loads: the decoder of :meth:`recv_json`; ``None``:
+            ``json.loads``. It gets the message as received, ``str`` for
+            text, ``bytes`` for binary.
     """
 
     def __init__(
@@ -199,8 +244,14 @@ class Connection:
         initial_data: bytes = b"",
         logger: Optional[logging.Logger] = None,
         thread_stack_size: Optional[int] = None,
+        json_dumps: Optional[JSONDumps] = None,
+        json_loads: Optional[JSONLoads] = None,
     ) -> None:
         self.transport = transport
+        self.json_dumps = json_dumps
+        """The encoder of :meth:`send_json` (``None``: ``json.dumps``)."""
+        self.json_loads = json_loads
+        """The decoder of :meth:`recv_json` (``None``: ``json.loads``)."""
         self.thread_stack_size = thread_stack_size
         self.socket = transport.socket
         self.protocol = protocol
@@ -470,6 +521,48 @@ class Connection:
         with writer:
             writer.write(self.protocol.send_message(data, is_text), gather=gather)
             writer.messages_sent += 1
+
+    def send_json(self, obj: Any) -> None:
+        """Send ``obj`` encoded as JSON, as one text message.
+
+        The encoder is the connection's ``json_dumps`` option (the
+        standard library's ``json.dumps``, compact, by default); one that
+        returns bytes, such as ``orjson.dumps``, is sent as text as it is.
+        Otherwise as :meth:`send`.
+
+        Raises:
+            TypeError: ``obj`` cannot be encoded (raised by the encoder;
+                nothing is sent).
+            ValueError: ``obj`` holds a circular reference or a value the
+                encoder refuses, such as ``nan`` for some encoders.
+            ConnectionClosed: as for :meth:`send`.
+        """
+        self.send(dump_json(obj, self.json_dumps), text=True)
+
+    def recv_json(self, timeout: Optional[float] = None) -> Any:
+        """Receive the next message and return it decoded from JSON.
+
+        Text and binary messages are both decoded (``json.loads`` reads
+        UTF-8 bytes too), by the connection's ``json_loads`` option
+        (``json.loads`` by default). A message that is not JSON is consumed
+        and raises :class:`~wsthread.exceptions.InvalidJSON`; the connection
+        stays open, and the next call gets the next message.
+
+        Args:
+            timeout: as for :meth:`recv`.
+
+        Raises:
+            InvalidJSON: the message is not valid JSON (a ``ValueError``,
+                naming this connection's peer; the decoder's exception is
+                its ``__cause__``).
+            TimeoutError: no message arrived in time.
+            ConnectionClosed: as for :meth:`recv`.
+        """
+        data = self.recv(timeout)
+        try:
+            return (self.json_loads or json.loads)(data)
+        except ValueError as exc:  # JSONDecodeError, orjson's, UnicodeDecodeError
+            raise InvalidJSON(format_address(self.remote_address), data, exc) from exc
 
     def ping(self, data: Union[str, bytes, None] = None) -> threading.Event:
         """Send a ping; the returned event is set when the matching pong arrives.

@@ -29,6 +29,7 @@ import threading
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from ..client.client import ClientConnection, open_connection
+from ..connection.connection import JSONDumps, JSONLoads
 from ..server.server import DetachedServer, WebSocketServer
 
 __all__ = ["connect", "TestConnection", "ws_connect"]
@@ -85,6 +86,8 @@ def connect(
     max_size: Optional[int] = 2**20,
     max_queue: Optional[int] = 16,
     write_timeout: Optional[float] = 10,
+    json_dumps: Optional[JSONDumps] = None,
+    json_loads: Optional[JSONLoads] = None,
     server_options: Optional[Mapping[str, Any]] = None,
 ) -> TestConnection:
     """Connect a client to ``target`` in this process, over a socket pair.
@@ -95,7 +98,7 @@ def connect(
             ``start_response``), such as one wrapped by
             :func:`wsthread.wsgi.middleware`.
         path: the request target, query string included (``"/ws?room=1"``).
-        origin: and the other options up to ``write_timeout``, as for
+        origin: and the other options up to ``json_loads``, as for
             :func:`wsthread.connect` (no keepalive pings are sent).
         server_options: options of :func:`wsthread.serve` for the server
             side of a handler or mapping (``origins``, ``max_size``...).
@@ -126,6 +129,8 @@ def connect(
             max_size=max_size,
             max_queue=max_queue,
             write_timeout=write_timeout,
+            json_dumps=json_dumps,
+            json_loads=json_loads,
         )
     except BaseException:
         server.shutdown()

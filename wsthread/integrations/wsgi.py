@@ -177,6 +177,10 @@ class WebSocketMiddleware:
         """Send ``message`` to every WebSocket here; see :meth:`WebSocketServer.broadcast`."""
         return self.server.broadcast(message)
 
+    def broadcast_json(self, obj: Any) -> int:
+        """Send ``obj`` as JSON to every WebSocket here (:meth:`WebSocketServer.broadcast_json`)."""
+        return self.server.broadcast_json(obj)
+
     @property
     def connections(self) -> List[ServerConnection]:
         """The open WebSocket connections (a snapshot)."""
@@ -286,8 +290,9 @@ def middleware(app: WSGIApplication, routes: RoutesLike, **options: Any) -> WebS
         options: the WebSocket options of :func:`wsthread.serve`
             (``origins``, ``subprotocols``, ``process_request``,
             ``max_size``, ``ping_interval``, ``max_connections``, ``hub``,
-            ``compression``...); not those of the listening socket (``ssl``,
-            ``reuse_port``), which belong to the WSGI server.
+            ``compression``, ``json_dumps``, ``json_loads``...); not those
+            of the listening socket (``ssl``, ``reuse_port``), which belong
+            to the WSGI server.
 
     Returns:
         The WSGI application to serve instead of ``app``; its ``server``

@@ -79,7 +79,15 @@ from typing import (
 
 from ..connection import parking
 from ..connection.budget import ReceiveBudgetOption, receive_budget_bytes
-from ..connection.connection import Connection, Data, format_address, peer_address
+from ..connection.connection import (
+    Connection,
+    Data,
+    JSONDumps,
+    JSONLoads,
+    dump_json,
+    format_address,
+    peer_address,
+)
 from ..connection.fragments import refuse_message
 from ..connection.threads import Keepalive, start_thread
 from ..connection.trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Tracer
@@ -189,6 +197,8 @@ class ServerConnection(Connection):
             write_limit=server.write_limit,
             logger=server.logger,
             thread_stack_size=server.thread_stack_size,
+            json_dumps=server.json_dumps,
+            json_loads=server.json_loads,
         )
 
     @property
@@ -837,6 +847,8 @@ class WebSocketServer(_Listener):
         logger: Optional[logging.Logger] = None,
         ssl: Optional[ssl_module.SSLContext] = None,
         compression: CompressionOption = "deflate",
+        json_dumps: Optional[JSONDumps] = None,
+        json_loads: Optional[JSONLoads] = None,
     ) -> None:
         self.deflate = server_settings(compression)
         self.routes = Routes(handler)
@@ -844,6 +856,8 @@ class WebSocketServer(_Listener):
         self.max_body_size = max_body_size
         self.ssl_context = ssl
         self.compression = compression
+        self.json_dumps = json_dumps
+        self.json_loads = json_loads
         self.origins = None if origins is None else list(origins)
         self.subprotocols = list(subprotocols) if subprotocols else []
         self.select_subprotocol_hook = select_subprotocol
@@ -1032,6 +1046,21 @@ class WebSocketServer(_Listener):
             raise refuse_message(message, "broadcast")  # before the hub or any connection
         self._fork_guard.check("broadcast()")
         return self._broadcaster.broadcast(message, connections)
+
+    def broadcast_json(
+        self, obj: Any, connections: Optional[Iterable[ServerConnection]] = None
+    ) -> int:
+        """:meth:`broadcast` ``obj`` as JSON, in one text message encoded once for all.
+
+        The encoder is the server's ``json_dumps`` option (``json.dumps``,
+        compact, by default; ``orjson.dumps`` works too). Otherwise as
+        :meth:`broadcast`, which it returns.
+
+        Raises:
+            TypeError, ValueError: the encoder cannot encode ``obj``
+                (nothing is sent); and what :meth:`broadcast` raises.
+        """
+        return self.broadcast(dump_json(obj, self.json_dumps).decode("utf-8"), connections)
 
     # -- topics ---------------------------------------------------------------
 
@@ -1308,6 +1337,12 @@ def serve(
             :func:`wsthread.wsgi.middleware` serves its own routes.
         max_body_size: the largest request body for ``wsgi``, in bytes
             (413 beyond); ``None``: no limit.
+        json_dumps: the JSON encoder of ``send_json()`` and
+            :meth:`~WebSocketServer.broadcast_json`, such as ``orjson.dumps``
+            (bytes are sent as text); ``None``: ``json.dumps`` with compact
+            separators.
+        json_loads: the JSON decoder of ``recv_json()``, such as
+            ``orjson.loads``; ``None``: ``json.loads``.
 
     Returns:
         The listening server: call ``serve_forever()`` or ``start()``; use it
