@@ -89,6 +89,6 @@ def test_the_test_extra_is_small_and_the_full_one_contains_it() -> None:
         return [re.split(r"[<>=;\s\[]", line, maxsplit=1)[0].lower() for line in lines]
 
     small, full = names("test"), names("test-full")
-    assert len(small) <= 6 and {"pytest", "pytest-timeout", "websockets"} <= set(small)
+    assert len(small) <= 7 and {"pytest", "pytest-timeout", "websockets"} <= set(small)
     assert set(small) <= set(full)
     assert {"kosoku", "django", "gunicorn", "playwright", "sphinx", "atheris"} <= set(full)
