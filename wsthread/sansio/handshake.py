@@ -32,9 +32,21 @@ import hashlib
 import http.cookies
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    MutableMapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from ..exceptions import (
     InvalidHandshake,
@@ -52,6 +64,9 @@ __all__ = [
     "accept_key",
     "generate_key",
     "Headers",
+    "MultipleValuesError",
+    "check_header",
+    "encode_target",
     "parse_tokens",
     "header_has_token",
     "Request",
@@ -81,8 +96,63 @@ def generate_key() -> str:
     return base64.b64encode(os.urandom(16)).decode("ascii")
 
 
-class Headers:
-    """HTTP headers: ordered, case-insensitive, a name may repeat."""
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_VERSION = re.compile(r"^HTTP/[0-9]\.[0-9]$")
+_STATUS = re.compile(r"[0-9]{3}")  # ASCII digits only: "²".isdigit() is true
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# What a request target may not hold on the wire: whitespace, controls, non-ASCII.
+_TARGET_FORBIDDEN = re.compile(r"[\x00-\x20\x7f-\uffff]")
+# What build_request leaves as it is in a target: RFC 3986 unreserved, sub-delims, "%:@/?".
+_TARGET_SAFE = "!$&'()*+,;=:@/?%~-._"
+
+
+class MultipleValuesError(KeyError):
+    """``headers[name]`` when ``name`` has several values: use :meth:`Headers.get_all`."""
+
+
+def check_header(name: str, value: str) -> None:
+    """Refuse a header that would break the HTTP head it is written into.
+
+    The name must be an RFC 9110 token; the value may hold no CR, LF, NUL
+    or other control character but HTAB, and must be Latin-1 (HTTP/1.1
+    heads are bytes). This is the one check every header passes, on the
+    way in (the parsers answer a peer's bad header with 400 before it gets
+    here) and on the way out: an application's ``extra_headers``,
+    ``http_response(headers=...)``, ``additional_headers``, ``origin`` or
+    ``user_agent_header`` with a line break in it raises here, at its call,
+    and never reaches the wire.
+
+    Raises:
+        TypeError: ``name`` or ``value`` is not a ``str``.
+        ValueError: either would change the head's framing.
+    """
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise TypeError(
+            f"a header name and value must be str, not {type(name).__name__} and "
+            f"{type(value).__name__}"
+        )
+    if not _TOKEN.match(name):
+        raise ValueError(f"invalid header name {name[:40]!r}: not an HTTP token")
+    if _CONTROL.search(value):
+        raise ValueError(f"invalid value for header {name}: control characters (CR, LF, NUL...)")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"invalid value for header {name}: not Latin-1") from None
+
+
+class Headers(MutableMapping[str, str]):
+    """HTTP headers: ordered, case-insensitive, a name may repeat.
+
+    As a mapping (as websockets' ``Headers``): ``headers["Authorization"]``
+    is the only value of that header, ``KeyError`` when there is none and
+    :class:`MultipleValuesError` (a ``KeyError``) when there are several;
+    ``headers[name] = value`` *adds* a header (call ``del headers[name]``
+    first to replace); ``del headers[name]`` removes every value of it;
+    ``name in headers``, :meth:`get` (the first value), :meth:`get_all`,
+    :meth:`items` (every pair, in order) and iteration over the names as
+    received. Every header added is checked by :func:`check_header`.
+    """
 
     def __init__(self, items: Iterable[Tuple[str, str]] = ()) -> None:
         self._items: List[Tuple[str, str]] = []
@@ -90,10 +160,15 @@ class Headers:
             self.add(name, value)
 
     def add(self, name: str, value: str) -> None:
-        """Append a header."""
+        """Append a header.
+
+        Raises:
+            TypeError, ValueError: see :func:`check_header`.
+        """
+        check_header(name, value)
         self._items.append((name, value))
 
-    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:  # type: ignore[override]
         """The first value of ``name``, or ``default``."""
         lowered = name.lower()
         for key, value in self._items:
@@ -106,15 +181,33 @@ class Headers:
         lowered = name.lower()
         return [value for key, value in self._items if key.lower() == lowered]
 
-    def items(self) -> List[Tuple[str, str]]:
+    def items(self) -> List[Tuple[str, str]]:  # type: ignore[override]
         """All headers as ``(name, value)`` pairs, in order, names as received."""
         return list(self._items)
+
+    def __getitem__(self, name: str) -> str:
+        values = self.get_all(name)
+        if not values:
+            raise KeyError(name)
+        if len(values) > 1:
+            raise MultipleValuesError(name)
+        return values[0]
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self.add(name, value)
+
+    def __delitem__(self, name: str) -> None:
+        lowered = name.lower()
+        kept = [(key, value) for key, value in self._items if key.lower() != lowered]
+        if len(kept) == len(self._items):
+            raise KeyError(name)
+        self._items = kept
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
 
     def __iter__(self) -> Iterator[str]:
-        return iter(name for name, _ in self._items)
+        return iter([name for name, _ in self._items])
 
     def __len__(self) -> int:
         return len(self._items)
@@ -123,6 +216,8 @@ class Headers:
         if not isinstance(other, Headers):
             return NotImplemented
         return [(k.lower(), v) for k, v in self._items] == [(k.lower(), v) for k, v in other._items]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
@@ -183,7 +278,18 @@ class Request:
         return {name: morsel.value for name, morsel in jar.items()}
 
     def serialize(self) -> bytes:
-        """The request head as bytes."""
+        """The request head as bytes.
+
+        Raises:
+            ValueError: the method is not a token, the target holds a space
+                or a control character, or the version is not ``HTTP/x.y``.
+        """
+        if not _TOKEN.match(self.method):
+            raise ValueError(f"invalid HTTP method {self.method[:40]!r}")
+        if not self.target or _TARGET_FORBIDDEN.search(self.target):
+            raise ValueError(f"invalid request target {self.target[:80]!r}: percent-encode it")
+        if not _VERSION.match(self.version):
+            raise ValueError(f"invalid HTTP version {self.version[:40]!r}")
         line = f"{self.method} {self.target} {self.version}\r\n".encode("latin-1")
         return line + self.headers.serialize() + b"\r\n"
 
@@ -207,15 +313,24 @@ class Response:
     version: str = "HTTP/1.1"
 
     def serialize(self) -> bytes:
-        """The whole response as bytes."""
-        line = f"{self.version} {self.status} {self.reason}\r\n".encode("latin-1")
+        """The whole response as bytes.
+
+        Raises:
+            ValueError: the status is not three digits, the reason holds a
+                control character (CR, LF...) or is not Latin-1, or the
+                version is not ``HTTP/x.y``.
+        """
+        if isinstance(self.status, bool) or not 100 <= int(self.status) <= 999:
+            raise ValueError(f"invalid HTTP status {self.status!r}")
+        if not isinstance(self.reason, str) or _CONTROL.search(self.reason):
+            raise ValueError(f"invalid reason phrase {str(self.reason)[:40]!r}")
+        if not _VERSION.match(self.version):
+            raise ValueError(f"invalid HTTP version {self.version[:40]!r}")
+        try:
+            line = f"{self.version} {int(self.status)} {self.reason}\r\n".encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(f"invalid reason phrase {self.reason[:40]!r}: not Latin-1") from None
         return line + self.headers.serialize() + b"\r\n" + self.body
-
-
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_VERSION = re.compile(r"^HTTP/[0-9]\.[0-9]$")
-_STATUS = re.compile(r"[0-9]{3}")  # ASCII digits only: "²".isdigit() is true
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class _HeadParser:
@@ -527,7 +642,18 @@ def build_request(
         headers.add("Sec-WebSocket-Extensions", extensions)
     for name, value in extra_headers:
         headers.add(name, value)
-    return Request("GET", resource or "/", "HTTP/1.1", headers)
+    return Request("GET", encode_target(resource or "/"), "HTTP/1.1", headers)
+
+
+def encode_target(resource: str) -> str:
+    """A request target safe to write: spaces, controls and non-ASCII percent-encoded (UTF-8).
+
+    ``/a b?q=é`` becomes ``/a%20b?q=%C3%A9``; characters that are already
+    legal, existing ``%XX`` escapes among them, are left alone; a fragment
+    (``#...``) is not sent. CR and LF become ``%0D`` and ``%0A``, so a URI
+    can never add a header line to the request.
+    """
+    return urllib.parse.quote(resource.split("#", 1)[0], safe=_TARGET_SAFE)
 
 
 def validate_response(
@@ -536,7 +662,9 @@ def validate_response(
     """Check a server's answer to the upgrade request; return the chosen subprotocol.
 
     Raises:
-        InvalidStatus: the status is not 101.
+        InvalidStatus: the status is not 101 (with the response's headers
+            and body: read the body into ``response`` first, see
+            :mod:`wsthread.sansio.body`).
         InvalidResponse: the 101 answer breaks the protocol.
     """
     if response.status != 101:
@@ -545,7 +673,11 @@ def validate_response(
         except ValueError:
             status = HTTPStatus.BAD_GATEWAY
         raise InvalidStatus(
-            f"server rejected WebSocket connection: HTTP {response.status}", status=status
+            f"server rejected WebSocket connection: HTTP {response.status}",
+            status=status,
+            headers=response.headers.items(),
+            body=response.body,
+            response=response,
         )
     headers = response.headers
     if not header_has_token(headers, "Upgrade", "websocket"):

@@ -29,12 +29,12 @@ import sys
 import urllib.parse
 import wsgiref.handlers
 from http import HTTPStatus
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from ..connection.transport import Transport
 from ..exceptions import InvalidHandshake, InvalidRequest
 from ..runtime.deadline import Deadline
-from ..sansio.handshake import Request, RequestParser, error_response
+from ..sansio.handshake import Request, RequestParser, check_header, error_response
 from .routing import is_upgrade
 
 __all__ = ["serve_wsgi", "WSGIApplication", "HIJACKED"]
@@ -48,6 +48,8 @@ HIJACKED = "wsthread.hijacked"
 """The environ key a middleware sets once it has taken the connection over."""
 
 _READ = 65536
+# A WSGI status: three digits, a space, a reason without control characters.
+_STATUS_LINE = re.compile(r"[0-9]{3} [^\x00-\x08\x0a-\x1f\x7f]*")
 _MAX_CHUNK_LINE = 4096
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _DRAIN = 65536  # unread body bytes skipped to keep a connection alive; beyond, it closes
@@ -185,6 +187,27 @@ class _Handler(wsgiref.handlers.SimpleHandler):
         self.failed = False
         self.keep_alive = True
         self.log = log
+        self.body_expected: Optional[int] = None  # the response's Content-Length, once sent
+        self.body_sent = 0
+        self.overrun_logged = False
+
+    def finish_response(self) -> None:
+        """Send the response; a body shorter than its Content-Length ends the connection."""
+        method, path = self.environ.get("REQUEST_METHOD"), self.environ.get("PATH_INFO")
+        super().finish_response()  # ends with close(), which drops the environ
+        if (
+            not self.no_body
+            and self.body_expected is not None
+            and self.body_sent < self.body_expected
+        ):
+            self.log.warning(
+                "WSGI application sent %d of its Content-Length (%d) on %s %s: connection closed",
+                self.body_sent,
+                self.body_expected,
+                method,
+                path,
+            )
+            self.keep_alive = False
 
     def cleanup_headers(self) -> None:
         status = int(str(self.status)[:3])
@@ -201,9 +224,28 @@ class _Handler(wsgiref.handlers.SimpleHandler):
         if not self.keep_alive:
             self.headers["Connection"] = "close"
 
+    def start_response(
+        self, status: str, headers: List[Tuple[str, str]], exc_info: Any = None
+    ) -> Any:
+        """PEP 3333's ``start_response``, refusing a status or header that would break the head.
+
+        A CR or LF (or another control character) in the status or in a
+        header raises ``ValueError`` in the application's own call, as a
+        wrong type does: wsgiref then answers 500 and nothing of it reaches
+        the wire.
+        """
+        if not isinstance(status, str) or not _STATUS_LINE.fullmatch(status):
+            raise ValueError(f"invalid WSGI status {str(status)[:60]!r}")
+        for name, value in headers:
+            check_header(name, value)
+        return super().start_response(status, headers, exc_info)
+
     def send_headers(self) -> None:
         super().send_headers()
         self.head_sent = True
+        length = self.headers.get("Content-Length")
+        self.body_expected = int(length) if length and length.isdigit() else None
+        self.body_sent = 0
 
     # This module writes to the transport itself, deliberately: these are
     # plain HTTP answers on a connection that is not (yet) a WebSocket, so no
@@ -212,6 +254,25 @@ class _Handler(wsgiref.handlers.SimpleHandler):
     def _write(self, data: bytes) -> None:
         if self.environ.get(HIJACKED) or (self.head_sent and self.no_body):
             return
+        if self.head_sent and self.body_expected is not None:
+            # Never more body than Content-Length: the rest would be read as
+            # the next response on a kept-alive connection.
+            room = self.body_expected - self.body_sent
+            if len(data) > room:
+                if not self.overrun_logged:
+                    self.log.warning(
+                        "WSGI application sent more than its Content-Length (%d) on %s %s: "
+                        "cut, and the connection closed",
+                        self.body_expected,
+                        self.environ.get("REQUEST_METHOD"),
+                        self.environ.get("PATH_INFO"),
+                    )
+                    self.overrun_logged = True
+                self.keep_alive = False
+                data = data[:room]
+            self.body_sent += len(data)
+            if not data:
+                return
         try:
             self.transport.write(bytes(data))
         except OSError as exc:

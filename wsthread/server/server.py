@@ -114,6 +114,7 @@ from ..sansio.handshake import (
     RequestParser,
     Response,
     accept_response,
+    check_header,
     error_response,
     header_pairs,
     http_response,
@@ -442,11 +443,14 @@ class ServerConnection(Connection):
             )
             if agreed is not None:
                 extensions, deflate = agreed
+        extra_headers = self._extra_headers(request)
+        if extra_headers is None:
+            return self._internal_error(), None
         response = accept_response(
             key,
             subprotocol=self.subprotocol,
             extensions=extensions,
-            extra_headers=self._extra_headers(request),
+            extra_headers=extra_headers,
         )
         self._add_server_header(response)
         return response, deflate
@@ -468,11 +472,19 @@ class ServerConnection(Connection):
                 return subprotocol
         raise InvalidRequest("no supported subprotocol offered")
 
-    def _extra_headers(self, request: Request) -> List[Tuple[str, str]]:
+    def _extra_headers(self, request: Request) -> Optional[List[Tuple[str, str]]]:
+        """The 101's extra headers, each checked; ``None`` (a 500) when they fail or are bad."""
         headers = self.server.extra_headers
-        if callable(headers):
-            headers = headers(self, request)
-        return header_pairs(headers)
+        try:
+            if callable(headers):
+                headers = headers(self, request)
+            pairs = header_pairs(headers)
+            for name, value in pairs:
+                check_header(name, value)
+        except Exception:
+            self.logger.exception("extra_headers failed")
+            return None
+        return pairs
 
     def _call_hook(
         self, hook: Optional[Callable[..., Any]], name: str, *args: Any
@@ -492,6 +504,12 @@ class ServerConnection(Connection):
         if response is not None and not isinstance(response, Response):
             self.logger.error("%s returned %r, not a wsthread.Response or None", name, response)
             return self._internal_error()
+        if response is not None:
+            try:
+                response.serialize()  # a status, reason or header that would break the head
+            except (TypeError, ValueError) as exc:
+                self.logger.error("%s returned a response that cannot be sent: %s", name, exc)
+                return self._internal_error()
         return response
 
     def _internal_error(self) -> Response:
@@ -864,6 +882,9 @@ class WebSocketServer(_Listener):
         self.process_request_hook = process_request
         self.process_response_hook = process_response
         self.server_header = server_header
+        if not callable(extra_headers):
+            for name, value in header_pairs(extra_headers):
+                check_header(name, value)  # a bad static header fails here, at serve()
         self.extra_headers = extra_headers
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
