@@ -7,6 +7,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import pytest
 
+from wsthread.sansio.prepared import PreparedMessage
 from wsthread.server.broadcast import Broadcaster
 
 
@@ -15,8 +16,8 @@ class FakeWriter:
         self.takes = takes
         self.queued: List[Tuple[bool, bytes]] = []
 
-    def enqueue(self, is_text: bool, payload: bytes) -> bool:
-        self.queued.append((is_text, payload))
+    def send_prepared(self, message: PreparedMessage) -> bool:
+        self.queued.append((message.text, message.payload))
         return self.takes
 
 

@@ -10,6 +10,7 @@ import pytest
 from test_writer import WAIT, FakeTransport, frames_in, make
 
 from wsthread.connection.writer import Outbox
+from wsthread.sansio.prepared import PreparedMessage
 
 
 def test_the_outbox_closes_a_peer_past_write_limit_with_1013(
@@ -124,4 +125,54 @@ def test_broadcasts_from_many_threads_each_go_out_once_and_whole() -> None:
         b"direct %d" % n for n in range(per_sender)
     ]
     assert writer.messages_sent == senders * per_sender
+    transport.close()
+
+
+class RecordingTransport(FakeTransport):
+    """Also keeps each buffer handed to write(), to see which bytes object it was."""
+
+    def __init__(self, take: int = 1 << 30) -> None:
+        super().__init__(take)
+        self.buffers: List[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.buffers.append(data)
+        return super().write(data)
+
+
+def test_an_idle_writer_sends_the_shared_frame_from_the_broadcasting_thread() -> None:
+    """Lock free, nothing queued: the prepared frame itself goes to the transport at once."""
+    message = PreparedMessage(b"tick", text=False)
+    transports = [RecordingTransport() for _ in range(3)]
+    writers = [make(transport) for transport in transports]
+    assert all(writer.send_prepared(message) for writer in writers)
+    frame = message.plain()[0]
+    for writer, transport in zip(writers, transports):
+        assert transport.buffers == [frame] and transport.buffers[0] is frame
+        assert writer.outbox is not None and not writer.outbox.items
+        assert writer.messages_sent == 1 and writer.buffered_amount == 0
+        transport.close()
+
+
+def test_a_prepared_frame_never_overtakes_what_is_queued() -> None:
+    """With messages still queued (the lock free), a new one goes behind them, not around."""
+    transport = FakeTransport()
+    writer = make(transport)
+    writer.lock.acquire()  # a holder that let go without draining (not the Writer's way)
+    assert writer.enqueue(False, b"first") is True
+    writer.lock.release()
+    assert writer.send_prepared(PreparedMessage(b"second", text=False)) is True
+    assert frames_in(bytes(transport.sent)) == [b"first", b"second"]
+    transport.close()
+
+
+def test_what_the_socket_does_not_take_waits_in_the_transport_and_counts() -> None:
+    """A direct write the socket takes part of leaves the rest to the pump, in buffered_amount."""
+    transport = FakeTransport(take=3)
+    writer = make(transport, write_limit=50)
+    assert writer.send_prepared(PreparedMessage(b"x" * 40, text=False)) is True
+    assert writer.buffered_amount == 42 - 3 and transport.unsent == 39
+    assert writer.send_prepared(PreparedMessage(b"y" * 40, text=False)) is True  # 39 <= 50
+    assert writer.send_prepared(PreparedMessage(b"z", text=False)) is False  # 78 > 50: 1013
+    assert writer.closed and writer.protocol.close_sent == (1013, "client too slow")
     transport.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from types import SimpleNamespace
 from typing import Any, Dict, List, Optional
 
 import pytest
@@ -26,6 +27,8 @@ class FakeConnection:
     def __init__(self, sent: int = 0, latency: Optional[float] = None, barrier: Any = None) -> None:
         self.received_bytes = 10
         self.transport = FakeTransport(3)
+        self.buffered_amount = 3 + sent * 100
+        self.writer = SimpleNamespace(write_limit=300)
         self.sent = sent
         self.latency = latency
         self.barrier = barrier
@@ -110,6 +113,8 @@ def test_stats_add_the_open_connections_to_the_counters() -> None:
     assert stats["buffered"] == {"received": 20, "to_send": 6}
     assert stats["traffic"]["messages_sent"] == 3
     assert stats["queued"] == 4
+    # 103 and 203 bytes waiting, against half of a 300-byte limit: one is slow.
+    assert stats["backpressure"] == {"buffered_amount": 306, "over_half_write_limit": 1}
     assert stats["latency"] == {"max": 1.5, "mean": 1.0}
     assert make_registry().stats()["latency"] == {"max": None, "mean": None}
 

@@ -344,6 +344,20 @@ class Connection:
         """
         return self._pings.latency
 
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes written or broadcast to this peer and not yet taken by its socket.
+
+        As the browser's ``WebSocket.bufferedAmount``: broadcasts queued for
+        this connection (their payload bytes), small frames held for one
+        system call, and bytes the transport could not hand to the socket
+        yet (after compression, encrypted with TLS). 0 when the peer keeps
+        up; it grows while a peer stops reading, until ``write_limit``
+        closes it with 1013. Safe to read from any thread, without a lock:
+        a snapshot.
+        """
+        return self.writer.buffered_amount
+
     def stats(self) -> Dict[str, Any]:
         """What went through this connection; cheap, safe from any thread.
 

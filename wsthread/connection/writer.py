@@ -6,7 +6,8 @@ A :class:`Writer` owns, for one connection:
   transport, so that frames from two threads never interleave (the
   protocol's sending half is only ever used under it);
 * the **outbox** of messages queued by ``broadcast()``, which never waits
-  (an :class:`Outbox`, made by the first broadcast);
+  (an :class:`Outbox`, made by the first broadcast), and the **direct
+  write** that lets a broadcast skip it when the writer is idle;
 * the **write-pump step**, with which the process-wide
   :class:`~wsthread.connection.threads.WritePump` finishes what a socket did not take.
 
@@ -23,7 +24,8 @@ The write path::
 
     send()/ping()/close()/replies ─ with writer: writer.write(frame) ─┐
     keepalive ping ─ writer.lock (if free) ─ writer.write(frame, wait=False)
-    broadcast ─ writer.enqueue() ─ Outbox ─ Outbox.drain() (if lock free)
+    broadcast ─ writer.send_prepared() ─ idle? ─ yes: writer.write(frame, wait=False)
+                                              └─ no: Outbox ─ drain() (if lock free)
                                                                       v
                    _transfer(): transport.write() ── flush (wait=True)
                                                  └── WritePump (wait=False)
@@ -57,10 +59,11 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, List, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional
 
 from ..exceptions import ConnectionClosed
 from ..sansio.frames import CloseCode
+from ..sansio.prepared import PreparedMessage
 from ..sansio.protocol import Protocol, State
 from .threads import ReaderStarter, WritePump, shared
 from .transport import Transport
@@ -160,6 +163,21 @@ class Writer:
     def closed(self) -> bool:
         """Whether the transport was shut down (nothing more can be written)."""
         return self._closed
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes waiting for the peer: queued in the outbox, gathered, or in the transport.
+
+        Read from any thread without a lock (each term is one integer, read
+        once); like the browser's ``WebSocket.bufferedAmount``, a snapshot
+        that may be stale by the time it is used. Queued messages count
+        their payload (they are framed when written); bytes in the
+        transport count as they go on the wire (after compression, and
+        encrypted with TLS).
+        """
+        outbox = self.outbox
+        queued = 0 if outbox is None else outbox.queued_bytes
+        return queued + self.gathered_bytes + self.transport.unsent
 
     # -- writing -------------------------------------------------------------
 
@@ -347,18 +365,77 @@ class Writer:
     # -- messages that never wait (broadcast) ------------------------------
 
     def enqueue(self, is_text: bool, payload: bytes) -> bool:
-        """Queue a message in the :class:`Outbox`, never blocking the caller.
+        """Send one message to this connection only, never blocking the caller.
+
+        The same as :meth:`send_prepared` for a message prepared for this
+        connection alone.
+        """
+        return self.send_prepared(PreparedMessage(payload, is_text))
+
+    def send_prepared(self, message: PreparedMessage) -> bool:
+        """Send a message framed once for many connections, never blocking the caller.
+
+        When the writer is idle (its lock free and nothing queued in the
+        outbox), the calling thread writes the frame itself, through
+        :meth:`write` under the lock like any other write: one non-blocking
+        ``send()``, and what the socket does not take waits in the
+        transport for the write pump. Otherwise the message goes to the
+        :class:`Outbox`, behind what is queued there, and whoever holds the
+        lock writes it when letting go. Either way it never overtakes a
+        message queued before it, and never lands between the frames of a
+        fragmented message (those are sent under the lock).
+
+        The frame is the prepared message's shared wire form where this
+        connection can use one (see
+        :meth:`Protocol.send_prepared() <wsthread.sansio.protocol.Protocol.send_prepared>`).
 
         Returns ``False`` when the connection is closing, or when the peer has
-        let ``write_limit`` bytes pile up: then it is closed with 1013.
+        let more than ``write_limit`` bytes pile up: then it is closed with 1013.
         """
+        if self._closed or self.protocol.state is not State.OPEN:
+            return False
         outbox = self.outbox
         if outbox is None:
-            with self._state_lock:
-                if self.outbox is None:
-                    self.outbox = Outbox(self, self.write_limit)
-                outbox = self.outbox
-        return outbox.put(is_text, payload)
+            outbox = self._make_outbox()
+        if outbox.items or not self.lock.acquire(blocking=False):
+            return outbox.put(message)
+        # The writer is idle: write it from this thread.
+        try:
+            if outbox.items:  # queued between the look and the lock: those first
+                outbox.write_queued()
+            backlog = self.transport.unsent + self.gathered_bytes
+            limit = self.write_limit
+            overflow = limit is not None and backlog > limit
+            if not overflow:
+                frame = self.protocol.send_prepared(message)
+                self.messages_sent += 1
+                self.write(frame, wait=False)
+        except ConnectionClosed:
+            return False
+        finally:
+            self.release()
+        if overflow:
+            self.too_slow(backlog)
+            return False
+        return True
+
+    def _make_outbox(self) -> Outbox:
+        with self._state_lock:
+            if self.outbox is None:
+                self.outbox = Outbox(self, self.write_limit)
+            return self.outbox
+
+    def too_slow(self, backlog: int) -> None:
+        """Close the peer with 1013: ``backlog`` bytes wait, more than ``write_limit``.
+
+        Never blocks (see :meth:`fail`); the caller does not hold the lock.
+        """
+        self.logger.warning(
+            "client too slow: %d bytes waiting (write_limit %s): closing with 1013",
+            backlog,
+            self.write_limit,
+        )
+        self.fail(CloseCode.TRY_AGAIN_LATER, "client too slow")
 
     # -- the write pump's side ---------------------------------------------
 
@@ -412,9 +489,11 @@ class Writer:
 #
 # A connection's broadcast outbox: filled by any thread, written by whoever frees the writer lock.
 #
-# ``broadcast()`` must never wait for a slow connection. So it does not take
-# the connection's writer lock: it puts the message in that connection's
-# :class:`Outbox` and writes the outbox only if the lock happens to be free.
+# ``broadcast()`` must never wait for a slow connection. So it never waits
+# for the connection's writer lock: when the lock is free and nothing is
+# queued, it writes the frame at once (Writer.send_prepared); otherwise it
+# puts the message in that connection's :class:`Outbox` and writes the
+# outbox only if the lock happens to be free.
 # Otherwise the thread holding the lock writes it when it lets the lock go
 # (:meth:`Writer.__exit__ <Writer>`, :meth:`Writer.release`,
 # the write pump's step). Either way the frames go out through
@@ -442,11 +521,16 @@ class Outbox:
         self.limit = limit
         # Guards items and their size; never held while writing.
         self._lock = threading.Lock()
-        self.items: Deque[Tuple[bool, bytes]] = deque()
-        """The messages waiting, as ``(is_text, payload)``; read without the lock as a hint."""
+        self.items: Deque[PreparedMessage] = deque()
+        """The messages waiting; read without the lock as a hint."""
         self._bytes = 0
 
-    def put(self, is_text: bool, payload: bytes) -> bool:
+    @property
+    def queued_bytes(self) -> int:
+        """The payload bytes of the messages waiting (a snapshot, read without the lock)."""
+        return self._bytes
+
+    def put(self, message: PreparedMessage) -> bool:
         """Queue a message and write the outbox if the writer lock is free; never blocks.
 
         Returns ``False`` when the connection is closing, or when the peer has
@@ -457,18 +541,13 @@ class Outbox:
             return False
         limit = self.limit
         with self._lock:
-            backlog = self._bytes + writer.transport.unsent
+            backlog = self._bytes + writer.transport.unsent + writer.gathered_bytes
             overflow = limit is not None and backlog > limit
             if not overflow:
-                self.items.append((is_text, payload))
-                self._bytes += len(payload)
+                self.items.append(message)
+                self._bytes += len(message.payload)
         if overflow:
-            writer.logger.warning(
-                "client too slow: %d bytes waiting (write_limit %d): closing with 1013",
-                backlog,
-                limit,
-            )
-            writer.fail(CloseCode.TRY_AGAIN_LATER, "client too slow")
+            writer.too_slow(backlog)
             return False
         self.drain()
         return True
@@ -484,11 +563,11 @@ class Outbox:
             if not lock.acquire(blocking=False):
                 return  # its holder drains when it lets go
             try:
-                self._write()
+                self.write_queued()
             finally:
                 lock.release()
 
-    def _take_all(self) -> List[Tuple[bool, bytes]]:
+    def _take_all(self) -> List[PreparedMessage]:
         """Empty the outbox; return what it held."""
         with self._lock:
             items = list(self.items)
@@ -496,16 +575,14 @@ class Outbox:
             self._bytes = 0
         return items
 
-    def _write(self) -> None:
+    def write_queued(self) -> None:
         """Frame every queued message and write them in one go; the writer lock is held."""
         writer = self.writer
         protocol = writer.protocol
         frames = []
         try:
-            for is_text, payload in self._take_all():
-                frames.append(
-                    protocol.send_text(payload) if is_text else protocol.send_binary(payload)
-                )
+            for message in self._take_all():
+                frames.append(protocol.send_prepared(message))
         except ConnectionClosed:
             pass  # closing: what is left is dropped, as after a close frame
         if frames:

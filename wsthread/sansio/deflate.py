@@ -46,6 +46,8 @@ __all__ = [
     "negotiate_server",
     "client_offer",
     "accept_client",
+    "SharedKey",
+    "compress_message",
 ]
 
 EXTENSION_NAME = "permessage-deflate"
@@ -67,6 +69,8 @@ _SYNC_TAIL = b"\x00\x00\xff\xff"
 
 Parameter = Tuple[str, Optional[str]]
 Extension = Tuple[str, List[Parameter]]
+SharedKey = Tuple[int, int, int]
+"""``(window bits, level, mem_level)``: see :attr:`PerMessageDeflate.shared_key`."""
 
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
@@ -611,6 +615,22 @@ class PerMessageDeflate:
         return len(self._send_history) + len(self._receive_history)
 
     @property
+    def shared_key(self) -> Optional[SharedKey]:
+        """What this side's compressed messages depend on, if not on the connection's history.
+
+        Without context takeover on the sending side, a message compresses
+        to the same bytes on every connection with the same window, level
+        and memory level: ``(window bits, level, mem_level)``, the key under
+        which a prepared message keeps that wire form (see
+        :mod:`wsthread.sansio.prepared` and :func:`compress_message`).
+        ``None`` with context takeover: each connection compresses with its
+        own history.
+        """
+        if not self._send_reset:
+            return None
+        return (self._send_bits, self.level, self.mem_level)
+
+    @property
     def holds_zlib(self) -> bool:
         """Whether a zlib compressor or decompressor is held right now."""
         return self._compressor is not None or self._decompressor is not None
@@ -684,6 +704,22 @@ class PerMessageDeflate:
         if fin and not self._receive_keep:
             self._decompressor = None
         return output
+
+
+def compress_message(data: bytes, key: SharedKey) -> bytes:
+    """Compress a whole message on its own, as a sender without context takeover does.
+
+    The result is what :meth:`PerMessageDeflate.compress` gives for
+    ``data`` as one final frame on any codec whose :attr:`~PerMessageDeflate.shared_key`
+    is ``key``, without touching any codec's state: a broadcast compresses
+    once for every connection that shares the key.
+    """
+    bits, level, mem_level = key
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -bits, mem_level)
+    output = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    if output.endswith(_SYNC_TAIL):
+        output = output[:-4]
+    return output
 
 
 def _last_window(history: bytes, data: bytes, bits: int) -> bytes:

@@ -54,6 +54,7 @@ from .frames import (
     parse_close,
     serialize_close,
 )
+from .prepared import PreparedMessage
 
 __all__ = [
     "TraceHook",
@@ -381,6 +382,43 @@ class Protocol:
         and the payload is not copied.
         """
         return self._first_frame(Opcode.TEXT if text else Opcode.BINARY, data, True)
+
+    def send_prepared(self, message: PreparedMessage) -> bytes:
+        """Frame a :class:`~wsthread.sansio.prepared.PreparedMessage` for this connection.
+
+        A server without compression, or compressing without context
+        takeover, gets a wire form the message shares with every connection
+        like it (the very same ``bytes`` object, built once); a message
+        under ``COMPRESSION_THRESHOLD`` bytes goes out uncompressed, as with
+        :meth:`send_message`. Otherwise (context takeover, or a client,
+        which masks each frame) it is framed as :meth:`send_message` frames
+        it, with this connection's own compressor. The trace hook sees the
+        frame either way.
+
+        Raises:
+            ConnectionClosed: this side sent its close frame, or the peer
+                closed TCP.
+        """
+        if self.close_sent is not None or self.eof:  # _check_open(), spelled out
+            raise self.close_exception()
+        deflate = self.deflate
+        payload = message.payload
+        if self.side is Side.CLIENT:
+            return self.send_message(payload, message.text)
+        if deflate is None or len(payload) < COMPRESSION_THRESHOLD:
+            frame, start = message.plain()
+            rsv1 = False
+        else:
+            key = deflate.shared_key
+            if key is None:
+                return self.send_message(payload, message.text)
+            frame, start = message.compressed(key)
+            rsv1 = True
+        self._sending_compressed = rsv1
+        if self._trace is not None:
+            wire = Frame(message.opcode, frame[start:], True, rsv1)
+            self._trace.frame(self._trace_out, wire, None)
+        return frame
 
     def send_text(self, text: Union[str, bytes], fin: bool = True) -> bytes:
         """Frame a text message (or its first fragment when ``fin`` is false).

@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, Generic, List, Optional, Set, TypeVar
 from ..connection.connection import Connection
 from ..exceptions import ServiceUnavailable
 from ..runtime.deadline import Deadline
-from .stats import TRAFFIC_KEYS, ServerCounters
+from .stats import TRAFFIC_KEYS, ServerCounters, backpressure
 
 __all__ = ["Registry", "open_on", "asked_to_close", "close_in_parallel"]
 
@@ -236,6 +236,7 @@ class Registry(Generic[C]):
             if each["latency"] is not None:
                 latencies.append(each["latency"])
         stats["queued"] = queued
+        stats["backpressure"] = backpressure(connections)
         stats["latency"] = {
             "max": max(latencies) if latencies else None,
             "mean": sum(latencies) / len(latencies) if latencies else None,

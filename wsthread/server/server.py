@@ -991,6 +991,7 @@ class WebSocketServer(_Listener):
                 "traffic": {"messages_received": 51200, "bytes_received": 3276800,
                             "messages_sent": 51188, "bytes_sent": 2867000},
                 "queued": 3,
+                "backpressure": {"buffered_amount": 0, "over_half_write_limit": 0},
                 "latency": {"max": 0.0021, "mean": 0.0004},
             }
 
@@ -1010,7 +1011,12 @@ class WebSocketServer(_Listener):
         the wire, frame headers included); ``queued`` is how many messages
         (or pieces of fragmented ones) wait for handlers now; ``latency``
         is the largest and the mean :attr:`~wsthread.Connection.latency` of
-        the open connections that have one (``None`` when none has). The
+        the open connections that have one (``None`` when none has).
+        ``backpressure`` adds up the open connections'
+        :attr:`~wsthread.Connection.buffered_amount` (bytes waiting for
+        their peers, queued broadcasts included) and counts those above
+        half of ``write_limit``: the clients falling behind, which a
+        broadcast closes with 1013 once over the limit. The
         cost is one pass over the open connections per call, and nothing
         per message beyond the connections' own counters.
 

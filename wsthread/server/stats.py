@@ -25,6 +25,8 @@ The shape of ``server.stats()`` (a plain ``dict``, ready for ``json.dumps``)::
         "traffic": {"messages_received": 51200, "bytes_received": 3276800,
                     "messages_sent": 51188, "bytes_sent": 2867000},  # every connection, ever
         "queued": 3,                                           # pieces waiting, right now
+        "backpressure": {"buffered_amount": 0,                 # bytes waiting for peers, now
+                         "over_half_write_limit": 0},          # peers above write_limit / 2
         "latency": {"max": 0.0021, "mean": 0.0004},            # open connections' last pings
     }
 
@@ -36,12 +38,33 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
-__all__ = ["LogLimiter", "ServerCounters", "TRAFFIC_KEYS"]
+__all__ = ["LogLimiter", "ServerCounters", "TRAFFIC_KEYS", "backpressure"]
 
 TRAFFIC_KEYS = ("messages_received", "bytes_received", "messages_sent", "bytes_sent")
 """The keys of ``connection.stats()`` that ``server.stats()["traffic"]`` adds up."""
+
+
+def backpressure(connections: Iterable[Any]) -> Dict[str, int]:
+    """``stats()["backpressure"]``: bytes waiting for the peers, and how many are slow.
+
+    ``buffered_amount`` adds up each connection's
+    :attr:`~wsthread.Connection.buffered_amount`; ``over_half_write_limit``
+    counts the connections whose own amount is above half of their
+    ``write_limit`` (the ones a broadcast may soon close with 1013; never
+    those without a limit).
+    """
+    total = 0
+    slow = 0
+    for connection in connections:
+        amount = connection.buffered_amount
+        total += amount
+        limit = connection.writer.write_limit
+        if limit is not None and amount > limit // 2:
+            slow += 1
+    return {"buffered_amount": total, "over_half_write_limit": slow}
+
 
 LoggerLike = Union[logging.Logger, "logging.LoggerAdapter[Any]"]
 
