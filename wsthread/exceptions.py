@@ -33,7 +33,7 @@ bad input.
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "WebSocketError",
@@ -189,8 +189,41 @@ class ServiceUnavailable(InvalidHandshake):
     default_status = HTTPStatus.SERVICE_UNAVAILABLE
 
 
+# How much of a refused handshake's body InvalidStatus shows in its text.
+_EXCERPT = 200
+
+
 class InvalidStatus(InvalidHandshake):
-    """Client side: the server answered with a status other than 101."""
+    """Client side: the server answered with a status other than 101.
+
+    Its text shows the status and the start of the response body, where a
+    server says why (``HTTP 401: token expired``).
+
+    Attributes:
+        status: the status received, as an :class:`http.HTTPStatus` (502
+            for a code that is not a known one; :attr:`response` has the
+            real one).
+        headers: the response's headers, as ``(name, value)`` pairs.
+        body: the first 64 KiB of the response body (``b""`` if none).
+        response: the :class:`~wsthread.Response` itself (its ``status``,
+            ``reason``, ``headers`` and ``body``), or ``None``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: Optional[HTTPStatus] = None,
+        headers: Sequence[Header] = (),
+        body: bytes = b"",
+        response: Any = None,
+    ) -> None:
+        excerpt = " ".join(body[:_EXCERPT].decode("utf-8", "replace").split())
+        if excerpt:
+            message += f": {excerpt}" + ("..." if len(body) > _EXCERPT else "")
+        super().__init__(message, status=status, headers=headers)
+        self.body = body
+        self.response = response
 
 
 class InvalidResponse(InvalidHandshake):

@@ -27,6 +27,7 @@ from ..connection.transport import TLSTransport, Transport
 from ..exceptions import ConnectionClosed, InvalidResponse, InvalidStatus, InvalidURI, ProxyError
 from ..runtime.deadline import Deadline
 from ..runtime.fdlimit import describe_limit, is_resource_error
+from ..sansio.body import BodyReader
 from ..sansio.deflate import (
     CompressionOption,
     Deflate,
@@ -63,6 +64,12 @@ C = TypeVar("C", bound="ClientConnection")
 
 DEFAULT_USER_AGENT = "wsthread"
 """The ``User-Agent`` header the client sends by default."""
+
+# Reading a refused handshake's body: the size of each read, and the most
+# time it may take (within open_timeout) when the server neither ends the
+# body nor closes the connection.
+_BODY_READ = 16384
+_BODY_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -153,7 +160,8 @@ class ClientConnection(Connection):
             offers: the permessage-deflate offers the request makes.
 
         Raises:
-            InvalidStatus: the server answered with another status than 101.
+            InvalidStatus: the server answered with another status than 101
+                (with its headers and the first 64 KiB of its body).
             InvalidResponse: the answer breaks the protocol, or the server
                 closed the connection before answering.
             socket.timeout: the deadline passed.
@@ -172,12 +180,36 @@ class ClientConnection(Connection):
             raise InvalidResponse("the server closed the connection during the handshake")
         if self._tracer is not None:
             self._tracer.handshake(SERVER_TO_CLIENT, response.serialize())
+        if response.status != 101:  # a refusal: its body says why
+            response = self._with_body(response, parser.trailing_data, deadline)
         self.subprotocol = validate_response(response, key, subprotocols=subprotocols)
         agreed = negotiate_client(response.headers.get_all("Sec-WebSocket-Extensions"), offers)
         if agreed is not None:
             self.protocol.use_deflate(agreed[1].codec(agreed[0], is_server=False))
         self.response = response
         self.reader.handshake_done(parser.trailing_data)
+
+    def _with_body(self, response: Response, received: bytes, deadline: Deadline) -> Response:
+        """``response`` with the first 64 KiB of its body, read within ``deadline``.
+
+        A body that does not come in time, or a connection that fails, leaves
+        what arrived: the refusal is reported either way.
+        """
+        body = BodyReader(response.status, response.headers)
+        remaining = deadline.remaining()
+        wait = Deadline(_BODY_WAIT if remaining is None else min(remaining, _BODY_WAIT))
+        try:
+            done = body.feed(received)
+            while not done:
+                data = self.transport.recv(_BODY_READ, wait.remaining())
+                if not data:
+                    body.eof()
+                done = body.feed(data) or not data
+        except OSError:  # socket.timeout is one: keep what arrived
+            pass
+        return Response(
+            response.status, response.reason, response.headers, body.body, response.version
+        )
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Perform the closing handshake, then release the socket."""
@@ -280,7 +312,8 @@ def connect(
     Raises:
         InvalidURI: ``uri`` is not a WebSocket URI.
         InvalidStatus: the server answered with another status than 101
-            (its ``status`` attribute tells which).
+            (its ``status`` attribute tells which; ``headers`` and ``body``,
+            the first 64 KiB, say why, and its text shows the body's start).
         InvalidResponse: the server's 101 answer breaks the protocol.
         ProxyError: the proxy refused or could not open the tunnel (its
             ``status`` says why: 407 for refused credentials...).
