@@ -237,6 +237,7 @@ def test_message_too_big_closes_1009(make_server: ServerFactory) -> None:
         with pytest.raises(WsConnectionClosed) as info:
             ws.recv(timeout=5)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+    assert info.value.rcvd.reason == "message of 1001 bytes exceeds max_size=1000"
 
 
 def test_invalid_utf8_closes_1007(make_server: ServerFactory) -> None:

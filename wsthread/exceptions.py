@@ -283,6 +283,25 @@ class InvalidUTF8(ProtocolError):
 
 
 class PayloadTooBig(ProtocolError):
-    """A message exceeds ``max_size`` (close code 1009)."""
+    """A message exceeds ``max_size`` (close code 1009).
+
+    Attributes:
+        size: the bytes announced by the frame that went over the limit,
+            when a header told (``None`` for a compressed message, which
+            stops inflating at the limit).
+        final: whether that frame was the last of its message.
+    """
 
     default_code = 1009
+
+    def __init__(
+        self,
+        message: str,
+        code: Optional[int] = None,
+        *,
+        size: Optional[int] = None,
+        final: bool = True,
+    ) -> None:
+        super().__init__(message, code)
+        self.size = size
+        self.final = final

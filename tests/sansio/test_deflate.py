@@ -289,6 +289,7 @@ def test_decompression_bomb_closes_with_1009_without_inflating_it() -> None:
     events = server.receive_data(bytes(frame))
     assert events == []
     assert server.failure is not None and server.failure.code == 1009
+    assert str(server.failure) == f"message inflates past max_size={2**20} bytes"
     assert b"\x88" in server.data_to_send()[:1]
 
 

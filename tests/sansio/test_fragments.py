@@ -64,6 +64,16 @@ def test_max_size_bounds_the_whole_message() -> None:
     assert server.receive_data(frame(Opcode.CONTINUATION, b"x")) == []
     assert isinstance(server.failure, PayloadTooBig)
     assert server.failure.code == 1009
+    # The reason is about the message: 10 bytes received and 1 more announced.
+    assert str(server.failure) == "message of at least 11 bytes exceeds max_size=10"
+
+
+def test_the_1009_reason_names_a_single_frame_message_exactly() -> None:
+    """One final frame over the limit: its exact size and max_size, in the close frame too."""
+    server = streaming_server(max_size=10)
+    assert server.receive_data(frame(Opcode.TEXT, b"x" * 25)) == []
+    assert str(server.failure) == "message of 25 bytes exceeds max_size=10"
+    assert b"message of 25 bytes exceeds max_size=10" in server.data_to_send()
 
 
 def test_size_count_restarts_with_the_next_message() -> None:

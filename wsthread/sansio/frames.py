@@ -459,7 +459,9 @@ class FrameParser:
                 raise ProtocolError("reserved bit RSV1 set, but no extension uses it")
             if max_length is not None and length > max_length:
                 raise PayloadTooBig(
-                    f"frame of {length} bytes exceeds the limit of {max_length} bytes"
+                    f"frame of {length} bytes exceeds the limit of {max_length} bytes",
+                    size=length,
+                    final=bool(first & 0x80),
                 )
 
     def last_mask(self, frame: Frame) -> Optional[bytes]:

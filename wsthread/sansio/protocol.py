@@ -39,6 +39,7 @@ from ..exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
+    PayloadTooBig,
     ProtocolError,
 )
 from .assembler import MessageAssembler
@@ -317,11 +318,35 @@ class Protocol:
                     break  # no need to ask the parser again
             if parser.in_payload and self.close_rcvd is None:
                 assembler.check_partial_text(parser)
+        except PayloadTooBig as exc:  # said in terms of the message, which max_size bounds
+            self.failure = self._message_too_big(exc, assembler.size)
+            self.receiving_done = True
+            assembler.reset()
         except ProtocolError as exc:
             self.failure = exc
             self.receiving_done = True
             assembler.reset()
         return events
+
+    def _message_too_big(self, exc: PayloadTooBig, received: int) -> PayloadTooBig:
+        """The 1009 failure, its reason naming the message's size and ``max_size``.
+
+        ``received`` is what the message had before the frame that went
+        over: a message whose size a single final frame announced is exact,
+        one that goes on, or was inflating, is "at least" or "past".
+        """
+        if exc.size is None:
+            text = f"message inflates past max_size={self.max_size} bytes"
+        else:
+            size = received + exc.size
+            exact = received == 0 and exc.final
+            text = (
+                f"message of {'' if exact else 'at least '}{size} bytes "
+                f"exceeds max_size={self.max_size}"
+            )
+        failure = PayloadTooBig(text, exc.code, size=exc.size, final=exc.final)
+        failure.__cause__ = exc
+        return failure
 
     def _trace_received(self, frame: Frame) -> None:
         assert self._trace is not None
