@@ -35,6 +35,19 @@ on uvloop when it is installed), and prints one table. The workloads:
    drop them all at once; wall time and server CPU to open them and to wind
    them down.
 
+7. fan-out (``fanout``, ``fanout-deflate``, ``fanout-stall``, ``topics``):
+   one server broadcasting to 1,000 clients in other processes; see
+   ``benchmarks/fanout.py``, which runs them, and its own table.
+
+``--server-python LABEL=PYTHON`` (repeatable) adds the wsthread server run by
+another interpreter, as the server ``wsthread LABEL``, to the echo, idle,
+close-storm and fan-out workloads; ``NAME=VALUE`` words before the path go
+into that server's environment (``'3.13t=PYTHON_GIL=0 /opt/py313t/bin/python'``).
+The interpreter needs wsthread importable (this tree is put first on its
+``PYTHONPATH``); the header says its version, whether the GIL is on, and
+whether wsthread's C masking loaded there. ``--plot FILE.png`` draws each
+server's figures against the raw floor's (matplotlib, imported only then).
+
 The throughput workloads run the servers in turn, workload by workload,
 so that a change in the machine's load during the run touches them all; the
 table keeps each server's median round.
@@ -58,12 +71,20 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+if TYPE_CHECKING:  # the peers are imported when a workload runs, so --help needs none of them
+    from picows import WSFrame, WSMsgType, WSTransport
+
+    Listener = Any  # the class listener_class() makes
+
+import fanout
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+# --server-python LABEL=SPEC: the wsthread server again under another interpreter, as
+# "wsthread LABEL"; SPEC is the interpreter's path, after any NAME=VALUE for its environment.
+INTERPRETERS: Dict[str, str] = {}
 
 # ---------------------------------------------------------------------------
 # Servers
@@ -86,6 +107,10 @@ def server_commands() -> Dict[str, List[str]]:
             *(f"{name}={value}" for name, value in MALLOC_TUNING.items()),
             *wsthread_echo,
         ],
+        **{
+            f"wsthread {label}": [*fanout.interpreter_command(spec), *wsthread_echo[1:]]
+            for label, spec in INTERPRETERS.items()
+        },
     }
 
 
@@ -107,7 +132,7 @@ def switch_interval_command(seconds: float) -> List[str]:
 REFERENCE = "websockets"  # websockets' sync server: every ratio is to it...
 FLOOR = "raw floor"  # ...and to the raw-socket threaded floor
 VERBOSE = False  # set by --verbose: show progress and the servers' stderr
-WORKLOADS = ("ping-pong", "pipelined", "1 MiB", "many", "idle", "close-storm")
+WORKLOADS = ("ping-pong", "pipelined", "1 MiB", "many", "idle", "close-storm", *fanout.WORKLOADS)
 
 
 def idle_commands() -> Dict[str, List[str]]:
@@ -117,8 +142,9 @@ def idle_commands() -> Dict[str, List[str]]:
     ``max_connections`` (1024): ``--max-connections none`` lifts it.
     """
     commands = server_commands()
-    for name in ("wsthread", "wsthread malloc"):
-        commands[name] += ["--max-connections", "none"]
+    for name in commands:
+        if name.startswith("wsthread") and "si=" not in name:
+            commands[name] += ["--max-connections", "none"]
     return commands
 
 
@@ -251,28 +277,40 @@ def running(
 # The client
 
 
-class Listener(WSListener):  # type: ignore[misc]
-    """A picows listener that hands every data frame to ``on_data``."""
+_LISTENER: List[Any] = []
 
-    def __init__(self) -> None:
-        self.transport: Optional[WSTransport] = None
-        self.on_data: Callable[[WSFrame], None] = lambda frame: None
-        self.closed = asyncio.get_running_loop().create_future()
 
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self.transport = transport
+def listener_class() -> Any:
+    """The client's picows listener class, made (and picows imported) on first use."""
+    if _LISTENER:
+        return _LISTENER[0]
+    from picows import WSListener, WSMsgType
 
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        kind = frame.msg_type
-        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
-            self.on_data(frame)
-        elif kind is WSMsgType.CLOSE:
-            transport.send_close(frame.get_close_code())
-            transport.disconnect()
+    class Listener(WSListener):  # type: ignore[misc]
+        """A picows listener that hands every data frame to ``on_data``."""
 
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
+        def __init__(self) -> None:
+            self.transport: Optional[WSTransport] = None
+            self.on_data: Callable[[WSFrame], None] = lambda frame: None
+            self.closed = asyncio.get_running_loop().create_future()
+
+        def on_ws_connected(self, transport: WSTransport) -> None:
+            self.transport = transport
+
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            kind = frame.msg_type
+            if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+                self.on_data(frame)
+            elif kind is WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+
+        def on_ws_disconnected(self, transport: WSTransport) -> None:
+            if not self.closed.done():
+                self.closed.set_result(None)
+
+    _LISTENER.append(Listener)
+    return Listener
 
 
 async def open_connections(
@@ -282,15 +320,18 @@ async def open_connections(
 
     Returns the listeners of those that opened and the errors of those that did not.
     """
+    from picows import ws_connect
+
     listeners: List[Listener] = []
     errors: List[str] = []
     semaphore = asyncio.Semaphore(parallel)
+    factory = listener_class()
 
     async def one() -> None:
         async with semaphore:
             try:
                 _, listener = await ws_connect(
-                    Listener, url, max_frame_size=2**21, websocket_handshake_timeout=30
+                    factory, url, max_frame_size=2**21, websocket_handshake_timeout=30
                 )
             except Exception as exc:  # refused, reset, timed out: counted, not fatal
                 errors.append(f"{type(exc).__name__}: {exc}")
@@ -466,6 +507,8 @@ async def check_alive(listeners: Sequence[Listener], sample: int = 20) -> int:
 
     Returns how many did not answer within 10 s.
     """
+    from picows import WSMsgType
+
     if not listeners:
         return 0
     step = max(1, len(listeners) // sample)
@@ -707,6 +750,45 @@ def machine_description() -> Dict[str, str]:
     }
 
 
+def interpreter_description(spec: str) -> str:
+    """What an interpreter of --server-python is: version, GIL, wsthread's masking."""
+    code = (
+        "import sys, wsthread\n"
+        "try:\n    from wsthread.sansio import frames; speedups = frames.SPEEDUPS\n"
+        "except Exception:\n    speedups = '?'\n"
+        "gil = getattr(sys, '_is_gil_enabled', lambda: True)()\n"
+        "print(sys.version.split()[0], 'GIL on' if gil else 'GIL off',"
+        " 'C masking' if speedups is True else 'masking: ' + str(speedups))"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [*fanout.interpreter_command(spec), "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+        env=env,
+        check=False,
+    )
+    answer = done.stdout.strip() or done.stderr.strip()[-200:]
+    return f"{spec}: {answer}"
+
+
+def fanout_settings(args: argparse.Namespace) -> fanout.Settings:
+    """The fan-out workloads' sizes from the command line."""
+    return fanout.Settings(
+        clients=args.fanout_clients,
+        broadcasts=args.fanout_broadcasts,
+        paced=args.fanout_paced,
+        rate=args.fanout_rate,
+        size=args.fanout_size,
+        stall=args.fanout_stall,
+        topics=args.topics,
+        processes=args.fanout_processes,
+        write_limit=args.fanout_write_limit,
+    )
+
+
 def load() -> str:
     """The load averages, as uptime prints them."""
     return " ".join(read_first_line("/proc/loadavg").split()[:3])
@@ -782,6 +864,8 @@ def median_round(results: List[Result]) -> Result:
 
 async def run(args: argparse.Namespace) -> int:
     """Run every workload on every server and print the table."""
+    from picows import WSMsgType
+
     names = [name for name in server_commands() if name in args.servers]
     fd_soft_before, fd_soft, fd_hard = raise_fd_limit()
     info = machine_description()
@@ -790,6 +874,8 @@ async def run(args: argparse.Namespace) -> int:
     busy = machine_busy_seconds()
     await asyncio.sleep(2)
     info["CPU busy before (2 s, cores)"] = f"{(machine_busy_seconds() - busy) / 2:.2f}"
+    for label, spec in INTERPRETERS.items():
+        info[f"wsthread {label}"] = interpreter_description(spec)
     for key, value in info.items():
         print(f"{key}: {value}", flush=True)
     print(
@@ -880,6 +966,13 @@ async def run(args: argparse.Namespace) -> int:
             )
         )
 
+    fan_table, fan_report, fan_figures = "", {}, {}
+    if set(fanout.WORKLOADS) & set(args.workloads):
+        fan_table, fan_report, fan_errors, fan_figures = await fanout.run(
+            names, INTERPRETERS, fanout_settings(args), args.workloads, args.repeat
+        )
+        errors += fan_errors
+
     idle: Dict[str, IdleResult] = {}
     if args.idle and "idle" in args.workloads:
         commands = idle_commands()
@@ -961,9 +1054,11 @@ async def run(args: argparse.Namespace) -> int:
                 Row(label, {n: medians.get(n, {}).get(attribute, float("nan")) for n in names}, 2)
             )
 
-    table = print_table(rows, names)
-    print()
-    print(table)
+    table = print_table(rows, names) if rows else ""
+    for text in (table, fan_table):
+        if text:
+            print()
+            print(text)
     print()
     print(f"load after: {load()}")
     if args.json:
@@ -998,8 +1093,23 @@ async def run(args: argparse.Namespace) -> int:
                 name: [vars(storm) for storm in values] for name, values in storms.items()
             },
             "table": table,
+            "fanout": fan_report,
         }
         Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.plot:
+        import chart
+
+        echo = {
+            label: {name: results[key, name].value for name in names}
+            for key, label, *_ in workloads
+        }
+        for key, _label, connections, *_ in workloads:
+            if connections > 1:
+                echo[f"p99 latency (ms), {connections} conns"] = {
+                    name: results[key, name].percentile(0.99) for name in names
+                }
+        chart.draw(args.plot, echo, fan_figures, names, info)
+        print(f"chart: {args.plot}")
     if errors:
         print(f"ERRORS: {errors} (wrong replies, failed connections or missing answers)")
         return 1
@@ -1053,9 +1163,40 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=[],
         help="the servers of the close-storm workload (default: those of --servers)",
     )
+    parser.add_argument(
+        "--server-python",
+        action="append",
+        default=[],
+        metavar="LABEL=PYTHON",
+        help="also run the wsthread server under this interpreter, as 'wsthread LABEL';"
+        " NAME=VALUE words before the path go into its environment"
+        " ('3.13t=PYTHON_GIL=0 /opt/py313t/bin/python'); repeatable",
+    )
+    fan = parser.add_argument_group(
+        "fan-out workloads (fanout, fanout-deflate, fanout-stall, topics)"
+    )
+    fan.add_argument("--fanout-clients", type=int, help="clients of one server (1000)")
+    fan.add_argument("--fanout-processes", type=int, help="client processes they share (2)")
+    fan.add_argument("--fanout-broadcasts", type=int, help="broadcasts of the flood (300)")
+    fan.add_argument("--fanout-paced", type=int, help="paced broadcasts (100)")
+    fan.add_argument("--fanout-rate", type=float, help="paced broadcasts a second (50)")
+    fan.add_argument("--fanout-size", type=int, help="bytes per broadcast (64)")
+    fan.add_argument("--fanout-stall", type=int, help="clients that stop reading (200)")
+    fan.add_argument(
+        "--fanout-write-limit", type=int, help="write_limit of the wsthread server (its default)"
+    )
+    fan.add_argument("--topics", type=int, help="topics of the topic fan-out (100)")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw a bar chart (needs matplotlib)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--verbose", action="store_true", help="show progress while connecting")
     args = parser.parse_args(argv)
+    for entry in args.server_python:
+        label, equals, spec = entry.partition("=")
+        if not equals or not label or not spec:
+            parser.error(f"--server-python {entry!r}: expected LABEL=PYTHON")
+        INTERPRETERS[label] = spec
+        if f"wsthread {label}" not in args.servers:
+            args.servers.append(f"wsthread {label}")
     defaults: Dict[str, Any] = {
         "duration": 5.0,
         "warmup": 1.0,
@@ -1065,6 +1206,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "most": 10000,
         "storm": 5000,
         "storm_repeat": 3,
+        "fanout_clients": 1000,
+        "fanout_processes": 2,
+        "fanout_broadcasts": 300,
+        "fanout_paced": 100,
+        "fanout_rate": 50.0,
+        "fanout_size": 64,
+        "fanout_stall": 200,
+        "topics": 100,
     }
     if args.quick:
         defaults.update(
@@ -1076,6 +1225,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             most=0,
             storm=200,
             storm_repeat=1,
+            fanout_clients=20,
+            fanout_broadcasts=30,
+            fanout_paced=10,
+            fanout_stall=4,
+            topics=4,
         )
     for key, value in defaults.items():
         if getattr(args, key) is None:

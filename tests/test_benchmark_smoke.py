@@ -2,7 +2,9 @@
 
 No speed is asserted (speed belongs in the benchmark's table); these tests
 only check that every server starts, every workload completes with correct
-echoes, and the table comes out. ``run.py --quick`` takes about 40 s here.
+echoes (or, for the fan-out, every client gets every message, in order), and
+the table comes out. ``run.py --quick`` takes about 40 s here for the echo
+workloads, and the fan-out smoke run about 15 s.
 """
 
 from __future__ import annotations
@@ -26,8 +28,19 @@ BENCHMARKS = ROOT / "benchmarks"
 def test_run_quick(tmp_path: Path) -> None:
     """The quick run starts the five servers, measures every workload and prints the table."""
     report = tmp_path / "report.json"
+    workloads = "ping-pong,pipelined,1 MiB,many,idle,close-storm"  # the fan-out: below
     result = run_ok(
-        [sys.executable, BENCHMARKS / "run.py", "--quick", "--json", report], cwd=ROOT, timeout=230
+        [
+            sys.executable,
+            BENCHMARKS / "run.py",
+            "--quick",
+            "--workloads",
+            workloads,
+            "--json",
+            report,
+        ],
+        cwd=ROOT,
+        timeout=230,
     )
     output = result.stdout + result.stderr
     assert "| workload | wsthread | websockets | raw floor |" in result.stdout, output[-4000:]
@@ -47,6 +60,31 @@ def test_run_quick(tmp_path: Path) -> None:
         (storm,) = data["close-storm"][name]
         assert storm["count"] == 200 and not storm["failed"], (name, storm)
         assert storm["close_seconds"] > 0 and storm["open_seconds"] > 0, (name, storm)
+
+
+@pytest.mark.timeout(90)
+def test_fanout_quick(tmp_path: Path) -> None:
+    """The fan-out workloads on wsthread and the floor: 0 missing, and the topics hook answers."""
+    report = tmp_path / "report.json"
+    command = [sys.executable, BENCHMARKS / "run.py", "--quick", "--servers", "wsthread,raw floor"]
+    command += ["--workloads", "fanout,fanout-deflate,fanout-stall,topics", "--json", report]
+    result = run_ok(command, cwd=ROOT, timeout=80)
+    assert "| fan-out | wsthread | raw floor |" in result.stdout, result.stdout[-4000:]
+    data = json.loads(report.read_text())["fanout"]
+    for name in ("wsthread", "raw floor"):
+        for key in ("flood", "paced", "deflate flood", "deflate paced", "stall"):
+            figures = data["results"][f"{key} / {name}"]
+            assert figures["missing"] == figures["disorder"] == figures["wrong"] == 0, figures
+            assert figures["received"] == figures["clients"] * figures["messages"] > 0, figures
+        stall = data["results"][f"stall / {name}"]
+        assert stall["clients"] == 16 and sum(stall["endings"].values()) == 4, stall
+    assert data["results"]["topics / raw floor"]["missing"] == 0
+    topics = data["results"].get("topics / wsthread") or data["unsupported"]["topics / wsthread"]
+    assert (
+        isinstance(topics, str)
+        and topics.startswith("not available")
+        or (topics["missing"] == topics["wrong"] == 0 and topics["received"] > 0)
+    ), topics
 
 
 @pytest.mark.timeout(60)
