@@ -412,7 +412,8 @@ class ServerConnection(Connection):
             self.close(code, reason)
             if keepalive is not None:
                 keepalive.remove(self)
-            server._counters.closed(self.close_code)
+            sent = self.protocol.close_sent
+            server._counters.closed(self.close_code, None if sent is None else sent[0])
             said = self.close_reason
             log.info("connection closed: code %s%s", self.close_code, f" {said}" if said else "")
 
@@ -983,6 +984,7 @@ class WebSocketServer(_Listener):
             {
                 "connections": {"open": 12, "opening": 1, "opened": 3400, "closed": 3387},
                 "closes": {"1000": 3300, "1001": 80, "1006": 7},
+                "sent_closes": {"1000": 3380, "1013": 2},
                 "rejections": {"503": 1000, "400": 3},
                 "http_responses": {"200": 12},
                 "failures": {"tls": 2, "handshake_timeout": 5, "handshake_error": 1},
@@ -996,7 +998,10 @@ class WebSocketServer(_Listener):
             }
 
         ``closes`` counts opened connections by the peer's close code (1006:
-        no close frame); ``rejections`` the handshakes refused, by HTTP
+        no close frame), ``sent_closes`` by the code this server sent (1013:
+        a client dropped for falling behind ``write_limit``); Prometheus can
+        scrape them all through :func:`wsthread.stats.render_prometheus`.
+        ``rejections`` counts the handshakes refused, by HTTP
         status (503 when full); ``http_responses`` the plain HTTP answers of
         ``process_request``; ``failures`` the connections lost before
         opening; ``accept_errors`` the failed ``accept()`` calls, by errno

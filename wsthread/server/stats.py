@@ -1,4 +1,4 @@
-"""Server counters and rate-limited logging of repeated events; called from any thread.
+"""Server counters, rate-limited logging of repeated events, Prometheus text; any thread.
 
 An attacker controls how often a server rejects a handshake, fails a TLS
 handshake or times one out. Logging each of those on its own line hands the
@@ -16,7 +16,8 @@ The shape of ``server.stats()`` (a plain ``dict``, ready for ``json.dumps``)::
 
     {
         "connections": {"open": 12, "opening": 1, "opened": 3400, "closed": 3387},
-        "closes": {"1000": 3300, "1001": 80, "1006": 7},       # by close code
+        "closes": {"1000": 3300, "1001": 80, "1006": 7},       # by the peer's close code
+        "sent_closes": {"1000": 3380, "1013": 2},              # by the code this side sent
         "rejections": {"503": 1000, "400": 3},                 # handshakes refused, by status
         "http_responses": {"200": 12},                         # process_request answers
         "failures": {"tls": 2, "handshake_timeout": 5, "handshake_error": 1},
@@ -31,6 +32,21 @@ The shape of ``server.stats()`` (a plain ``dict``, ready for ``json.dumps``)::
     }
 
 Keys are strings so that the ``dict`` survives a JSON round trip unchanged.
+A server with topics adds ``"topics"``, and one whose hub has ``stats()``
+adds ``"hub"`` (for :class:`~wsthread.hubs.RedisHub`: ``healthy``,
+``published``, ``dropped``, ``invalid``, ``outages``...).
+
+:func:`render_prometheus` writes the same figures in the Prometheus text
+exposition format (version 0.0.4), for a ``/metrics`` endpoint, with no
+client library::
+
+    # HELP wsthread_connections_open WebSocket connections open now.
+    # TYPE wsthread_connections_open gauge
+    wsthread_connections_open 12
+    # HELP wsthread_messages_total Messages, by direction (every connection, ever).
+    # TYPE wsthread_messages_total counter
+    wsthread_messages_total{direction="received"} 51200
+    ...
 """
 
 from __future__ import annotations
@@ -38,9 +54,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-__all__ = ["LogLimiter", "ServerCounters", "TRAFFIC_KEYS", "backpressure"]
+__all__ = [
+    "LogLimiter",
+    "ServerCounters",
+    "TRAFFIC_KEYS",
+    "backpressure",
+    "render_prometheus",
+    "PROMETHEUS_CONTENT_TYPE",
+]
 
 TRAFFIC_KEYS = ("messages_received", "bytes_received", "messages_sent", "bytes_sent")
 """The keys of ``connection.stats()`` that ``server.stats()["traffic"]`` adds up."""
@@ -172,6 +195,7 @@ class ServerCounters:
         self._opened = 0
         self._closed = 0
         self._closes: Dict[str, int] = {}
+        self._sent_closes: Dict[str, int] = {}
         self._rejections: Dict[str, int] = {}
         self._http_responses: Dict[str, int] = {}
         self._failures: Dict[str, int] = {}
@@ -188,11 +212,17 @@ class ServerCounters:
         with self._lock:
             self._opened += 1
 
-    def closed(self, code: Optional[int]) -> None:
-        """An opened connection ended, with the peer's close ``code`` (1006: none)."""
+    def closed(self, code: Optional[int], sent_code: Optional[int] = None) -> None:
+        """An opened connection ended, with the peer's close ``code`` (1006: none).
+
+        ``sent_code`` is the code of the close frame this side sent, if any:
+        1013 for a client dropped for falling behind ``write_limit``.
+        """
         with self._lock:
             self._closed += 1
             self._bump(self._closes, str(code if code is not None else 1006))
+            if sent_code is not None:
+                self._bump(self._sent_closes, str(sent_code))
 
     def add_traffic(self, connection_stats: Dict[str, Any]) -> None:
         """Fold the final ``connection.stats()`` of a connection that ended into the totals."""
@@ -226,9 +256,228 @@ class ServerCounters:
             return {
                 "connections": {"opened": self._opened, "closed": self._closed},
                 "closes": dict(self._closes),
+                "sent_closes": dict(self._sent_closes),
                 "rejections": dict(self._rejections),
                 "http_responses": dict(self._http_responses),
                 "failures": dict(self._failures),
                 "accept_errors": dict(self._accept_errors),
                 "traffic": dict(self._traffic),
             }
+
+
+# -- Prometheus ---------------------------------------------------------------
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The ``Content-Type`` of :func:`render_prometheus`'s text."""
+
+# Tables of the stats dict rendered as one labelled counter each:
+# stats key -> (metric name, label name, help text).
+_LABELLED_COUNTERS = (
+    ("closes", "closes_total", "code", "Opened connections ended, by the peer's close code."),
+    ("sent_closes", "closes_sent_total", "code", "Close frames this server sent, by code."),
+    ("rejections", "handshake_rejections_total", "status", "Handshakes refused, by status."),
+    ("http_responses", "http_responses_total", "status", "Plain HTTP answers, by status."),
+    ("failures", "handshake_failures_total", "kind", "Connections lost before opening."),
+    ("accept_errors", "accept_errors_total", "errno", "accept() calls that failed, by errno."),
+)
+
+# Hub counters that are levels, not counts (the others are counters).
+_HUB_GAUGES = {"healthy", "topics_subscribed"}
+
+
+class _Exposition:
+    """The lines of one exposition: a ``# HELP``/``# TYPE`` pair per family, then samples."""
+
+    def __init__(self, prefix: str, labels: Mapping[str, str]) -> None:
+        self.prefix = prefix
+        self.labels = dict(labels)
+        self.lines: List[str] = []
+
+    def family(
+        self,
+        name: str,
+        kind: str,
+        help_text: str,
+        samples: Iterable[Tuple[Mapping[str, str], Any]],
+    ) -> None:
+        """One metric family and its samples; a sample whose value is ``None`` is left out."""
+        present = [(labels, value) for labels, value in samples if value is not None]
+        if not present:
+            return
+        full = f"{self.prefix}_{name}"
+        self.lines.append(f"# HELP {full} {help_text}")
+        self.lines.append(f"# TYPE {full} {kind}")
+        for labels, value in present:
+            self.lines.append(f"{full}{self._labels(labels)} {_number(value)}")
+
+    def _labels(self, labels: Mapping[str, str]) -> str:
+        merged = {**self.labels, **labels}
+        if not merged:
+            return ""
+        inner = ",".join(f'{key}="{_escape(str(value))}"' for key, value in merged.items())
+        return "{" + inner + "}"
+
+
+def _escape(value: str) -> str:
+    """A label value as the text format wants it: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: Any) -> str:
+    """A sample value: integers as they are, booleans as 0 or 1, floats in repr form."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` is a number a sample can carry."""
+    return isinstance(value, (int, float))
+
+
+def render_prometheus(
+    source: Any, *, prefix: str = "wsthread", labels: Optional[Mapping[str, str]] = None
+) -> str:
+    """``server.stats()`` in the Prometheus text exposition format (0.0.4).
+
+    Serve the text at ``/metrics`` with :data:`PROMETHEUS_CONTENT_TYPE`,
+    from ``process_request`` or a WSGI view (``examples/metrics.py``); no
+    client library is needed. Every figure of ``stats()`` becomes a metric
+    named ``<prefix>_...``: connections (open, opening, opened, closed),
+    closes by the peer's code and by the code sent (1013: clients dropped
+    for falling behind ``write_limit``, also as ``<prefix>_dropped_total``),
+    handshake rejections and failures, accept errors, messages and bytes
+    by direction, what is buffered and queued now, back-pressure, ping
+    latency, topics, and the hub's own counters (``<prefix>_hub_...``:
+    for :class:`~wsthread.hubs.RedisHub`, ``dropped`` are publishes lost
+    while Redis was unreachable, ``invalid`` messages refused, ``outages``
+    lost connections to Redis, ``healthy`` 1 or 0).
+
+    Args:
+        source: a :class:`~wsthread.WebSocketServer` (or anything with a
+            ``stats()`` method, such as a middleware's ``server``), or a
+            ``stats()`` dict already taken.
+        prefix: the start of every metric name.
+        labels: labels added to every sample, such as
+            ``{"worker": str(os.getpid())}`` when several processes serve.
+
+    Returns:
+        The exposition, one metric family after another, ending with a newline.
+    """
+    stats: Mapping[str, Any] = source if isinstance(source, Mapping) else source.stats()
+    out = _Exposition(prefix, labels or {})
+    connections = stats.get("connections", {})
+    out.family(
+        "connections_open",
+        "gauge",
+        "WebSocket connections open now.",
+        [({}, connections.get("open"))],
+    )
+    out.family(
+        "connections_opening",
+        "gauge",
+        "Connections in their opening handshake now.",
+        [({}, connections.get("opening"))],
+    )
+    out.family(
+        "connections_opened_total",
+        "counter",
+        "WebSocket connections opened.",
+        [({}, connections.get("opened"))],
+    )
+    out.family(
+        "connections_closed_total",
+        "counter",
+        "Opened connections that ended.",
+        [({}, connections.get("closed"))],
+    )
+    for key, name, label, help_text in _LABELLED_COUNTERS:
+        table = stats.get(key, {})
+        out.family(
+            name,
+            "counter",
+            help_text,
+            [({label: code}, count) for code, count in sorted(table.items())],
+        )
+    sent = stats.get("sent_closes")
+    if sent is not None:
+        out.family(
+            "dropped_total",
+            "counter",
+            "Clients this server closed with 1013 for falling behind write_limit.",
+            [({}, sent.get("1013", 0))],
+        )
+    traffic = stats.get("traffic", {})
+    out.family(
+        "messages_total",
+        "counter",
+        "Messages, by direction (every connection, ever).",
+        [({"direction": d}, traffic.get(f"messages_{d}")) for d in ("received", "sent")],
+    )
+    out.family(
+        "bytes_total",
+        "counter",
+        "Bytes on the wire, by direction (headers included).",
+        [({"direction": d}, traffic.get(f"bytes_{d}")) for d in ("received", "sent")],
+    )
+    buffered = stats.get("buffered", {})
+    out.family(
+        "buffered_bytes",
+        "gauge",
+        "Bytes buffered now: received not read, or unsent.",
+        [({"direction": d}, buffered.get(d)) for d in ("received", "to_send")],
+    )
+    out.family(
+        "queued_messages",
+        "gauge",
+        "Received messages waiting for handlers now.",
+        [({}, stats.get("queued"))],
+    )
+    pressure = stats.get("backpressure", {})
+    out.family(
+        "backpressure_bytes",
+        "gauge",
+        "Bytes waiting for peers now, broadcasts included.",
+        [({}, pressure.get("buffered_amount"))],
+    )
+    out.family(
+        "slow_connections",
+        "gauge",
+        "Connections over half of write_limit now.",
+        [({}, pressure.get("over_half_write_limit"))],
+    )
+    latency = stats.get("latency", {})
+    out.family(
+        "ping_latency_seconds",
+        "gauge",
+        "Last ping round trip of open connections.",
+        [({"stat": stat}, latency.get(stat)) for stat in ("max", "mean")],
+    )
+    topics = stats.get("topics", {})
+    out.family(
+        "topics", "gauge", "Topics with subscribers in this process.", [({}, topics.get("topics"))]
+    )
+    out.family(
+        "topic_subscriptions",
+        "gauge",
+        "Subscriptions to topics in this process.",
+        [({}, topics.get("subscriptions"))],
+    )
+    out.family(
+        "topic_publishes_total",
+        "counter",
+        "publish() calls made in this process.",
+        [({}, topics.get("published"))],
+    )
+    hub = stats.get("hub", {})
+    for key in sorted(hub):
+        value = hub[key]
+        if not _plain(value):
+            continue
+        if key in _HUB_GAUGES:
+            out.family(f"hub_{key}", "gauge", f"The hub's {key} (now).", [({}, value)])
+        else:
+            out.family(f"hub_{key}_total", "counter", f"The hub's {key} count.", [({}, value)])
+    return "\n".join(out.lines) + "\n"
