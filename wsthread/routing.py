@@ -1,7 +1,7 @@
 """Routing WebSocket upgrades by path.
 
-Kept at this public path; the code is in :mod:`wsthread.server.routing`.
+Kept at this public path; the code is in :mod:`wsthread.sansio.routing`.
 """
 
-from .server.routing import *  # noqa: F403
-from .server.routing import __all__ as __all__
+from .sansio.routing import *  # noqa: F403
+from .sansio.routing import __all__ as __all__

@@ -75,7 +75,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         type=_seconds,
         default=20.0,
         metavar="SECONDS",
-        help="keepalive ping every SECONDS of silence, or 'none' (default 20)",
+        help="send a keepalive ping every SECONDS, whatever the traffic, or 'none' (default 20)",
     )
     parser.add_argument(
         "--unix",

@@ -30,20 +30,15 @@ from ..runtime.fdlimit import describe_limit, is_resource_error
 from ..sansio.body import BodyReader
 from ..sansio.deflate import (
     CompressionOption,
-    Deflate,
-    client_offer,
     client_settings,
-    negotiate_client,
 )
 from ..sansio.handshake import (
     Request,
     Response,
     ResponseParser,
-    build_request,
-    generate_key,
     header_pairs,
-    validate_response,
 )
+from ..sansio.opening import ClientOpening
 from ..sansio.protocol import Protocol, Side
 from .proxy import ProxyOption, connect_socket
 
@@ -144,20 +139,13 @@ class ClientConnection(Connection):
         self._keepalive = keepalive
         self._tracer = tracer
 
-    def handshake(
-        self,
-        key: str,
-        deadline: Deadline,
-        subprotocols: Sequence[str] = (),
-        offers: Sequence[Deflate] = (),
-    ) -> None:
+    def handshake(self, opening: ClientOpening, deadline: Deadline) -> None:
         """Send the upgrade request and check the server's answer, within ``deadline``.
 
         Args:
-            key: the ``Sec-WebSocket-Key`` of :attr:`request`.
+            opening: the sans-I/O side of the handshake: :attr:`request` is
+                its request, and it checks the answer.
             deadline: when the time for the handshake is up.
-            subprotocols: the subprotocols the request offers.
-            offers: the permessage-deflate offers the request makes.
 
         Raises:
             InvalidStatus: the server answered with another status than 101
@@ -182,10 +170,11 @@ class ClientConnection(Connection):
             self._tracer.handshake(SERVER_TO_CLIENT, response.serialize())
         if response.status != 101:  # a refusal: its body says why
             response = self._with_body(response, parser.trailing_data, deadline)
-        self.subprotocol = validate_response(response, key, subprotocols=subprotocols)
-        agreed = negotiate_client(response.headers.get_all("Sec-WebSocket-Extensions"), offers)
-        if agreed is not None:
-            self.protocol.use_deflate(agreed[1].codec(agreed[0], is_server=False))
+        opened = opening.check(response)
+        self.subprotocol = opened.subprotocol
+        if opened.deflate is not None:
+            parameters, offer = opened.deflate
+            self.protocol.use_deflate(offer.codec(parameters, is_server=False))
         self.response = response
         self.reader.handshake_done(parser.trailing_data)
 
@@ -391,20 +380,27 @@ def open_connection(
         target = parse_uri(uri)
         offers = client_settings(compression)
         transport = _client_transport(sock, target, ssl, server_hostname, deadline)
-        key, request = _upgrade_request(
-            target, origin, subprotocols, offers, additional_headers, user_agent_header
+        opening = ClientOpening(
+            target.host,
+            target.port,
+            target.resource,
+            secure=target.secure,
+            origin=origin,
+            subprotocols=list(subprotocols or ()),
+            offers=offers,
+            extra_headers=_request_headers(additional_headers, user_agent_header),
         )
         tracer = None if trace is None else trace.connection(uri)
         pings = None if ping_interval is None else shared(Keepalive, ping_interval, ping_timeout)
         connection = connection_class(
             transport,
             Protocol(Side.CLIENT, max_size=max_size, trace=tracer),
-            request=request,
+            request=opening.request,
             keepalive=pings,
             tracer=tracer,
             **options,
         )
-        connection.handshake(key, deadline, list(subprotocols or ()), offers)
+        connection.handshake(opening, deadline)
     except socket.timeout:
         sock.close()
         raise TimeoutError(f"the opening handshake with {uri} took over {open_timeout}s") from None
@@ -415,30 +411,6 @@ def open_connection(
     if pings is not None:
         pings.add(connection)
     return connection
-
-
-def _upgrade_request(
-    target: WebSocketURI,
-    origin: Optional[str],
-    subprotocols: Optional[Sequence[str]],
-    offers: Sequence[Deflate],
-    additional_headers: Optional[Iterable[Tuple[str, str]]],
-    user_agent: Optional[str],
-) -> Tuple[str, Request]:
-    """A fresh ``Sec-WebSocket-Key`` and the upgrade request that carries it."""
-    key = generate_key()
-    request = build_request(
-        target.host,
-        target.port,
-        target.resource,
-        key,
-        secure=target.secure,
-        origin=origin,
-        subprotocols=list(subprotocols or ()),
-        extensions=client_offer(offers) if offers else None,
-        extra_headers=_request_headers(additional_headers, user_agent),
-    )
-    return key, request
 
 
 def _request_headers(

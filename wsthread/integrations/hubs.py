@@ -19,6 +19,31 @@ The hub protocol is duck-typed, three methods (see :class:`Hub`):
   included.
 - ``close()``: called by ``server.shutdown()``.
 
+A hub may also carry *topics* (``server.publish(topic, message)``, see
+:mod:`wsthread.server.topics`) with four more methods (see :class:`TopicHub`;
+a server uses them when all four are there, otherwise its topics stay in
+its own process):
+
+- ``attach_topics(deliver)``: ``deliver(topic, message)`` sends to that
+  server's subscribers of ``topic``.
+- ``publish_topic(topic, message)``: called by ``server.publish``; must lead
+  to ``deliver(topic, message)`` once on every attached server that watches
+  ``topic``, this one included.
+- ``watch(topic)`` and ``unwatch(topic)``: the topic got its first local
+  subscriber, or lost its last. They must not block (the server calls them
+  under its topics lock).
+
+The Redis wire format, for broadcasts and topics alike:
+
+- a broadcast is published on the hub's ``channel`` (``"wsthread"`` by
+  default); a topic message on the topic's own channel,
+  ``<channel>:topic:<topic>`` (the topic's name in UTF-8, at most 256 bytes);
+- the payload is :func:`encode_payload`'s: one version byte ``0x01``, one
+  type byte (``t``: the body is UTF-8 text, ``b``: binary), the publishing
+  hub's 16-byte random origin id, then the message body as is. No pickle,
+  no JSON around the body: binary messages round-trip byte for byte, and a
+  program in any language can publish to wsthread's clients.
+
 Guarantees of :class:`RedisHub`:
 
 - Text stays text and binary stays binary: the payload on the channel names
@@ -38,6 +63,24 @@ Guarantees of :class:`RedisHub`:
   reconnects with exponential backoff and full jitter, and
   :attr:`RedisHub.healthy` says whether cross-process delivery works now —
   a health check can expose it.
+- Topics: a process receives only the topics it has subscribers for. The
+  hub's thread SUBSCRIBEs to a topic's channel when the topic gets its first
+  local subscriber and UNSUBSCRIBEs when it loses its last (within about
+  0.1 s; :meth:`RedisHub.wait_topics` waits for Redis to confirm). Only that
+  thread touches the subscription's connection: other threads record their
+  wish under a lock (:meth:`RedisHub.watch`), and it acts on it between two
+  reads. Once, in order per publisher, and during outages as for
+  broadcasts; a topic message published before this process's subscription
+  is confirmed is not received here.
+- Redis Cluster: with ``sharded=True`` the topic channels use Redis 7's
+  sharded pub/sub (``SSUBSCRIBE``, ``SPUBLISH``, ``SUNSUBSCRIBE``), whose
+  messages travel only within the shard that owns the channel's hash slot
+  instead of across the whole cluster. Each topic is its own channel, so its
+  slot (CRC16 of the channel name, or of a ``{tag}`` in it) decides its
+  shard. The hub then speaks to the node of ``url`` only, which suits one
+  Redis 7 server, or a cluster where that node owns every topic's slot (a
+  ``{tag}`` in the hub's ``channel`` puts all its channels in one slot); see
+  docs/howto/broadcast.md for spreading topics over every shard.
 
 :class:`RedisHub` needs the ``redis`` client package (``pip install
 'wsthread[redis]'``); it is imported when the first hub is created, so the
@@ -52,7 +95,7 @@ import os
 import random
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Protocol, Set, Tuple, Union
 
 from ..runtime.deadline import Deadline
 
@@ -81,6 +124,10 @@ TEXT, BINARY = b"t", b"b"
 #: Length of the random origin id that follows.
 ORIGIN_SIZE = 16
 _HEADER_SIZE = 2 + ORIGIN_SIZE
+#: Between a hub's channel and a topic's name, in the topic's channel.
+TOPIC_INFIX = ":topic:"
+#: Topic channels per SUBSCRIBE (or UNSUBSCRIBE) command.
+_CHANNELS_PER_COMMAND = 256
 
 
 class Hub(Protocol):
@@ -230,6 +277,9 @@ class RedisHub:
             hub sends a ping; no answer within ``socket_timeout`` more counts
             as an outage (this finds a Redis that vanished without closing
             the connection).
+        sharded: publish and subscribe topics with Redis 7's sharded pub/sub
+            (``SPUBLISH``, ``SSUBSCRIBE``) instead of ``PUBLISH`` and
+            ``SUBSCRIBE``; broadcasts keep the classic commands.
         logger: where to log (default ``logging.getLogger("wsthread")``).
 
     Attributes:
@@ -246,11 +296,13 @@ class RedisHub:
         min_delay: float = 0.1,
         max_delay: float = 5.0,
         ping_interval: float = 5.0,
+        sharded: bool = False,
         logger: Optional[logging.Logger] = None,
     ) -> None:
         self._redis = _load_redis()
         self.url = url
         self.channel = channel
+        self.sharded = sharded
         self.origin = os.urandom(ORIGIN_SIZE)
         self.socket_timeout = socket_timeout
         self.min_delay = min_delay
@@ -276,6 +328,19 @@ class RedisHub:
         self._outages = 0
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        # Topics: what this process wants (watch/unwatch, any thread) and what
+        # the subscriber thread asked Redis for and Redis confirmed. Only the
+        # subscriber thread talks to the subscription's connection.
+        self._topic_deliver: Optional[DeliverTopic] = None
+        self._topics_changed = threading.Condition(threading.Lock())
+        self._wanted: Set[str] = set()
+        self._requested: Set[str] = set()
+        self._confirmed: Set[str] = set()
+        self._topics_dirty = False
+        self._topic_published = 0
+        self._topic_dropped = 0
+        self._topic_received = 0
+        self._topic_echoes = 0
 
     # The read-only counters below are alike on purpose: one documented
     # property each, for health checks (see stats()).
@@ -306,8 +371,23 @@ class RedisHub:
         """How many times Redis became unreachable (including being so at start)."""
         return self._outages
 
+    @property
+    def topic_received(self) -> int:
+        """Topic messages from other processes that Redis sent this one (for its subscribers)."""
+        return self._topic_received
+
     def stats(self) -> Dict[str, object]:
-        """A snapshot of the counters and the health flag, e.g. for a health page."""
+        """A snapshot of the counters and the health flag, e.g. for a health page.
+
+        Besides the broadcast counters: ``topic_published`` and
+        ``topic_dropped`` (this process's publishes sent to Redis, or not:
+        Redis unreachable), ``topic_received`` (topic messages of other
+        processes received from Redis), ``topic_echoes`` (this process's own,
+        back from Redis, skipped) and ``topics_subscribed`` (topic channels
+        Redis confirmed now).
+        """
+        with self._topics_changed:
+            subscribed = len(self._confirmed)
         return {
             "healthy": self._healthy,
             "published": self._published,
@@ -315,7 +395,30 @@ class RedisHub:
             "received": self._received,
             "invalid": self._invalid,
             "outages": self._outages,
+            "topic_published": self._topic_published,
+            "topic_dropped": self._topic_dropped,
+            "topic_received": self._topic_received,
+            "topic_echoes": self._topic_echoes,
+            "topics_subscribed": subscribed,
         }
+
+    def topic_channel(self, topic: str) -> str:
+        """The Redis channel of ``topic``: ``<channel>:topic:<topic>``."""
+        return f"{self.channel}{TOPIC_INFIX}{topic}"
+
+    def wait_topics(self, timeout: Optional[float] = None) -> bool:
+        """Wait until Redis confirmed a subscription for every watched topic, and none more.
+
+        A topic's first subscriber in this process makes the subscriber
+        thread subscribe to its channel within about 0.1 s; what other
+        processes publish on it before Redis confirms is not received here.
+        Returns whether the two sets are equal (and the hub healthy).
+        """
+        with self._topics_changed:
+            done = self._topics_changed.wait_for(
+                lambda: self._confirmed == self._wanted and self._healthy, timeout
+            )
+        return bool(done)
 
     def wait_healthy(self, timeout: Optional[float] = None) -> bool:
         """Wait until the hub is connected and subscribed; return :attr:`healthy`."""
@@ -325,6 +428,56 @@ class RedisHub:
     def __repr__(self) -> str:
         state = "healthy" if self._healthy else "unhealthy"
         return f"<RedisHub {self.url} channel={self.channel!r} {state}>"
+
+    # -- the topic part of the hub protocol ---------------------------------
+
+    def attach_topics(self, deliver: DeliverTopic) -> None:
+        """Remember ``deliver(topic, message)``, which sends to the server's subscribers."""
+        with self._state_lock:
+            if self._topic_deliver is not None:
+                raise RuntimeError("this RedisHub already carries a server's topics")
+            self._topic_deliver = deliver
+
+    def watch(self, topic: str) -> None:
+        """Receive ``topic`` from now on: its channel is subscribed to shortly, on the hub's thread.
+
+        Never blocks (the server calls it under its topics lock).
+        """
+        with self._topics_changed:
+            self._wanted.add(topic)
+            self._topics_dirty = True
+
+    def unwatch(self, topic: str) -> None:
+        """Stop receiving ``topic``: its channel is unsubscribed from shortly. Never blocks."""
+        with self._topics_changed:
+            self._wanted.discard(topic)
+            self._topics_dirty = True
+
+    def publish_topic(self, topic: str, message: Message) -> None:
+        """Deliver to this process's subscribers of ``topic``, then publish to its channel.
+
+        As :meth:`publish`: never raises because of Redis (counted in
+        ``topic_dropped`` when unreachable), and one lock keeps the order on
+        Redis the order of local delivery.
+        """
+        deliver = self._topic_deliver
+        if deliver is None:
+            raise RuntimeError("attach the hub to a server before publishing to a topic")
+        payload = encode_payload(message, self.origin)
+        with self._publish_lock:
+            deliver(topic, message)
+            client = self._client
+            if client is None or not self._healthy:
+                self._topic_dropped += 1
+                return
+            try:
+                send = client.spublish if self.sharded else client.publish
+                send(self.topic_channel(topic), payload)
+            except (self._redis.RedisError, OSError) as exc:
+                self._mark_broken(f"publishing failed: {exc}")
+                self._topic_dropped += 1
+            else:
+                self._topic_published += 1
 
     # -- the hub protocol ---------------------------------------------------
 
@@ -415,6 +568,8 @@ class RedisHub:
             self._healthy_event.set()
         else:
             self._healthy_event.clear()
+        with self._topics_changed:
+            self._topics_changed.notify_all()  # wait_topics() looks at health too
 
     def _mark_broken(self, reason: str) -> None:
         """Record an outage: log it the first time only, then stay quiet."""
@@ -462,6 +617,11 @@ class RedisHub:
                     if self._client is client:
                         self._client = None
                 self._close_client(client)
+                with self._topics_changed:  # a new subscription starts from nothing
+                    self._requested.clear()
+                    self._confirmed.clear()
+                    self._topics_dirty = True
+                    self._topics_changed.notify_all()
             if self._stop.is_set():
                 break
             self.logger.debug("%r: reconnecting in at most %.2fs", self, delay)
@@ -469,7 +629,11 @@ class RedisHub:
             delay = min(self.max_delay, delay * 2)
 
     def _subscribe(self, pubsub: Any) -> None:
-        """Subscribe and wait for Redis to confirm it."""
+        """Subscribe to the broadcast channel and wait for Redis to confirm it.
+
+        The watched topics' channels are subscribed to next, by
+        :meth:`_sync_topics` (their confirmations arrive in :meth:`_listen`).
+        """
         pubsub.subscribe(self.channel)
         deadline = Deadline(self.socket_timeout)
         while True:
@@ -479,6 +643,43 @@ class RedisHub:
             reply = pubsub.get_message(timeout=remaining)
             if reply is not None and reply.get("type") == "subscribe":
                 return
+
+    def _sync_topics(self, pubsub: Any) -> None:
+        """On the subscriber thread: (un)subscribe the topic channels whose wish changed."""
+        with self._topics_changed:
+            if not self._topics_dirty:
+                return
+            self._topics_dirty = False
+            joining = sorted(self._wanted - self._requested)
+            leaving = sorted(self._requested - self._wanted)
+            self._requested = set(self._wanted)
+        join = pubsub.ssubscribe if self.sharded else pubsub.subscribe
+        leave = pubsub.sunsubscribe if self.sharded else pubsub.unsubscribe
+        for command, topics in ((leave, leaving), (join, joining)):
+            for start in range(0, len(topics), _CHANNELS_PER_COMMAND):
+                chunk = topics[start : start + _CHANNELS_PER_COMMAND]
+                command(*(self.topic_channel(topic) for topic in chunk))
+
+    def _topic_of(self, channel: Any) -> Optional[str]:
+        """The topic whose channel is ``channel``; ``None``: the broadcast channel (or foreign)."""
+        try:
+            name = channel.decode("utf-8") if isinstance(channel, bytes) else str(channel)
+        except UnicodeDecodeError:
+            return None
+        prefix = self.channel + TOPIC_INFIX
+        return name[len(prefix) :] if name.startswith(prefix) else None
+
+    def _confirm(self, kind: str, channel: Any) -> None:
+        """Record Redis's answer to a topic (un)subscription; wake :meth:`wait_topics`."""
+        topic = self._topic_of(channel)
+        if topic is None:
+            return
+        with self._topics_changed:
+            if kind in ("subscribe", "ssubscribe"):
+                self._confirmed.add(topic)
+            else:
+                self._confirmed.discard(topic)
+            self._topics_changed.notify_all()
 
     def _recovered(self) -> None:
         with self._state_lock:
@@ -505,13 +706,21 @@ class RedisHub:
         while not self._stop.is_set():
             if self._broken:
                 raise _Broken("a publish failed")
+            self._sync_topics(pubsub)
             reply = pubsub.get_message(timeout=poll)
             now = time.monotonic()
             if reply is not None:
                 last_seen = now
                 ping_sent = None
-                if reply.get("type") == "message":
-                    self._handle(reply.get("data"))
+                kind = reply.get("type")
+                if kind in ("message", "smessage"):
+                    topic = self._topic_of(reply.get("channel"))
+                    if topic is None:
+                        self._handle(reply.get("data"))
+                    else:
+                        self._handle_topic(topic, reply.get("data"))
+                elif kind in ("subscribe", "ssubscribe", "unsubscribe", "sunsubscribe"):
+                    self._confirm(kind, reply.get("channel"))
                 continue
             if ping_sent is None and now - last_seen >= self.ping_interval:
                 pubsub.ping()
@@ -539,6 +748,28 @@ class RedisHub:
             deliver(message)
         except Exception:
             self.logger.exception("%r: delivering a message failed", self)
+
+    def _handle_topic(self, topic: str, payload: Any) -> None:
+        try:
+            origin, message = decode_payload(bytes(payload))
+        except (TypeError, ValueError) as exc:
+            self._invalid += 1
+            if self._invalid == 1:
+                self.logger.warning(
+                    "%r: ignoring a message that is not from a wsthread hub (%s)", self, exc
+                )
+            return
+        if origin == self.origin:
+            self._topic_echoes += 1
+            return  # ours: already delivered locally
+        deliver = self._topic_deliver
+        if deliver is None:
+            return
+        self._topic_received += 1
+        try:
+            deliver(topic, message)
+        except Exception:
+            self.logger.exception("%r: delivering a topic message failed", self)
 
 
 class _Broken(Exception):

@@ -52,8 +52,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 from ..connection.transport import Transport
 from ..runtime.forks import ForkGuard
 from ..sansio.handshake import Headers, Request
+from ..sansio.routing import Routes, is_upgrade
 from ..server.http import HIJACKED, WSGIApplication
-from ..server.routing import Routes, is_upgrade
 from ..server.server import DetachedServer, RoutesLike, ServerConnection, WebSocketServer
 
 __all__ = [

@@ -35,7 +35,7 @@ from ..connection.transport import Transport
 from ..exceptions import InvalidHandshake, InvalidRequest
 from ..runtime.deadline import Deadline
 from ..sansio.handshake import Request, RequestParser, check_header, error_response
-from .routing import is_upgrade
+from ..sansio.routing import is_upgrade
 
 __all__ = ["serve_wsgi", "WSGIApplication", "HIJACKED"]
 

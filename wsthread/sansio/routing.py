@@ -1,4 +1,4 @@
-"""Routing WebSocket upgrades by path: pure functions and data, run on a connection's thread.
+"""Routing WebSocket upgrades by path: pure functions and data, sans-I/O; on a connection thread.
 
 A server (or :func:`wsthread.wsgi.middleware`) takes either one handler,
 which gets every path, or a mapping of exact paths to handlers::
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
-from ..sansio.handshake import Request, header_has_token
+from .handshake import Request, header_has_token
 
 __all__ = ["Routes", "is_upgrade"]
 
