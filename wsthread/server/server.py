@@ -62,7 +62,6 @@ import socket
 import socketserver
 import ssl as ssl_module
 import threading
-from http import HTTPStatus
 from typing import (
     Any,
     Callable,
@@ -95,8 +94,6 @@ from ..connection.transport import TLSTransport, Transport
 from ..exceptions import (
     ConnectionClosed,
     InvalidHandshake,
-    InvalidOrigin,
-    InvalidRequest,
     ServiceUnavailable,
 )
 from ..runtime.deadline import Deadline
@@ -105,7 +102,6 @@ from ..runtime.forks import ForkGuard
 from ..sansio.deflate import (
     CompressionOption,
     DeflateParameters,
-    negotiate_server,
     server_settings,
 )
 from ..sansio.frames import CloseCode
@@ -113,19 +109,15 @@ from ..sansio.handshake import (
     Request,
     RequestParser,
     Response,
-    accept_response,
     check_header,
-    error_response,
     header_pairs,
-    http_response,
-    parse_tokens,
-    validate_request,
 )
+from ..sansio.opening import Reject, ServerOpening
 from ..sansio.protocol import Protocol, Side
+from ..sansio.routing import Routes, is_upgrade
 from .broadcast import Broadcaster
 from .http import WSGIApplication, serve_wsgi
 from .registry import Registry, asked_to_close
-from .routing import Routes, is_upgrade
 from .serving import ServingState
 from .stats import LogLimiter, ServerCounters
 from .topics import Topics
@@ -178,6 +170,8 @@ class ServerConnection(Connection):
         super().__init__(transport, protocol, **kwargs)
         self.request: Optional[Request] = None
         self.subprotocol: Optional[str] = None
+        self.route: Optional[Callable[[Any], None]] = None
+        """The handler the request's path was routed to, looked up once in the handshake."""
         self.server = server
         self._tracer = tracer
 
@@ -303,21 +297,13 @@ class ServerConnection(Connection):
             self.request = request
             if self._tracer is not None:
                 self._tracer.handshake(CLIENT_TO_SERVER, request.serialize())
-            if server.wsgi_app is not None and not (
-                is_upgrade(request) and server.routes.match(request.path) is not None
-            ):
+            self.route = server.routes.match(request.path)  # the one lookup of the route
+            if server.wsgi_app is not None and not (is_upgrade(request) and self.route is not None):
                 serve_wsgi(server, self.transport, request, trailing_data)
                 return None
             return self._answer(request, trailing_data, deadline)
         except InvalidHandshake as exc:
-            status = int(exc.status)
-            server._counters.rejected(status)
-            level = logging.WARNING if isinstance(exc, ServiceUnavailable) else logging.DEBUG
-            self._log(
-                f"rejected handshake: {status}", level, "rejected handshake: %d %s", status, exc
-            )
-            self._refuse(error_response(exc))
-            return status
+            return self._rejected(server.opening.reject(exc))
         except socket.timeout:
             server._counters.failed("handshake_timeout")
             self._log(
@@ -338,7 +324,16 @@ class ServerConnection(Connection):
         if response is not None:
             server._counters.http_response(response.status)
         else:
-            response, deflate = self._accept(request)
+            decision = server.opening.decide(
+                request,
+                self.route,
+                choose_subprotocol=self._subprotocol_hook(),
+                extra_headers=self._extra_headers_hook(request),
+            )
+            if isinstance(decision, Reject):
+                return self._rejected(decision)
+            self.subprotocol = decision.subprotocol
+            response, deflate = decision.response, decision.deflate
             server._registry.reserve(server.max_connections)  # 503 when full
             opened = False
             try:
@@ -400,9 +395,8 @@ class ServerConnection(Connection):
         log.info("connection open: %s from %s", self.request.target, self.client_host)
         code, reason = CloseCode.NORMAL_CLOSURE, ""
         try:
-            handler = server.routes.match(self.request.path)
-            assert handler is not None  # the handshake answered 404 otherwise
-            handler(self)
+            assert self.route is not None  # the handshake answered 404 otherwise
+            self.route(self)
         except ConnectionClosed:
             pass
         except Exception:
@@ -417,75 +411,43 @@ class ServerConnection(Connection):
             said = self.close_reason
             log.info("connection closed: code %s%s", self.close_code, f" {said}" if said else "")
 
-    def _accept(self, request: Request) -> Tuple[Response, Optional[DeflateParameters]]:
-        """Validate an upgrade request and build its 101; raise :class:`InvalidHandshake` if not.
-
-        Checks the request (sans-I/O), the origin, the subprotocol and the
-        compression offer against the server's settings.
-        """
-        server = self.server
-        if server.routes.match(request.path) is None:
-            raise InvalidHandshake(
-                f"no WebSocket endpoint at {request.path[:200]}", status=HTTPStatus.NOT_FOUND
+    def _rejected(self, reject: Reject) -> int:
+        """Answer a refused handshake, count it and log it (rate-limited); return its status."""
+        status = reject.status
+        exc = reject.error
+        self.server._counters.rejected(status)
+        if exc is not None:
+            level = logging.WARNING if isinstance(exc, ServiceUnavailable) else logging.DEBUG
+            self._log(
+                f"rejected handshake: {status}", level, "rejected handshake: %d %s", status, exc
             )
-        key = validate_request(request)
-        if server.origins is not None:
-            origin = request.headers.get("Origin")
-            if origin not in server.origins:
-                raise InvalidOrigin(
-                    "origin not allowed" if origin is not None else "missing Origin header"
-                )
-        self.subprotocol = self._select_subprotocol(request)
-        extensions: Optional[str] = None
-        deflate: Optional[DeflateParameters] = None
-        if server.deflate is not None:
-            agreed = negotiate_server(
-                request.headers.get_all("Sec-WebSocket-Extensions"), server.deflate
-            )
-            if agreed is not None:
-                extensions, deflate = agreed
-        extra_headers = self._extra_headers(request)
-        if extra_headers is None:
-            return self._internal_error(), None
-        response = accept_response(
-            key,
-            subprotocol=self.subprotocol,
-            extensions=extensions,
-            extra_headers=extra_headers,
-        )
-        self._add_server_header(response)
-        return response, deflate
+        self._refuse(reject.response)
+        return status
 
-    def _select_subprotocol(self, request: Request) -> Optional[str]:
-        offered: List[str] = []
-        for value in request.headers.get_all("Sec-WebSocket-Protocol"):
-            offered.extend(parse_tokens(value))
-        server = self.server
-        if server.select_subprotocol_hook is not None:
-            chosen = server.select_subprotocol_hook(self, offered)
-            if chosen is not None and chosen not in offered:
-                raise InvalidRequest(f"subprotocol {chosen!r} was not offered by the client")
-            return chosen
-        if not server.subprotocols or not offered:
+    def _subprotocol_hook(self) -> Optional[Callable[[List[str]], Optional[str]]]:
+        """``select_subprotocol``, as the core calls it: offered -> chosen, for this connection."""
+        hook = self.server.select_subprotocol_hook
+        if hook is None:
             return None
-        for subprotocol in server.subprotocols:
-            if subprotocol in offered:
-                return subprotocol
-        raise InvalidRequest("no supported subprotocol offered")
+        return lambda offered: hook(self, offered)
 
-    def _extra_headers(self, request: Request) -> Optional[List[Tuple[str, str]]]:
-        """The 101's extra headers, each checked; ``None`` (a 500) when they fail or are bad."""
-        headers = self.server.extra_headers
-        try:
-            if callable(headers):
-                headers = headers(self, request)
-            pairs = header_pairs(headers)
-            for name, value in pairs:
-                check_header(name, value)
-        except Exception:
-            self.logger.exception("extra_headers failed")
-            return None
-        return pairs
+    def _extra_headers_hook(self, request: Request) -> Callable[[], List[Tuple[str, str]]]:
+        """``extra_headers`` as the core calls it; a failure or a bad header is logged (a 500)."""
+
+        def extra_headers() -> List[Tuple[str, str]]:
+            headers = self.server.extra_headers
+            try:
+                if callable(headers):
+                    headers = headers(self, request)
+                pairs = header_pairs(headers)
+                for name, value in pairs:
+                    check_header(name, value)
+            except Exception:
+                self.logger.exception("extra_headers failed")
+                raise
+            return pairs
+
+        return extra_headers
 
     def _call_hook(
         self, hook: Optional[Callable[..., Any]], name: str, *args: Any
@@ -501,31 +463,21 @@ class ServerConnection(Connection):
             response = hook(self, *args)
         except Exception:
             self.logger.exception("%s failed", name)
-            return self._internal_error()
+            return self.server.opening.internal_error()
         if response is not None and not isinstance(response, Response):
             self.logger.error("%s returned %r, not a wsthread.Response or None", name, response)
-            return self._internal_error()
+            return self.server.opening.internal_error()
         if response is not None:
             try:
                 response.serialize()  # a status, reason or header that would break the head
             except (TypeError, ValueError) as exc:
                 self.logger.error("%s returned a response that cannot be sent: %s", name, exc)
-                return self._internal_error()
+                return self.server.opening.internal_error()
         return response
-
-    def _internal_error(self) -> Response:
-        response = http_response(500, b"internal server error\n")
-        self._add_server_header(response)
-        return response
-
-    def _add_server_header(self, response: Response) -> None:
-        header = self.server.server_header
-        if header is not None and "Server" not in response.headers:
-            response.headers.add("Server", header)
 
     def _refuse(self, response: Response) -> None:
         """Send an HTTP answer that ends the connection, ignoring a peer that left."""
-        self._add_server_header(response)
+        self.server.opening.add_server_header(response)
         if response.headers.get("Connection") is None:
             response.headers.add("Connection", "close")
         head = response.serialize()
@@ -887,6 +839,13 @@ class WebSocketServer(_Listener):
             for name, value in header_pairs(extra_headers):
                 check_header(name, value)  # a bad static header fails here, at serve()
         self.extra_headers = extra_headers
+        self.opening = ServerOpening(
+            origins=self.origins,
+            subprotocols=tuple(self.subprotocols),
+            deflate=self.deflate,
+            server_header=server_header,
+        )
+        """The opening handshake's decisions, with these settings (:mod:`.sansio.opening`)."""
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
         self.write_timeout = write_timeout
