@@ -31,14 +31,20 @@ then gets ``501 Not Implemented`` and one log line naming the servers that
 work. TLS must end before the application (a proxy, or wsthread's own
 ``ssl=``): a WSGI server's TLS socket cannot be shared by two threads.
 
-Also here: :func:`post_worker_init`, a gunicorn hook that closes WebSockets with 1001
-when a worker stops.
+Also here, for gunicorn: :func:`attach`, to call from the application's own
+``post_worker_init`` hook (or :func:`post_worker_init` itself, or
+:func:`chain_post_worker_init` to run it before other hooks), which closes
+WebSockets with 1001 when a worker stops. In a server of several processes
+(gunicorn ``-w N``, ``wsgi.multiprocess``; or the second worker forked from
+the process that made the middleware), a middleware without a hub logs one
+WARNING per process: its broadcasts reach only that process's clients.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -61,6 +67,8 @@ __all__ = [
     "WebSocketMiddleware",
     "request_from_environ",
     "post_worker_init",
+    "attach",
+    "chain_post_worker_init",
     "shutdown_all",
 ]
 
@@ -76,6 +84,41 @@ _SERVER_ONLY = ("ssl", "reuse_port", "wsgi", "max_body_size", "host", "port")
 _middlewares: weakref.WeakSet[WebSocketMiddleware] = weakref.WeakSet()
 _middlewares_lock = threading.Lock()
 _atexit_registered = False
+
+# The process that logged the "no hub" warning, and the one whose stop signals
+# attach() handles: a forked worker has another pid, and starts afresh.
+_warned_pid = 0
+_attached_pid = 0
+
+# How many times this process has forked, counted in the parent before each
+# fork: a worker inherits the count, so the second worker a master forks
+# sees 2 (the first sees 1, and cannot know whether more will follow).
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_count_fork)
+
+
+def _warn_without_hub(why: str) -> None:
+    """Log, once per process, that broadcasts here cannot reach the other processes."""
+    global _warned_pid
+    with _middlewares_lock:
+        if _warned_pid == os.getpid():
+            return
+        _warned_pid = os.getpid()
+    logger.warning(
+        "WebSocketMiddleware in process %d: %s, and no hub is attached: broadcast() "
+        "reaches only this process's WebSockets, not the other workers' (pass "
+        "hub=wsthread.hubs.RedisHub(...) to middleware(), or run one worker with threads)",
+        os.getpid(),
+        why,
+    )
 
 
 def request_from_environ(environ: Dict[str, Any]) -> Request:
@@ -141,6 +184,7 @@ class WebSocketMiddleware:
         self._active = 0
         self._idle = threading.Condition()
         self._refusals = 0
+        self._multiprocess_checked = 0  # the pid that looked at wsgi.multiprocess
         global _atexit_registered
         with _middlewares_lock:
             _middlewares.add(self)
@@ -171,7 +215,14 @@ class WebSocketMiddleware:
                     )
                 self._server = DetachedServer(self._routes_given, "127.0.0.1", 0, **options)
                 self._server_guard = ForkGuard("WebSocketMiddleware")
+                if _forks >= 2 and self._server.hub is None:
+                    _warn_without_hub(f"this process is fork number {_forks} of its parent")
             return self._server
+
+    def check_hub(self, why: str) -> None:
+        """Warn (once per process) that ``why`` makes several processes, if there is no hub."""
+        if self.server.hub is None:
+            _warn_without_hub(why)
 
     def broadcast(self, message: Any) -> int:
         """Send ``message`` to every WebSocket here; see :meth:`WebSocketServer.broadcast`."""
@@ -190,6 +241,10 @@ class WebSocketMiddleware:
         self, environ: Dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         """The WSGI entry point."""
+        if self._multiprocess_checked != os.getpid():
+            self._multiprocess_checked = os.getpid()
+            if environ.get("wsgi.multiprocess"):
+                self.check_hub("the WSGI server runs several processes (wsgi.multiprocess)")
         path = environ.get("PATH_INFO") or "/"
         if self.routes.match(path) is None:
             return self.app(environ, start_response)
@@ -302,14 +357,77 @@ def middleware(app: WSGIApplication, routes: RoutesLike, **options: Any) -> WebS
     return WebSocketMiddleware(app, routes, **options)
 
 
-def post_worker_init(worker: Any) -> None:
-    """A gunicorn hook: when the worker is told to stop, close its WebSockets with 1001.
+def attach(worker: Any = None) -> None:
+    """Set wsthread up in a gunicorn worker: call it from your ``post_worker_init`` hook.
 
-    Without it a stopping gunicorn worker waits ``graceful_timeout`` for its
-    WebSockets to end by themselves. Enable it in ``gunicorn.conf.py``::
+    When the worker is told to stop (SIGTERM, SIGINT, SIGQUIT), its
+    WebSockets are closed with 1001; without it, a stopping worker waits
+    ``graceful_timeout`` for them to end by themselves. The signal handlers
+    gunicorn set are kept and called after. With ``worker.cfg.workers``
+    over 1, a middleware without a hub logs a WARNING (once per worker).
+    Calling it again in the same process does nothing. In
+    ``gunicorn.conf.py``::
+
+        import wsthread.wsgi
+
+        def post_worker_init(worker):
+            ...  # your own start-up work
+            wsthread.wsgi.attach(worker)
+
+    Args:
+        worker: the gunicorn worker the hook was given (``None``: no
+            check of the number of workers).
+    """
+    global _attached_pid
+    with _middlewares_lock:
+        if _attached_pid == os.getpid():
+            return
+        _attached_pid = os.getpid()
+        every = list(_middlewares)
+    workers = getattr(getattr(worker, "cfg", None), "workers", 1)
+    if isinstance(workers, int) and workers > 1:
+        for each in every:
+            each.check_hub(f"gunicorn runs {workers} workers")
+    _close_on_stop_signals()
+
+
+def post_worker_init(worker: Any) -> None:
+    """A gunicorn hook that does :func:`attach` and nothing else.
+
+    For a ``gunicorn.conf.py`` with no hook of its own::
 
         from wsthread.wsgi import post_worker_init
+
+    One that has a ``post_worker_init`` already calls :func:`attach` from
+    it, or wraps it with :func:`chain_post_worker_init`: gunicorn keeps one
+    function per hook, and a second definition silently replaces the first.
     """
+    attach(worker)
+
+
+def chain_post_worker_init(*hooks: Callable[[Any], None]) -> Callable[[Any], None]:
+    """A ``post_worker_init`` that runs :func:`attach`, then each of ``hooks`` in order.
+
+    In ``gunicorn.conf.py``, around a hook you already have::
+
+        import wsthread.wsgi
+
+        def my_post_worker_init(worker):
+            ...
+
+        post_worker_init = wsthread.wsgi.chain_post_worker_init(my_post_worker_init)
+    """
+
+    def post_worker_init(worker: Any) -> None:
+        attach(worker)
+        for hook in hooks:
+            hook(worker)
+
+    return post_worker_init
+
+
+def _close_on_stop_signals() -> None:
+    """On SIGTERM, SIGINT and SIGQUIT: close every middleware's WebSockets, then the old handler."""
 
     def chain(previous: Any) -> Callable[[int, Optional[FrameType]], None]:
         def on_signal(signum: int, frame: Optional[FrameType]) -> None:
