@@ -17,11 +17,24 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import pytest
-import trustme
 
 import wsthread
 from wsthread.sansio.frames import Frame, FrameParser
 from wsthread.server import ServerConnection, WebSocketServer
+
+try:
+    import trustme
+except ImportError:  # no cryptography (free-threaded 3.13t has no wheel): certificates by openssl
+    import openssl_ca as trustme
+
+    sys.modules["trustme"] = trustme  # so the tests' own `import trustme` finds it too
+
+try:
+    import orjson  # noqa: F401  (imported by tests/test_json.py; only checked here)
+except ImportError:  # no free-threaded wheel either, and its sdist needs Rust crates
+    import orjson_standin
+
+    sys.modules["orjson"] = orjson_standin
 
 # A suite started as a background job (or under nohup) inherits SIGINT
 # ignored, and so would every process it starts: Python then installs no
@@ -355,6 +368,29 @@ def websockets_tls_connect(uri: str, **options: Any) -> Any:
         return connect(uri, **options)
     except TimeoutError:
         return connect(uri, **options)
+
+
+# -- the stress suite --------------------------------------------------------------
+
+STRESS = Path(__file__).resolve().parent / "stress"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    """Leave tests/stress out unless ``-m`` names ``stress`` or the command names its files.
+
+    The stress suite takes a minute or two of both cores and is run on its
+    own (``pytest -m stress``; .ci/run does so with ``PYTHON_GIL=0`` on the
+    free-threaded build), not as part of the fast or the full run.
+    """
+    if "stress" in (config.getoption("markexpr") or ""):
+        return
+    named = [Path(arg.split("::")[0]).resolve() for arg in config.args]
+    if any(path == STRESS or STRESS in path.parents for path in named):
+        return
+    left_out = [item for item in items if item.get_closest_marker("stress")]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not item.get_closest_marker("stress")]
 
 
 # -- TLS ---------------------------------------------------------------------------

@@ -107,7 +107,20 @@ static PyMethodDef speedups_methods[] = {
 PyDoc_STRVAR(module_doc,
 "Optional C helpers for wsthread's frame layer (masking); pure-Python fallbacks exist.");
 
-/* The module keeps no state, so it is safe in sub-interpreters and without the GIL. */
+/* Safe without the GIL (free-threaded CPython 3.13t and later), audited for
+   shared mutable state: there is none. The module has no state and no static
+   variable that changes (the method table, docstrings and slots are constant);
+   apply_mask() works on its arguments, its locals and a new bytes object that
+   no other thread sees before it is returned. Its input is held through the
+   buffer protocol, so a bytearray cannot be resized or freed meanwhile; another
+   thread writing into that bytearray at the same time gets a mix of old and new
+   bytes, as it would with the GIL released for a large payload, and wsthread
+   never does that (each frame's payload belongs to one reader or writer).
+   Py_BEGIN_ALLOW_THREADS on a free-threaded build detaches the thread state
+   instead of releasing a GIL, which lets a stop-the-world pause (the garbage
+   collector) go ahead during a long XOR. Py_mod_gil exists from 3.13 on; on an
+   older Python the slot is left out and nothing changes.
+   The same holds for sub-interpreters with their own GIL. */
 static PyModuleDef_Slot speedups_slots[] = {
 #ifdef Py_mod_multiple_interpreters
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
