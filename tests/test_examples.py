@@ -228,6 +228,62 @@ def test_clock_pushes_the_time_to_every_client() -> None:
         clock.interrupt()
 
 
+# -- rooms.py ---------------------------------------------------------------------
+
+
+def test_rooms_reach_only_their_members_and_bound_what_one_joins() -> None:
+    """rooms.py: a message reaches the members of its room only; leaving (or disconnecting)
+    is announced to the room; a room name over 256 bytes and a 17th room are refused."""
+    with example("rooms.py") as rooms:
+        url = rooms.urls[0]
+        with contextlib.ExitStack() as stack:
+            alice, bob, carol = (
+                stack.enter_context(wsthread.connect(f"{url}?name={who}"))
+                for who in ("alice", "bob", "carol")
+            )
+            for ws, who in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+                assert events(ws, 1) == [{"type": "welcome", "you": who}]
+            alice.send("/join lobby")
+            assert events(alice, 1) == [{"type": "joined", "room": "lobby", "name": "alice"}]
+            bob.send("/join lobby")
+            joined = {"type": "joined", "room": "lobby", "name": "bob"}
+            assert events(alice, 1) == events(bob, 1) == [joined]
+            carol.send("/join garden")
+            assert events(carol, 1)[0]["room"] == "garden"
+
+            bob.send("hello lobby")
+            said = {"type": "message", "room": "lobby", "name": "bob", "text": "hello lobby"}
+            assert events(alice, 1) == events(bob, 1) == [said]
+            carol.send("/say lobby sneaking in")
+            assert events(carol, 1)[0]["type"] == "error"  # not a member
+            carol.send("/rooms")
+            assert events(carol, 1) == [{"type": "rooms", "rooms": ["garden"]}]
+
+            alice.send("/join " + "x" * 257)
+            assert "256 bytes" in events(alice, 1)[0]["text"]
+            for n in range(15):  # lobby and 15 more: the 16 of max_subscriptions
+                alice.send(f"/join room {n}")
+                assert events(alice, 1)[0]["type"] == "joined"
+            alice.send("/join one too many")
+            refused = events(alice, 1)[0]
+            assert refused["type"] == "error" and "max_subscriptions" in refused["text"]
+
+            bob.close()  # disconnecting leaves the room, and the room hears of it
+            assert events(alice, 1) == [{"type": "left", "room": "lobby", "name": "bob"}]
+            alice.send("/leave lobby")
+            alice.send("/rooms")  # answered once she has left
+            assert events(alice, 1) == [
+                {"type": "rooms", "rooms": sorted(f"room {n}" for n in range(15))}
+            ]
+            carol.send("/join lobby")  # alice left: she hears nothing of it
+            assert events(carol, 1) == [{"type": "joined", "room": "lobby", "name": "carol"}]
+            carol.send("/say lobby anyone?")
+            assert events(carol, 1)[0]["text"] == "anyone?"
+            alice.send("/rooms")
+            assert len(events(alice, 1)[0]["rooms"]) == 15  # nothing from the lobby came first
+        rooms.interrupt()
+
+
 # -- legacy_app.py ----------------------------------------------------------------
 
 

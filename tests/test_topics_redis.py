@@ -538,3 +538,35 @@ def test_gunicorn_two_workers_publish_from_a_view(
                 continue
         log.close()
     assert "Traceback" not in (tmp_path / "gunicorn.log").read_text()
+
+
+@pytest.mark.slow
+def test_rooms_example_across_two_processes(redis_server: RedisServer) -> None:
+    """examples/rooms.py twice with --redis: members in either process share a room."""
+    from test_examples import example
+
+    with (
+        example("rooms.py", "--redis", redis_server.url) as one,
+        example("rooms.py", "--redis", redis_server.url) as two,
+    ):
+        alice = wsthread.connect(one.urls[0] + "?name=alice")
+        bob = wsthread.connect(two.urls[0] + "?name=bob")
+        try:
+            for ws in (alice, bob):
+                assert json.loads(ws.recv(timeout=20))["type"] == "welcome"
+            alice.send("/join lobby")
+            assert json.loads(alice.recv(timeout=20))["name"] == "alice"
+            bob.send("/join lobby")
+            joined = {"type": "joined", "room": "lobby", "name": "bob"}
+            assert json.loads(alice.recv(timeout=20)) == json.loads(bob.recv(timeout=20)) == joined
+            alice.send("hello from one")
+            said = {"type": "message", "room": "lobby", "name": "alice", "text": "hello from one"}
+            assert json.loads(bob.recv(timeout=20)) == json.loads(alice.recv(timeout=20)) == said
+            bob.close()
+            left = {"type": "left", "room": "lobby", "name": "bob"}
+            assert json.loads(alice.recv(timeout=20)) == left
+        finally:
+            alice.close()
+            bob.close()
+        one.interrupt()
+        two.interrupt()
