@@ -397,7 +397,8 @@ class Writer:
         outbox = self.outbox
         if outbox is None:
             outbox = self._make_outbox()
-        if outbox.items or not self.lock.acquire(blocking=False):
+        lock = self.lock
+        if outbox.items or not lock.acquire(False):
             return outbox.put(message)
         # The writer is idle: write it from this thread.
         try:
@@ -413,7 +414,9 @@ class Writer:
         except ConnectionClosed:
             return False
         finally:
-            self.release()
+            lock.release()
+            if outbox.items:  # queued meanwhile by a thread that found the lock busy
+                outbox.drain()
         if overflow:
             self.too_slow(backlog)
             return False
