@@ -6,7 +6,8 @@ Threads around one :class:`Connection`::
                 │  pongs and the close reply: through the Writer
                 └──messages──> MessageQueue ──recv()──> application
     any thread ──send()/ping()/close()──> Writer (lock, write, flush) ──> socket
-    broadcast ──Writer.enqueue()──> outbox ──Writer (if the lock is free)──> socket
+    broadcast ──Writer.send_prepared()── idle? ──> Writer.write() ──> socket
+                                  └─ busy: outbox ──Writer (when the lock is free)──> socket
                                                   └─ what did not fit: WritePump
 
 Reading the socket and feeding the protocol is done by one thread at a

@@ -1008,9 +1008,16 @@ class WebSocketServer(_Listener):
         a text message, bytes-like as binary. Each connection keeps its own
         order: two broadcasts reach every client in the order they were made.
 
-        A broadcast never waits for a client. What a client's socket does
-        not take at once waits in that connection's own buffer and is sent
-        in the background as the client reads. A client that falls behind by
+        The message is framed once for every connection that can share the
+        frame (no compression, or permessage-deflate without server context
+        takeover; see :mod:`wsthread.sansio.prepared`), and where a
+        connection's writer is idle this thread hands it to the socket
+        itself, with one non-blocking send; otherwise it is queued behind
+        that connection's earlier messages. A broadcast never waits for a
+        client. What a client's socket does not take at once waits in that
+        connection's own buffer (see :attr:`Connection.buffered_amount
+        <wsthread.Connection.buffered_amount>`) and is sent in the
+        background as the client reads. A client that falls behind by
         more than ``write_limit`` bytes is closed with 1013 (Try Again
         Later), one that takes no data for ``write_timeout`` seconds with
         1011; both are logged at WARNING. Clients that keep up are not
