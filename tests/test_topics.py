@@ -92,6 +92,31 @@ def test_unsubscribe_stops_delivery_and_json(make_server: ServerFactory) -> None
         client.close()
 
 
+def test_publish_json_uses_the_servers_encoder(make_server: ServerFactory) -> None:
+    """publish_json() encodes with the json_dumps option, once; what it cannot encode: nothing."""
+    calls: List[Any] = []
+
+    def dumps(obj: Any) -> bytes:
+        calls.append(obj)
+        return json.dumps(obj, sort_keys=True).encode()
+
+    server = make_server(idle_handler, json_dumps=dumps)
+    pairs = open_pairs(server, 2)
+    try:
+        for _, ws in pairs:
+            ws.subscribe("t")
+        assert server.publish_json("t", {"b": 1, "a": [2]}) == 2
+        for client, _ in pairs:
+            assert client.recv(timeout=10) == '{"a": [2], "b": 1}'  # text, as encoded
+        assert len(calls) == 1
+        with pytest.raises(TypeError):
+            server.publish_json("t", {"not json": object()})
+        assert server.stats()["topics"]["published"] == 1
+    finally:
+        for client, _ in pairs:
+            client.close()
+
+
 def test_a_closed_connection_leaves_its_topics(make_server: ServerFactory) -> None:
     """A connection that ends (the client leaves) watches nothing, and cannot subscribe again."""
     server = make_server(idle_handler)

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import atexit
 import errno
-import json
 import logging
 import os
 import socket
@@ -1088,8 +1087,16 @@ class WebSocketServer(_Listener):
         return self._topics.publish(topic, message)
 
     def publish_json(self, topic: str, obj: Any) -> int:
-        """:meth:`publish` ``json.dumps(obj)`` (compact separators) as a text message."""
-        return self.publish(topic, json.dumps(obj, separators=(",", ":")))
+        """:meth:`publish` ``obj`` as JSON, in one text message encoded once for all.
+
+        The encoder is the server's ``json_dumps`` option (``json.dumps``,
+        compact, by default), as for :meth:`broadcast_json`.
+
+        Raises:
+            TypeError, ValueError: the encoder cannot encode ``obj``
+                (nothing is sent); and what :meth:`publish` raises.
+        """
+        return self.publish(topic, dump_json(obj, self.json_dumps).decode("utf-8"))
 
     # -- running ------------------------------------------------------------
 
