@@ -193,6 +193,70 @@ def test_two_servers_share_topics_through_redis(
             client.close()
 
 
+def test_concurrent_watch_and_unwatch_end_in_the_right_subscriptions(
+    redis_server: RedisServer, make_server: ServerFactory
+) -> None:
+    """8 threads subscribe and unsubscribe 8 connections to 40 topics at once, 50 rounds each,
+    while the hub's thread applies the changes: Redis ends subscribed to exactly the topics
+    left with subscribers, and a publish to each reaches exactly its subscribers."""
+    hub = RedisHub(redis_server.url, channel="churn", min_delay=0.05, max_delay=0.5)
+    server = make_server(idle_handler, hub=hub)
+    clients = [wsthread.connect(f"ws://127.0.0.1:{server.port}/") for _ in range(8)]
+    try:
+        assert wait_until(lambda: len(server.connections) == 8, 10) and hub.wait_healthy(10)
+        connections = server.connections
+        start = threading.Barrier(8)
+        errors: List[BaseException] = []
+
+        def churn(k: int) -> None:
+            try:
+                start.wait(10)
+                rng = random.Random(k)
+                for _ in range(50):
+                    ws = connections[rng.randrange(8)]
+                    topic = f"c{rng.randrange(40)}"
+                    ws.subscribe(topic) if rng.random() < 0.55 else ws.unsubscribe(topic)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=churn, args=(k,)) for k in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not errors, errors
+        watched = {topic for ws in connections for topic in ws.topics}
+        assert watched  # some stayed watched (and the others' channels must be gone)
+        assert hub.wait_topics(10)
+        assert redis_channels(redis_server.url, "churn:topic:*") == {
+            f"churn:topic:{topic}" for topic in watched
+        }
+        assert hub.stats()["topics_subscribed"] == len(watched)
+        for ws in connections:
+            ws.subscribe("end")
+        assert hub.wait_topics(10)
+        other = RedisHub(redis_server.url, channel="churn")
+        other.attach_topics(lambda topic, message: None)
+        other.attach(lambda message: None)
+        try:
+            assert other.wait_healthy(10)
+            for n in range(40):
+                other.publish_topic(f"c{n}", f"c{n}")
+            other.publish_topic("end", "end")  # one publisher: after all the others
+            by_port = {ws.remote_address[1]: ws for ws in connections}
+            for client in clients:
+                mine = by_port[client.local_address[1]].topics
+                got = [client.recv(timeout=10) for _ in range(len(mine))]  # "end" is in mine
+                assert sorted(got[:-1]) == sorted(mine - {"end"})  # type: ignore[type-var]
+                assert got[-1] == "end"  # and nothing else came: no topic it does not watch
+            assert hub.stats()["topic_received"] == len(watched) + 1
+        finally:
+            other.close()
+    finally:
+        for client in clients:
+            client.close()
+
+
 # -- server processes --------------------------------------------------------------
 
 SERVER_PROGRAM = r"""
