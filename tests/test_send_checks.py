@@ -151,9 +151,13 @@ def test_a_generator_whose_first_piece_is_bad_sends_nothing(
 )
 def test_broadcast_refuses_the_same_and_sends_nothing(held: Held, message: Any, said: str) -> None:
     """broadcast() of a dict, None, a number or a list raises; the next broadcast arrives alone."""
-    server, _, sock = held
+    server, ws, sock = held
     with pytest.raises(TypeError, match=said):
         server.broadcast(message)
+    assert ws.subscribe("news")
+    json_said = said.replace("broadcast_json", "publish_json\\(topic, obj\\)")
+    with pytest.raises(TypeError, match=json_said):
+        server.publish("news", message)  # publish() refuses the same
     assert server.broadcast("after") == 1
     frames = frames_until(sock, 1)
     assert [(f.opcode, f.payload) for f in frames] == [(Opcode.TEXT, b"after")]

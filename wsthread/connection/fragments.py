@@ -41,7 +41,7 @@ def refuse_message(message: object, action: str = "send") -> TypeError:
     that the advice names its JSON sibling (``send_json``, ``broadcast_json``).
     """
     name = type(message).__name__
-    json = f"{action}_json(obj)"
+    json = f"{action}_json(topic, obj)" if action == "publish" else f"{action}_json(obj)"
     if message is None:
         advice = f"None is not a message: {action}('') or {action}(b'') sends an empty one"
     elif isinstance(message, Mapping):

@@ -1083,6 +1083,8 @@ class WebSocketServer(_Listener):
             RuntimeError: this process was forked from the one that created
                 the server (see :mod:`wsthread.runtime.forks`).
         """
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            raise refuse_message(message, "publish")  # before the hub or any subscriber
         self._fork_guard.check("publish()")
         return self._topics.publish(topic, message)
 
