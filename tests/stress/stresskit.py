@@ -15,7 +15,7 @@ import collections
 import os
 import threading
 import time
-from typing import Callable, Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple, Union
 
 __all__ = [
     "BOUND",
@@ -29,6 +29,7 @@ __all__ = [
     "assert_exact",
     "assert_subsequence",
     "wait_for",
+    "wait_until_all_gone",
 ]
 
 # A deadlock bound, not a speed target: a loaded 2-core machine still passes.
@@ -36,7 +37,7 @@ BOUND = 90.0
 
 #: Seconds after which a test starts no new round (it always finishes the
 #: current one and runs at least one); WSTHREAD_STRESS_SECONDS overrides it.
-ROUND_SECONDS = float(os.environ.get("WSTHREAD_STRESS_SECONDS", "12"))
+ROUND_SECONDS = float(os.environ.get("WSTHREAD_STRESS_SECONDS", "8"))
 
 Message = Union[str, bytes]
 
@@ -179,3 +180,19 @@ def wait_for(predicate: Callable[[], bool], timeout: float = BOUND) -> bool:
             return predicate()
         time.sleep(0.01)
     return True
+
+
+def wait_until_all_gone(server: Any, count: int) -> Dict[str, Any]:
+    """Wait until ``server`` counted ``count`` closes and holds no connection; its ``stats()``.
+
+    A connection's close is counted when its handler is done, a moment
+    before the server forgets it: both must have happened.
+    """
+
+    def gone() -> bool:
+        now = server.stats()["connections"]
+        return now["closed"] >= count and now["open"] == now["opening"] == 0
+
+    assert wait_for(gone), f"connections left behind: {server.stats()['connections']}"
+    assert server.connections == []
+    return dict(server.stats())

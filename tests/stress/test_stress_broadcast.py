@@ -26,6 +26,7 @@ from stresskit import (
     check,
     run_threads,
     wait_for,
+    wait_until_all_gone,
     whole,
 )
 
@@ -98,9 +99,8 @@ def test_broadcast_races_connect_and_close(make_server: ServerFactory) -> None:
     for ws in stable:
         ws.close()
     connections = len(stable) + len(churned)
-    assert wait_for(lambda: server.stats()["connections"]["closed"] == connections)
-    assert server.stats()["connections"]["opened"] == connections
-    assert server.connections == []
+    stats = wait_until_all_gone(server, connections)
+    assert stats["connections"]["opened"] == stats["connections"]["closed"] == connections
     assert server.broadcast("nobody") == 0
 
 
@@ -150,11 +150,9 @@ def test_reconnecting_clients_against_a_server_that_drops_them(make_server: Serv
     assert connections == [drops + 1] * clients
     assert visits == {f"c{i}": drops + 1 for i in range(clients)}
     total = clients * (drops + 1)
-    assert wait_for(lambda: server.stats()["connections"]["closed"] == total)
-    stats = server.stats()
-    assert stats["connections"]["opened"] == total
+    stats = wait_until_all_gone(server, total)
+    assert stats["connections"]["opened"] == stats["connections"]["closed"] == total
     assert stats["traffic"]["messages_sent"] == total * messages
-    assert server.connections == []
 
 
 def test_publish_races_subscribe_unsubscribe_and_close(make_server: ServerFactory) -> None:
@@ -233,5 +231,6 @@ def test_publish_races_subscribe_unsubscribe_and_close(make_server: ServerFactor
     for ws in stable:
         ws.close()
     connections = len(stable) + len(churned)
-    assert wait_for(lambda: server.stats()["connections"]["closed"] == connections)
+    stats = wait_until_all_gone(server, connections)
+    assert stats["connections"]["opened"] == stats["connections"]["closed"] == connections
     assert server.publish("news", "nobody left") == 0

@@ -21,7 +21,16 @@ import pytest
 
 import wsthread
 from conftest import ServerFactory
-from stresskit import BOUND, Collector, Rounds, assert_exact, make, run_threads, wait_for
+from stresskit import (
+    BOUND,
+    Collector,
+    Rounds,
+    assert_exact,
+    make,
+    run_threads,
+    wait_for,
+    wait_until_all_gone,
+)
 
 pytestmark = pytest.mark.stress
 
@@ -111,6 +120,6 @@ def test_wss_connections_with_concurrent_sends_and_closes(
         assert_exact(got, expected, "server: ")
         assert stats["messages_received"] == sum(expected.values()) + 1  # and the name
         assert stats["messages_sent"] == SENDERS * MESSAGES
-    stats = server.stats()
-    assert stats["connections"]["opened"] == len(results)
+    stats = wait_until_all_gone(server, len(results))
+    assert stats["connections"]["opened"] == stats["connections"]["closed"] == len(results)
     assert stats["failures"] == {}
