@@ -150,6 +150,12 @@ def test_hub_topics_come_back_after_an_outage(redis_server: RedisServer) -> None
         assert a.wait_healthy(15) and b.wait_topics(15)
         a.publish_topic("t", "after")
         assert inbox_b.wait_for(1) == [("t", "after")]
+        b.close()
+        answers: List[bool] = []
+        waiter = threading.Thread(target=lambda: answers.append(b.wait_topics(None)))
+        waiter.start()
+        waiter.join(30)
+        assert answers == [False]  # closed: no wait for ever
 
 
 def idle_handler(ws: ServerConnection) -> None:

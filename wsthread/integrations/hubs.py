@@ -412,13 +412,15 @@ class RedisHub:
         A topic's first subscriber in this process makes the subscriber
         thread subscribe to its channel within about 0.1 s; what other
         processes publish on it before Redis confirms is not received here.
-        Returns whether the two sets are equal (and the hub healthy).
+        Returns whether the two sets are equal (and the hub healthy); at
+        once ``False`` once the hub is closed.
         """
         with self._topics_changed:
-            done = self._topics_changed.wait_for(
-                lambda: self._confirmed == self._wanted and self._healthy, timeout
+            self._topics_changed.wait_for(
+                lambda: self._stop.is_set() or (self._confirmed == self._wanted and self._healthy),
+                timeout,
             )
-        return bool(done)
+            return self._confirmed == self._wanted and self._healthy and not self._stop.is_set()
 
     def wait_healthy(self, timeout: Optional[float] = None) -> bool:
         """Wait until the hub is connected and subscribed; return :attr:`healthy`."""
