@@ -239,6 +239,7 @@ class Phase:
     seconds: float = float("nan")  # first broadcast to last delivery
     latencies_us: List[int] = field(default_factory=list)
     server_cpu: float = 0.0  # server CPU seconds over the phase
+    cores: Tuple[float, float, float] = (0.0, 0.0, 0.0)  # CPU of server, clients, others / wall
     rss_kib: int = 0  # server RSS at the end of the phase
     endings: Dict[str, int] = field(default_factory=dict)  # how the stalled clients ended
     error: str = ""
@@ -276,10 +277,19 @@ class Phase:
             "p99_ms": self.percentile(0.99),
             "max_ms": self.percentile(1.0),
             "server_cpu_s": self.server_cpu,
+            "cores_server_clients_others": self.cores,
             "rss_kib": self.rss_kib,
             "endings": self.endings,
             "error": self.error,
         }
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def split(total: int, shares: Sequence[int]) -> List[int]:
@@ -320,7 +330,8 @@ async def phase(
         )
     for process in clients.processes:
         assert json.loads(await process.line(60)) == {"ready": True}
-    cpu = server.cpu_seconds()
+    cpu, began, busy = server.cpu_seconds(), time.monotonic(), machine_busy_seconds()
+    client_cpu = sum(process.cpu_seconds() for process in clients.processes)
     answer = await server.ask(order, timeout=120)  # a server stuck on a stalled client fails
     if "error" in answer:
         result.error = answer["error"]
@@ -329,6 +340,10 @@ async def phase(
         return result
     tallies = [json.loads(await p.line(600)) for p in clients.processes]
     result.server_cpu = server.cpu_seconds() - cpu
+    wall = time.monotonic() - began
+    client_cpu = sum(process.cpu_seconds() for process in clients.processes) - client_cpu
+    others = machine_busy_seconds() - busy - result.server_cpu - client_cpu
+    result.cores = (result.server_cpu / wall, client_cpu / wall, max(0.0, others) / wall)
     result.rss_kib = server.status("VmRSS")
     for tally in tallies:
         result.received += tally["received"]
@@ -604,6 +619,22 @@ def make_table(
             lambda r, n: r.server_cpu,
             2,
             ratios=False,
+        )
+        add(
+            f"{title}flood: server CPU us per delivery",
+            prefix + "flood",
+            lambda r, n: r.server_cpu / r.received * 1e6 if r.received else float("nan"),
+            1,
+            plot=False,
+        )
+        cells = []
+        for name in names:
+            result = results.get((prefix + "flood", name))
+            cells.append(" / ".join(f"{c:.2f}" for c in result.cores) if result else "-")
+        lines.append(
+            f"| {title}flood: CPU of server / clients / others (cores) | "
+            + " | ".join(cells)
+            + " |" * (1 + len(others))
         )
     if any(key == "stall" for key, _ in results):
         active = clients - settings.stall
