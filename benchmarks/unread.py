@@ -67,8 +67,9 @@ def proc_status(field: str, pid: str = "self") -> int:
 def serve(messages: int, keep_last: bool) -> None:
     """Run the server: print the port and baseline; obey "stats", "release", "report"."""
     import wsthread
-    from wsthread.connection.budget import DEFAULT_RECEIVE_BUDGET, ReceiveBudget
+    from wsthread.connection.budget import ReceiveBudget
     from wsthread.connection.threads import shared
+    from wsthread.options import DEFAULT_RECEIVE_BUDGET
 
     release = threading.Event()
     results: Dict[int, str] = {}

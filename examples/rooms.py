@@ -60,7 +60,7 @@ def join(ws: wsthread.ServerConnection, name: str, room: str) -> None:
         event(ws, type="error", text=str(exc))
         return
     if joined:
-        wait_topics = getattr(ws.server.hub, "wait_topics", None)
+        wait_topics = getattr(ws.server.options.hub, "wait_topics", None)
         if wait_topics is not None:  # with Redis: hear the room's other processes from now on
             wait_topics(2)
         to_room(ws, room, type="joined", name=name)

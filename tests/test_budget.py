@@ -15,15 +15,10 @@ import pytest
 
 import wsthread
 from conftest import ServerFactory, wait_until
-from wsthread.connection.budget import (
-    DEFAULT_RECEIVE_BUDGET,
-    GRANULE,
-    BudgetShare,
-    ReceiveBudget,
-    default_receive_budget,
-)
+from wsthread.connection.budget import GRANULE, BudgetShare, ReceiveBudget
 from wsthread.connection.messages import MessageQueue
 from wsthread.connection.threads import shared
+from wsthread.options import DEFAULT_RECEIVE_BUDGET, default_receive_budget
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -87,7 +87,7 @@ def test_guide_covers_every_connection_method_and_attribute() -> None:
 @pytest.mark.parametrize(
     ("title", "function", "skip"),
     [
-        ("`serve()` options", wsthread.WebSocketServer.__init__, {"self"}),
+        ("`serve()` options", wsthread.serve, set()),
         ("`connect()` options", wsthread.connect, set()),
     ],
 )

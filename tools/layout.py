@@ -48,6 +48,7 @@ def section() -> str:
         "(`python tools/layout.py --write` writes it from the modules' docstrings).",
         "",
         f"- `wsthread/exceptions.py` — {first_line(PACKAGE / 'exceptions.py')}",
+        f"- `wsthread/options.py` — {first_line(PACKAGE / 'options.py')}",
     ]
     for folder in FOLDERS:
         lines.append(f"- `wsthread/{folder}/` — {first_line(PACKAGE / folder / '__init__.py')}")
@@ -57,7 +58,7 @@ def section() -> str:
     faces = sorted(
         p.name
         for p in PACKAGE.glob("*.py")
-        if p.name not in ("__init__.py", "exceptions.py", "_speedups.pyi")
+        if p.name not in ("__init__.py", "exceptions.py", "options.py", "_speedups.pyi")
     )
     lines += [
         f"- `wsthread/__init__.py` — {first_line(PACKAGE / '__init__.py')}",

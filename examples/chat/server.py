@@ -259,7 +259,7 @@ def main() -> None:
         max_size=65536,
         hub=hub_factory() if hub_factory else None,
     ) as server:
-        if isinstance(server.hub, RedisHub) and not server.hub.wait_healthy(5):
+        if isinstance(server.options.hub, RedisHub) and not server.options.hub.wait_healthy(5):
             logging.warning("Redis is not reachable yet: a room of our own until it is")
         print(f"chat room on {scheme}://{host}:{server.port}/ (Ctrl-C to stop)", flush=True)
         try:

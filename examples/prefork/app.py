@@ -67,7 +67,7 @@ def events() -> wsthread.WebSocketServer:
             server = wsthread.serve(screen, WS_HOST, WS_PORT, **options)
             if REDIS_URL:
                 # Take no page before this worker hears the others' broadcasts.
-                server.hub.wait_healthy(10)
+                server.options.hub.wait_healthy(10)
             _events = server.start()
         return _events
 

@@ -17,14 +17,25 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+)
 
-from ..connection.budget import ReceiveBudgetOption, receive_budget_bytes
-from ..connection.connection import Connection, JSONDumps, JSONLoads
+from ..connection.connection import Connection
 from ..connection.threads import Keepalive, shared
 from ..connection.trace import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Tracer
 from ..connection.transport import TLSTransport, Transport
 from ..exceptions import ConnectionClosed, InvalidResponse, InvalidStatus, InvalidURI, ProxyError
+from ..options import DEFAULT_USER_AGENT, ClientOptions, HeadersLike, ReceiveBudgetOption
 from ..runtime.deadline import Deadline
 from ..runtime.fdlimit import describe_limit, is_resource_error
 from ..sansio.body import BodyReader
@@ -57,8 +68,6 @@ logger = logging.getLogger("wsthread")
 
 C = TypeVar("C", bound="ClientConnection")
 
-DEFAULT_USER_AGENT = "wsthread"
-"""The ``User-Agent`` header the client sends by default."""
 
 # Reading a refused handshake's body: the size of each read, and the most
 # time it may take (within open_timeout) when the server neither ends the
@@ -221,28 +230,28 @@ def connect(
     uri: str,
     *,
     sock: Optional[socket.socket] = None,
-    ssl: Optional[ssl_module.SSLContext] = None,
-    server_hostname: Optional[str] = None,
-    origin: Optional[str] = None,
-    subprotocols: Optional[Sequence[str]] = None,
-    additional_headers: Optional[Iterable[Tuple[str, str]]] = None,
-    user_agent_header: Optional[str] = DEFAULT_USER_AGENT,
-    compression: CompressionOption = "deflate",
     proxy: ProxyOption = True,
-    # The timeouts and limits below repeat serve()'s on purpose: each public
-    # signature lists its own options (tests/test_docs.py checks both tables).
+    # -- parameters of ClientOptions for clients --
     open_timeout: Optional[float] = 10,
     ping_interval: Optional[float] = 20,
     ping_timeout: Optional[float] = 20,
     close_timeout: Optional[float] = 10,
+    write_timeout: Optional[float] = 10,
     max_size: Optional[int] = 2**20,
     max_queue: Optional[int] = 16,
     receive_budget: ReceiveBudgetOption = "auto",
-    write_timeout: Optional[float] = 10,
-    trace: Optional[Tracer] = None,
+    trace: Optional[Any] = None,
     logger: Optional[logging.Logger] = None,
-    json_dumps: Optional[JSONDumps] = None,
-    json_loads: Optional[JSONLoads] = None,
+    json_dumps: Optional[Callable[[Any], Union[str, bytes]]] = None,
+    json_loads: Optional[Callable[[Any], Any]] = None,
+    compression: CompressionOption = "deflate",
+    ssl: Optional[ssl_module.SSLContext] = None,
+    server_hostname: Optional[str] = None,
+    origin: Optional[str] = None,
+    subprotocols: Optional[Sequence[str]] = None,
+    additional_headers: Optional[HeadersLike] = None,
+    user_agent_header: Optional[str] = DEFAULT_USER_AGENT,
+    # -- end of ClientOptions parameters, written by tools/options.py --
 ) -> ClientConnection:
     """Open a WebSocket connection to ``uri`` and return it once the handshake is done.
 
@@ -309,101 +318,90 @@ def connect(
         TimeoutError: the handshake took longer than ``open_timeout``.
         OSError: the connection could not be made (refused, TLS failure...).
     """
-    client_settings(compression)  # a bad value fails before connecting
-    receive_budget_bytes(receive_budget)
-    target = parse_uri(uri)
-    deadline = Deadline(open_timeout)
-    if sock is None:
-        sock = _open_socket(target, proxy, deadline, uri, open_timeout)
-    return open_connection(
-        ClientConnection,
-        sock,
-        uri,
+    options = ClientOptions(
+        # -- arguments of ClientOptions for clients --
         open_timeout=open_timeout,
-        deadline=deadline,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=close_timeout,
+        write_timeout=write_timeout,
+        max_size=max_size,
+        max_queue=max_queue,
+        receive_budget=receive_budget,
+        trace=trace,
+        logger=logger,
+        json_dumps=json_dumps,
+        json_loads=json_loads,
+        compression=compression,
         ssl=ssl,
         server_hostname=server_hostname,
         origin=origin,
         subprotocols=subprotocols,
         additional_headers=additional_headers,
         user_agent_header=user_agent_header,
-        compression=compression,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        max_size=max_size,
-        trace=trace,
-        close_timeout=close_timeout,
-        max_queue=max_queue,
-        receive_budget=receive_budget,
-        write_timeout=write_timeout,
-        logger=logger,
-        json_dumps=json_dumps,
-        json_loads=json_loads,
+        # -- end of ClientOptions arguments, written by tools/options.py --
     )
+    target = parse_uri(uri)
+    deadline = Deadline(open_timeout)
+    if sock is None:
+        sock = _open_socket(target, proxy, deadline, uri, open_timeout)
+    return open_connection(ClientConnection, sock, uri, options, deadline=deadline)
 
 
-# The options of connect() again, on purpose: connect() and wsthread.testing's
-# connect() pass them on by name, each typed and defaulted as there.
 def open_connection(
     connection_class: Type[C],
     sock: socket.socket,
     uri: str,
+    options: Optional[ClientOptions] = None,
     *,
-    open_timeout: Optional[float] = 10,
     deadline: Optional[Deadline] = None,
-    ssl: Optional[ssl_module.SSLContext] = None,
-    server_hostname: Optional[str] = None,
-    origin: Optional[str] = None,
-    subprotocols: Optional[Sequence[str]] = None,
-    additional_headers: Optional[Iterable[Tuple[str, str]]] = None,
-    user_agent_header: Optional[str] = DEFAULT_USER_AGENT,
-    compression: CompressionOption = "deflate",
-    ping_interval: Optional[float] = 20,
-    ping_timeout: Optional[float] = 20,
-    max_size: Optional[int] = 2**20,
-    trace: Optional[Tracer] = None,
-    **options: Any,
+    **connection_options: Any,
 ) -> C:
     """Open a WebSocket over the connected ``sock``, as :func:`connect` does once it has a socket.
 
     TLS for ``wss://``, the handshake within ``open_timeout`` (or by
-    ``deadline``, started earlier), then the connection starts. The options
-    are :func:`connect`'s; ``options`` go to ``connection_class`` (a
+    ``deadline``, started earlier), then the connection starts. ``options``
+    are :func:`connect`'s, as one :class:`~wsthread.options.ClientOptions`;
+    ``connection_options`` go to ``connection_class`` (a
     :class:`ClientConnection` or a subclass, such as
     :class:`wsthread.testing.TestConnection`). The connection owns ``sock``:
     it is closed if the handshake fails.
 
     Raises ``TimeoutError`` when the handshake takes too long, and what :func:`connect` raises.
     """
-    deadline = deadline or Deadline(open_timeout)
+    options = options if options is not None else ClientOptions()
+    deadline = deadline or Deadline(options.open_timeout)
     try:
         target = parse_uri(uri)
-        offers = client_settings(compression)
-        transport = _client_transport(sock, target, ssl, server_hostname, deadline)
+        transport = _client_transport(sock, target, options.ssl, options.server_hostname, deadline)
         opening = ClientOpening(
             target.host,
             target.port,
             target.resource,
             secure=target.secure,
-            origin=origin,
-            subprotocols=list(subprotocols or ()),
-            offers=offers,
-            extra_headers=_request_headers(additional_headers, user_agent_header),
+            origin=options.origin,
+            subprotocols=list(options.subprotocols or ()),
+            offers=client_settings(options.compression),
+            extra_headers=_request_headers(options.additional_headers, options.user_agent_header),
         )
+        trace = options.trace
         tracer = None if trace is None else trace.connection(uri)
-        pings = None if ping_interval is None else shared(Keepalive, ping_interval, ping_timeout)
+        interval = options.ping_interval
+        pings = None if interval is None else shared(Keepalive, interval, options.ping_timeout)
         connection = connection_class(
             transport,
-            Protocol(Side.CLIENT, max_size=max_size, trace=tracer),
+            Protocol(Side.CLIENT, max_size=options.max_size, trace=tracer),
+            options=options,
             request=opening.request,
             keepalive=pings,
             tracer=tracer,
-            **options,
+            **connection_options,
         )
         connection.handshake(opening, deadline)
     except socket.timeout:
         sock.close()
-        raise TimeoutError(f"the opening handshake with {uri} took over {open_timeout}s") from None
+        timeout = options.open_timeout
+        raise TimeoutError(f"the opening handshake with {uri} took over {timeout}s") from None
     except BaseException:
         sock.close()
         raise
@@ -414,7 +412,7 @@ def open_connection(
 
 
 def _request_headers(
-    additional_headers: Optional[Iterable[Tuple[str, str]]], user_agent: Optional[str]
+    additional_headers: Optional[HeadersLike], user_agent: Optional[str]
 ) -> List[Tuple[str, str]]:
     """The extra headers of the upgrade request, ``User-Agent`` first unless given."""
     headers = header_pairs(additional_headers)
@@ -468,7 +466,28 @@ def _client_transport(
 def unix_connect(
     path: Union[str, os.PathLike[str]],
     uri: str = "ws://localhost/",
-    **options: Any,
+    *,
+    # -- parameters of ClientOptions for clients --
+    open_timeout: Optional[float] = 10,
+    ping_interval: Optional[float] = 20,
+    ping_timeout: Optional[float] = 20,
+    close_timeout: Optional[float] = 10,
+    write_timeout: Optional[float] = 10,
+    max_size: Optional[int] = 2**20,
+    max_queue: Optional[int] = 16,
+    receive_budget: ReceiveBudgetOption = "auto",
+    trace: Optional[Any] = None,
+    logger: Optional[logging.Logger] = None,
+    json_dumps: Optional[Callable[[Any], Union[str, bytes]]] = None,
+    json_loads: Optional[Callable[[Any], Any]] = None,
+    compression: CompressionOption = "deflate",
+    ssl: Optional[ssl_module.SSLContext] = None,
+    server_hostname: Optional[str] = None,
+    origin: Optional[str] = None,
+    subprotocols: Optional[Sequence[str]] = None,
+    additional_headers: Optional[HeadersLike] = None,
+    user_agent_header: Optional[str] = DEFAULT_USER_AGENT,
+    # -- end of ClientOptions parameters, written by tools/options.py --
 ) -> ClientConnection:
     """Open a WebSocket connection over the Unix socket ``path``.
 
@@ -481,12 +500,36 @@ def unix_connect(
     """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.settimeout(options.get("open_timeout", 10))
+        sock.settimeout(open_timeout)
         sock.connect(os.fspath(path))
     except BaseException:
         sock.close()
         raise
-    return connect(uri, sock=sock, **options)
+    return connect(
+        uri,
+        sock=sock,
+        # -- arguments of ClientOptions for clients --
+        open_timeout=open_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=close_timeout,
+        write_timeout=write_timeout,
+        max_size=max_size,
+        max_queue=max_queue,
+        receive_budget=receive_budget,
+        trace=trace,
+        logger=logger,
+        json_dumps=json_dumps,
+        json_loads=json_loads,
+        compression=compression,
+        ssl=ssl,
+        server_hostname=server_hostname,
+        origin=origin,
+        subprotocols=subprotocols,
+        additional_headers=additional_headers,
+        user_agent_header=user_agent_header,
+        # -- end of ClientOptions arguments, written by tools/options.py --
+    )
 
 
 def reconnect(

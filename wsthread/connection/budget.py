@@ -11,47 +11,20 @@ reader threads stop reading until an application takes a message
 
 from __future__ import annotations
 
-import os
 import threading
-from typing import Dict, List, Optional, Protocol, Union
+from typing import Dict, List, Protocol
 
 __all__ = [
     "BudgetedQueue",
     "BudgetShare",
-    "DEFAULT_RECEIVE_BUDGET",
     "GRANULE",
     "ReceiveBudget",
-    "ReceiveBudgetOption",
-    "default_receive_budget",
-    "receive_budget_bytes",
 ]
 
 #: A queue's count in the budget is brought up to date when it is this far
 #: off, or when the queue empties: small messages then never touch the
 #: shared budget, and each connection is off by less than this.
 GRANULE = 16 * 1024
-
-
-def default_receive_budget() -> int:
-    """The default ``receive_budget``: 1/16 of the machine's memory, at most 64 MiB.
-
-    64 MiB of messages waiting for handlers is plenty to keep every
-    connection busy (more would only add latency: the peers' data waits in
-    the kernel and in the peers instead), and 1/16 keeps a small board
-    (a 512 MiB Raspberry Pi: 32 MiB) out of trouble.
-    """
-    cap = 64 * 2**20
-    try:
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # not on this platform
-        return cap
-    return max(2**20, min(cap, memory // 16)) if memory > 0 else cap
-
-
-#: What ``receive_budget="auto"`` (the default of :func:`~wsthread.serve` and
-#: :func:`~wsthread.connect`) means on this machine, in bytes (see
-#: :func:`default_receive_budget`).
-DEFAULT_RECEIVE_BUDGET = default_receive_budget()
 
 
 class BudgetedQueue(Protocol):
@@ -63,27 +36,6 @@ class BudgetedQueue(Protocol):
 
     def wake_reader(self) -> None:
         """Let the queue's reader, paused for lack of room, read again."""
-
-
-ReceiveBudgetOption = Union[int, str, None]
-"""``receive_budget=``: bytes, ``"auto"`` or ``None`` (no budget)."""
-
-
-def receive_budget_bytes(option: ReceiveBudgetOption) -> Optional[int]:
-    """The bytes a ``receive_budget=`` option stands for (``None``: no budget).
-
-    Raises:
-        ValueError: neither a positive number of bytes, ``"auto"`` nor ``None``.
-    """
-    if option is None:
-        return None
-    if option == "auto":
-        return DEFAULT_RECEIVE_BUDGET
-    if isinstance(option, int) and not isinstance(option, bool) and option > 0:
-        return option
-    raise ValueError(
-        f"receive_budget must be a positive number of bytes, 'auto' or None: {option!r}"
-    )
 
 
 class ReceiveBudget:

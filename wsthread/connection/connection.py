@@ -60,10 +60,11 @@ from typing import (
 )
 
 from ..exceptions import ConnectionClosed, ConnectionClosedOK, InvalidJSON
+from ..options import ConnectionOptions, ReceiveBudgetOption, receive_budget_bytes
 from ..runtime.deadline import Deadline
 from ..sansio.frames import CloseCode
 from ..sansio.protocol import Protocol
-from .budget import ReceiveBudget, ReceiveBudgetOption, receive_budget_bytes
+from .budget import ReceiveBudget
 from .closing import Closing
 from .fragments import check_message, send_fragments
 from .messages import Data, Item, MessageQueue, QueueClosed, Receiver
@@ -203,51 +204,36 @@ class Connection:
     Args:
         transport: the byte transport (plain or TLS), after the opening handshake.
         protocol: the sans-I/O protocol for this side.
-        close_timeout: how long :meth:`close` waits for the peer's close
-            frame (and a client for the server's TCP close); ``None`` waits
-            forever.
-        max_queue: how many received messages may wait for :meth:`recv`
-            before the reader stops reading; ``None`` for no limit.
-        receive_budget: bytes of received messages not yet read, summed
-            over every connection of the process that has the same value,
-            past which their reader threads stop reading (see
-            :class:`~wsthread.connection.messages.ReceiveBudget`); ``"auto"``: 1/16 of
-            the machine's memory, at most 64 MiB; ``None``: no budget.
-        write_timeout: how long a write may make no progress at all (the
-            peer takes no bytes) before the connection is failed; ``None``
-            waits for ever.
-        write_limit: how many bytes a non-blocking send (``broadcast``) may
-            leave waiting for this peer before the connection is closed with
-            1013; ``None`` for no limit.
+        options: the connection's limits, timeouts, logger and JSON codecs
+            (a :class:`~wsthread.options.ConnectionOptions`, or a server's or
+            client's options, which are ones): ``close_timeout`` bounds
+            :meth:`close`, ``max_queue`` and ``receive_budget`` when the
+            reader stops reading, ``write_timeout`` and ``write_limit`` the
+            writer, ``thread_stack_size`` the reader thread,
+            ``json_dumps``/``json_loads`` :meth:`send_json` and
+            :meth:`recv_json` (``orjson.dumps`` may return UTF-8 ``bytes``:
+            it is sent as text).
         initial_data: bytes that arrived right behind the handshake.
-        logger: where this connection logs; defaults to ``wsthread``.
-        thread_stack_size: the stack, in bytes, of the reader thread;
-            ``None``: the platform's default.
-        json_dumps: the encoder of :meth:`send_json`; ``None``: the
-            standard library's ``json.dumps`` with compact separators. It
-            may return ``str`` or UTF-8 ``bytes`` (``orjson.dumps``): either
-            is sent as a text message.
-        json_loads: the decoder of :meth:`recv_json`; ``None``:
-            ``json.loads``. It gets the message as received, ``str`` for
-            text, ``bytes`` for binary.
+        changes: options to change from ``options``, by name (checked).
     """
 
     def __init__(
         self,
         transport: Transport,
         protocol: Protocol,
+        options: Optional[ConnectionOptions] = None,
         *,
-        close_timeout: Optional[float] = 10,
-        max_queue: Optional[int] = 16,
-        receive_budget: ReceiveBudgetOption = "auto",
-        write_timeout: Optional[float] = 10,
-        write_limit: Optional[int] = 2**20,
         initial_data: bytes = b"",
-        logger: Optional[logging.Logger] = None,
-        thread_stack_size: Optional[int] = None,
-        json_dumps: Optional[JSONDumps] = None,
-        json_loads: Optional[JSONLoads] = None,
+        **changes: Any,
     ) -> None:
+        options = options if options is not None else ConnectionOptions()
+        if changes:
+            options = options.replace(**changes)
+        self.options = options
+        """This connection's options (:class:`~wsthread.options.ConnectionOptions`)."""
+        json_dumps, json_loads = options.json_dumps, options.json_loads
+        close_timeout, write_timeout = options.close_timeout, options.write_timeout
+        write_limit, thread_stack_size = options.write_limit, options.thread_stack_size
         self.transport = transport
         self.json_dumps = json_dumps
         """The encoder of :meth:`send_json` (``None``: ``json.dumps``)."""
@@ -263,11 +249,13 @@ class Connection:
         """The peer's address: ``(host, port)`` over TCP, a path over a Unix socket."""
         self.local_address: Any = _sockname(transport.socket)
         """This side's address: ``(host, port)`` over TCP, a path over a Unix socket."""
-        self.logger: logging.LoggerAdapter = _peer_logger(self, logger)  # type: ignore[type-arg]
+        self.logger: logging.LoggerAdapter = _peer_logger(self, options.logger)  # type: ignore[type-arg]
         # Fragmented messages come out of the protocol piece by piece; the
         # receiver joins them for recv(), or hands them on to recv_streaming().
         protocol.fragments = True
-        self._messages = MessageQueue(max_queue, budget=_shared_budget(receive_budget))
+        self._messages = MessageQueue(
+            options.max_queue, budget=_shared_budget(options.receive_budget)
+        )
         self._receiver = Receiver(self._take)
         self._receiving_thread = 0  # the thread that last took a message (see send())
         self.writer = Writer(

@@ -24,12 +24,14 @@ closes every connection and server it opened when the test ends.
 from __future__ import annotations
 
 import inspect
+import logging
 import socket
 import threading
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..client.client import ClientConnection, open_connection
-from ..connection.connection import JSONDumps, JSONLoads
+from ..options import ClientOptions, HeadersLike, ReceiveBudgetOption
+from ..sansio.deflate import CompressionOption
 from ..server.server import DetachedServer, WebSocketServer
 
 __all__ = ["connect", "TestConnection", "ws_connect"]
@@ -77,18 +79,23 @@ def connect(
     target: Any,
     path: str = "/ws",
     *,
-    origin: Optional[str] = None,
-    subprotocols: Optional[Sequence[str]] = None,
-    additional_headers: Optional[Any] = None,
-    compression: Optional[str] = "deflate",
+    server_options: Optional[Mapping[str, Any]] = None,
+    # -- parameters of ClientOptions for testing --
     open_timeout: Optional[float] = 10,
     close_timeout: Optional[float] = 10,
+    write_timeout: Optional[float] = 10,
     max_size: Optional[int] = 2**20,
     max_queue: Optional[int] = 16,
-    write_timeout: Optional[float] = 10,
-    json_dumps: Optional[JSONDumps] = None,
-    json_loads: Optional[JSONLoads] = None,
-    server_options: Optional[Mapping[str, Any]] = None,
+    receive_budget: ReceiveBudgetOption = "auto",
+    trace: Optional[Any] = None,
+    logger: Optional[logging.Logger] = None,
+    json_dumps: Optional[Callable[[Any], Union[str, bytes]]] = None,
+    json_loads: Optional[Callable[[Any], Any]] = None,
+    compression: CompressionOption = "deflate",
+    origin: Optional[str] = None,
+    subprotocols: Optional[Sequence[str]] = None,
+    additional_headers: Optional[HeadersLike] = None,
+    # -- end of ClientOptions parameters, written by tools/options.py --
 ) -> TestConnection:
     """Connect a client to ``target`` in this process, over a socket pair.
 
@@ -98,10 +105,10 @@ def connect(
             ``start_response``), such as one wrapped by
             :func:`wsthread.wsgi.middleware`.
         path: the request target, query string included (``"/ws?room=1"``).
-        origin: and the other options up to ``json_loads``, as for
-            :func:`wsthread.connect` (no keepalive pings are sent).
         server_options: options of :func:`wsthread.serve` for the server
             side of a handler or mapping (``origins``, ``max_size``...).
+        origin: and the other options, as for :func:`wsthread.connect`
+            (no keepalive pings are sent, no ``User-Agent``, no TLS).
 
     Returns:
         The open connection; its ``server`` attribute is the server side.
@@ -114,23 +121,28 @@ def connect(
     """
     server, client_sock = _serve_one_end(target, server_options)
     try:  # wsthread.connect()'s handshake and options (the same keywords, on purpose)
-        connection = open_connection(
-            TestConnection,
-            client_sock,
-            f"ws://{_SERVER_NAME}{path}",
-            user_agent_header=None,
+        options = ClientOptions(
             ping_interval=None,
+            user_agent_header=None,
+            # -- arguments of ClientOptions for testing --
+            open_timeout=open_timeout,
+            close_timeout=close_timeout,
+            write_timeout=write_timeout,
+            max_size=max_size,
+            max_queue=max_queue,
+            receive_budget=receive_budget,
+            trace=trace,
+            logger=logger,
+            json_dumps=json_dumps,
+            json_loads=json_loads,
+            compression=compression,
             origin=origin,
             subprotocols=subprotocols,
             additional_headers=additional_headers,
-            compression=compression,
-            open_timeout=open_timeout,
-            close_timeout=close_timeout,
-            max_size=max_size,
-            max_queue=max_queue,
-            write_timeout=write_timeout,
-            json_dumps=json_dumps,
-            json_loads=json_loads,
+            # -- end of ClientOptions arguments, written by tools/options.py --
+        )
+        connection = open_connection(
+            TestConnection, client_sock, f"ws://{_SERVER_NAME}{path}", options
         )
     except BaseException:
         server.shutdown()

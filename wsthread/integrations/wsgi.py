@@ -53,11 +53,13 @@ import urllib.parse
 import weakref
 from http import HTTPStatus
 from types import FrameType
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 from ..connection.transport import Transport
+from ..options import HeadersLike, ReceiveBudgetOption
 from ..runtime.forks import ForkGuard
-from ..sansio.handshake import Headers, Request
+from ..sansio.deflate import CompressionOption
+from ..sansio.handshake import Headers, Request, Response
 from ..sansio.routing import Routes, is_upgrade
 from ..server.http import HIJACKED, WSGIApplication
 from ..server.server import DetachedServer, RoutesLike, ServerConnection, WebSocketServer
@@ -215,13 +217,13 @@ class WebSocketMiddleware:
                     )
                 self._server = DetachedServer(self._routes_given, "127.0.0.1", 0, **options)
                 self._server_guard = ForkGuard("WebSocketMiddleware")
-                if _forks >= 2 and self._server.hub is None:
+                if _forks >= 2 and self._server.options.hub is None:
                     _warn_without_hub(f"this process is fork number {_forks} of its parent")
             return self._server
 
     def check_hub(self, why: str) -> None:
         """Warn (once per process) that ``why`` makes several processes, if there is no hub."""
-        if self.server.hub is None:
+        if self.server.options.hub is None:
             _warn_without_hub(why)
 
     def broadcast(self, message: Any) -> int:
@@ -318,7 +320,7 @@ class WebSocketMiddleware:
         """
         self.server.shutdown()
         if timeout is None:
-            timeout = self.server.close_timeout
+            timeout = self.server.options.close_timeout
         with self._idle:
             if not self._idle.wait_for(lambda: self._active == 0, timeout):
                 logger.warning("%d WebSocket handlers still running after shutdown", self._active)
@@ -331,7 +333,39 @@ def _phrase(status: int) -> str:
         return "Unknown"
 
 
-def middleware(app: WSGIApplication, routes: RoutesLike, **options: Any) -> WebSocketMiddleware:
+def middleware(
+    app: WSGIApplication,
+    routes: RoutesLike,
+    *,
+    # -- parameters of ServerOptions for middleware --
+    open_timeout: Optional[float] = 10,
+    ping_interval: Optional[float] = 20,
+    ping_timeout: Optional[float] = 20,
+    close_timeout: Optional[float] = 10,
+    write_timeout: Optional[float] = 10,
+    max_size: Optional[int] = 2**20,
+    max_queue: Optional[int] = 16,
+    receive_budget: ReceiveBudgetOption = "auto",
+    write_limit: Optional[int] = 2**20,
+    trace: Optional[Any] = None,
+    logger: Optional[logging.Logger] = None,
+    thread_stack_size: Optional[int] = None,
+    json_dumps: Optional[Callable[[Any], Union[str, bytes]]] = None,
+    json_loads: Optional[Callable[[Any], Any]] = None,
+    compression: CompressionOption = "deflate",
+    origins: Optional[Sequence[Optional[str]]] = None,
+    subprotocols: Optional[Sequence[str]] = None,
+    select_subprotocol: Optional[Callable[[Any, List[str]], Optional[str]]] = None,
+    process_request: Optional[Callable[[Any, Request], Optional[Response]]] = None,
+    process_response: Optional[Callable[[Any, Request, Response], Optional[Response]]] = None,
+    server_header: Optional[str] = "wsthread",
+    extra_headers: Union[HeadersLike, Callable[[Any, Request], HeadersLike], None] = None,
+    max_connections: Optional[int] = 1024,
+    max_subscriptions: Optional[int] = 1024,
+    trusted_proxies: Optional[Sequence[str]] = None,
+    hub: Any = None,
+    # -- end of ServerOptions parameters, written by tools/options.py --
+) -> WebSocketMiddleware:
     """Add WebSocket routes to a WSGI application.
 
     Args:
@@ -354,7 +388,38 @@ def middleware(app: WSGIApplication, routes: RoutesLike, **options: Any) -> WebS
         attribute (or :meth:`~WebSocketMiddleware.broadcast`) reaches the
         connections.
     """
-    return WebSocketMiddleware(app, routes, **options)
+    return WebSocketMiddleware(
+        app,
+        routes,
+        # -- arguments of ServerOptions for middleware --
+        open_timeout=open_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=close_timeout,
+        write_timeout=write_timeout,
+        max_size=max_size,
+        max_queue=max_queue,
+        receive_budget=receive_budget,
+        write_limit=write_limit,
+        trace=trace,
+        logger=logger,
+        thread_stack_size=thread_stack_size,
+        json_dumps=json_dumps,
+        json_loads=json_loads,
+        compression=compression,
+        origins=origins,
+        subprotocols=subprotocols,
+        select_subprotocol=select_subprotocol,
+        process_request=process_request,
+        process_response=process_response,
+        server_header=server_header,
+        extra_headers=extra_headers,
+        max_connections=max_connections,
+        max_subscriptions=max_subscriptions,
+        trusted_proxies=trusted_proxies,
+        hub=hub,
+        # -- end of ServerOptions arguments, written by tools/options.py --
+    )
 
 
 def attach(worker: Any = None) -> None:

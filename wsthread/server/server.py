@@ -54,6 +54,7 @@ accept loop's thread, and stopping it from any thread) and
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import errno
 import logging
 import os
@@ -62,6 +63,7 @@ import socketserver
 import ssl as ssl_module
 import threading
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
@@ -76,12 +78,9 @@ from typing import (
 )
 
 from ..connection import parking
-from ..connection.budget import ReceiveBudgetOption, receive_budget_bytes
 from ..connection.connection import (
     Connection,
     Data,
-    JSONDumps,
-    JSONLoads,
     dump_json,
     format_address,
     peer_address,
@@ -95,13 +94,13 @@ from ..exceptions import (
     InvalidHandshake,
     ServiceUnavailable,
 )
+from ..options import ReceiveBudgetOption, ServerOptions
 from ..runtime.deadline import Deadline
 from ..runtime.fdlimit import AcceptGuard, is_resource_error
 from ..runtime.forks import ForkGuard
 from ..sansio.deflate import (
     CompressionOption,
     DeflateParameters,
-    server_settings,
 )
 from ..sansio.frames import CloseCode
 from ..sansio.handshake import (
@@ -115,7 +114,7 @@ from ..sansio.opening import Reject, ServerOpening
 from ..sansio.protocol import Protocol, Side
 from ..sansio.routing import Routes, is_upgrade
 from .broadcast import Broadcaster
-from .http import WSGIApplication, serve_wsgi
+from .http import serve_wsgi
 from .registry import Registry, asked_to_close
 from .serving import ServingState
 from .stats import LogLimiter, ServerCounters
@@ -178,21 +177,14 @@ class ServerConnection(Connection):
     def _accepted(cls, server: WebSocketServer, transport: Transport) -> ServerConnection:
         """A connection over ``transport``, with ``server``'s settings."""
         peer = format_address(peer_address(transport.socket))
-        tracer = None if server.trace is None else server.trace.connection(peer)
+        trace = server.options.trace
+        tracer = None if trace is None else trace.connection(peer)
         return cls(
             transport,
-            Protocol(Side.SERVER, max_size=server.max_size, trace=tracer),
+            Protocol(Side.SERVER, max_size=server.options.max_size, trace=tracer),
+            options=server.options,
             server=server,
             tracer=tracer,
-            close_timeout=server.close_timeout,
-            max_queue=server.max_queue,
-            receive_budget=server.receive_budget,
-            write_timeout=server.write_timeout,
-            write_limit=server.write_limit,
-            logger=server.logger,
-            thread_stack_size=server.thread_stack_size,
-            json_dumps=server.json_dumps,
-            json_loads=server.json_loads,
         )
 
     @property
@@ -297,7 +289,9 @@ class ServerConnection(Connection):
             if self._tracer is not None:
                 self._tracer.handshake(CLIENT_TO_SERVER, request.serialize())
             self.route = server.routes.match(request.path)  # the one lookup of the route
-            if server.wsgi_app is not None and not (is_upgrade(request) and self.route is not None):
+            if server.options.wsgi is not None and not (
+                is_upgrade(request) and self.route is not None
+            ):
                 serve_wsgi(server, self.transport, request, trailing_data)
                 return None
             return self._answer(request, trailing_data, deadline)
@@ -309,7 +303,7 @@ class ServerConnection(Connection):
                 "handshake timed out",
                 logging.DEBUG,
                 "handshake timed out after %ss",
-                server.open_timeout,
+                server.options.open_timeout,
             )
         except (OSError, ConnectionClosed) as exc:
             server._counters.failed("handshake_error")
@@ -319,7 +313,7 @@ class ServerConnection(Connection):
     def _answer(self, request: Request, trailing_data: bytes, deadline: Deadline) -> int:
         """Answer a request read whole: a 101 (the connection opens), or plain HTTP that ends it."""
         server = self.server
-        response = self._call_hook(server.process_request_hook, "process_request", request)
+        response = self._call_hook(server.options.process_request, "process_request", request)
         if response is not None:
             server._counters.http_response(response.status)
         else:
@@ -333,11 +327,11 @@ class ServerConnection(Connection):
                 return self._rejected(decision)
             self.subprotocol = decision.subprotocol
             response, deflate = decision.response, decision.deflate
-            server._registry.reserve(server.max_connections)  # 503 when full
+            server._registry.reserve(server.options.max_connections)  # 503 when full
             opened = False
             try:
                 replaced = self._call_hook(
-                    server.process_response_hook, "process_response", request, response
+                    server.options.process_response, "process_response", request, response
                 )
                 if replaced is not None:
                     response = replaced
@@ -425,7 +419,7 @@ class ServerConnection(Connection):
 
     def _subprotocol_hook(self) -> Optional[Callable[[List[str]], Optional[str]]]:
         """``select_subprotocol``, as the core calls it: offered -> chosen, for this connection."""
-        hook = self.server.select_subprotocol_hook
+        hook = self.server.options.select_subprotocol
         if hook is None:
             return None
         return lambda offered: hook(self, offered)
@@ -434,7 +428,7 @@ class ServerConnection(Connection):
         """``extra_headers`` as the core calls it; a failure or a bad header is logged (a 500)."""
 
         def extra_headers() -> List[Tuple[str, str]]:
-            headers = self.server.extra_headers
+            headers = self.server.options.extra_headers
             try:
                 if callable(headers):
                     headers = headers(self, request)
@@ -519,15 +513,15 @@ class _RequestHandler(socketserver.BaseRequestHandler):
         sock: socket.socket = self.request
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.deadline = Deadline(server.open_timeout)
+        self.deadline = Deadline(server.options.open_timeout)
         peer = format_address(self.client_address)
         transport: Transport
-        if server.ssl_context is None:
+        if server.options.ssl is None:
             transport = Transport(sock)
         else:
             try:
                 transport = TLSTransport.handshake(
-                    sock, server.ssl_context, server_side=True, deadline=self.deadline
+                    sock, server.options.ssl, server_side=True, deadline=self.deadline
                 )
             except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
                 server._counters.failed("tls")
@@ -766,6 +760,17 @@ class _Listener(socketserver.ThreadingTCPServer):
         self.logger.exception("unexpected error serving %s", client_address)
 
 
+#: The options a server kept as attributes under other names, for reads by the old name.
+_OPTION_ALIASES = {
+    "wsgi_app": "wsgi",
+    "ssl_context": "ssl",
+    "select_subprotocol_hook": "select_subprotocol",
+    "process_request_hook": "process_request",
+    "process_response_hook": "process_response",
+}
+_OPTION_NAMES = frozenset(each.name for each in dataclasses.fields(ServerOptions))
+
+
 class WebSocketServer(_Listener):
     """A threaded WebSocket server; see :func:`serve` for the options.
 
@@ -785,88 +790,46 @@ class WebSocketServer(_Listener):
         *,
         sock: Optional[socket.socket] = None,
         unix_path: Union[str, os.PathLike[str], None] = None,
-        wsgi: Optional[WSGIApplication] = None,
-        max_body_size: Optional[int] = 2**24,
-        origins: Optional[Sequence[Optional[str]]] = None,
-        subprotocols: Optional[Sequence[str]] = None,
-        select_subprotocol: Optional[SelectSubprotocol] = None,
-        process_request: Optional[ProcessRequest] = None,
-        process_response: Optional[ProcessResponse] = None,
-        server_header: Optional[str] = DEFAULT_SERVER_HEADER,
-        extra_headers: Union[
-            HeadersLike, Callable[[ServerConnection, Request], HeadersLike], None
-        ] = None,
-        # The timeouts and limits below repeat connect()'s on purpose: each public
-        # signature lists its own options (tests/test_docs.py checks both tables).
-        open_timeout: Optional[float] = 10,
-        ping_interval: Optional[float] = 20,
-        ping_timeout: Optional[float] = 20,
-        close_timeout: Optional[float] = 10,
-        write_timeout: Optional[float] = 10,
-        max_size: Optional[int] = 2**20,
-        max_queue: Optional[int] = 16,
-        receive_budget: ReceiveBudgetOption = "auto",
-        write_limit: Optional[int] = 2**20,
-        max_connections: Optional[int] = 1024,
-        max_subscriptions: Optional[int] = 1024,
-        trusted_proxies: Optional[Sequence[str]] = None,
-        hub: Any = None,
-        reuse_port: bool = False,
-        thread_stack_size: Optional[int] = None,
-        trace: Optional[Tracer] = None,
-        logger: Optional[logging.Logger] = None,
-        ssl: Optional[ssl_module.SSLContext] = None,
-        compression: CompressionOption = "deflate",
-        json_dumps: Optional[JSONDumps] = None,
-        json_loads: Optional[JSONLoads] = None,
+        options: Optional[ServerOptions] = None,
+        **changes: Any,
     ) -> None:
-        self.deflate = server_settings(compression)
-        self.routes = Routes(handler)
-        self.wsgi_app = wsgi
-        self.max_body_size = max_body_size
-        self.ssl_context = ssl
-        self.compression = compression
-        self.json_dumps = json_dumps
-        self.json_loads = json_loads
-        self.origins = None if origins is None else list(origins)
-        self.subprotocols = list(subprotocols) if subprotocols else []
-        self.select_subprotocol_hook = select_subprotocol
-        self.process_request_hook = process_request
-        self.process_response_hook = process_response
-        self.server_header = server_header
-        if not callable(extra_headers):
-            for name, value in header_pairs(extra_headers):
+        options = options if options is not None else ServerOptions()
+        if changes:  # DetachedServer(routes, host, port, close_timeout=2), say
+            options = options.replace(**changes)
+        self.options: ServerOptions = options
+        """The server's options (:class:`~wsthread.options.ServerOptions`), one frozen value."""
+        if not callable(options.extra_headers):
+            for name, value in header_pairs(options.extra_headers):
                 check_header(name, value)  # a bad static header fails here, at serve()
-        self.extra_headers = extra_headers
+        self.routes = Routes(handler)
+        self.deflate = options.deflate
+        self.trusted_proxies = frozenset(options.trusted_proxies or ())
+        self.logger = options.logger if options.logger is not None else globals()["logger"]
         self.opening = ServerOpening(
-            origins=self.origins,
-            subprotocols=tuple(self.subprotocols),
+            origins=options.origins,
+            subprotocols=tuple(options.subprotocols or ()),
             deflate=self.deflate,
-            server_header=server_header,
+            server_header=options.server_header,
         )
         """The opening handshake's decisions, with these settings (:mod:`.sansio.opening`)."""
-        self.open_timeout = open_timeout
-        self.close_timeout = close_timeout
-        self.write_timeout = write_timeout
-        self.max_size = max_size
-        self.max_queue = max_queue
-        receive_budget_bytes(receive_budget)  # a bad value fails here, not per connection
-        self.receive_budget = receive_budget
-        self.write_limit = write_limit
-        self.max_connections = max_connections
-        self.max_subscriptions = max_subscriptions
-        self.trusted_proxies = frozenset(trusted_proxies or ())
-        self.reuse_port = reuse_port
-        self.thread_stack_size = thread_stack_size
-        self.trace = trace
-        self.logger = logger if logger is not None else globals()["logger"]
         self._keepalive = (
-            Keepalive(ping_interval, ping_timeout) if ping_interval is not None else None
+            Keepalive(options.ping_interval, options.ping_timeout)
+            if options.ping_interval is not None
+            else None
         )
-        self.hub = hub
         self._set_up()
         self._listen(host, port, sock, unix_path)
         self._attach()
+
+    if not TYPE_CHECKING:  # read-only access by the names the options had as attributes
+
+        def __getattr__(self, name: str) -> Any:
+            options = self.__dict__.get("options")
+            if options is not None and name in _OPTION_ALIASES:
+                return getattr(options, _OPTION_ALIASES[name])
+            if options is not None and name in _OPTION_NAMES:
+                return getattr(options, name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _set_up(self) -> None:
         """The server's own parts, made by ``__init__`` before it listens: counters, registry."""
@@ -885,8 +848,8 @@ class WebSocketServer(_Listener):
         self._topics: Topics[ServerConnection] = Topics(
             self.broadcast,
             lambda each: self._registry.is_open(each),
-            self.max_subscriptions,
-            self.hub,
+            self.options.max_subscriptions,
+            self.options.hub,
         )
         self._registry = Registry(
             self._state_lock, lambda: self._serving.closed, self._counters, self._topics.forget
@@ -897,7 +860,7 @@ class WebSocketServer(_Listener):
         # A server copied into a forked child must refuse to work there.
         where = self.unix_path if self.unix_path is not None else f"port {self.port}"
         self._fork_guard = ForkGuard(f"WebSocketServer on {where}")
-        self._broadcaster = Broadcaster(lambda: self.connections, self.hub)
+        self._broadcaster = Broadcaster(lambda: self.connections, self.options.hub)
         try:
             self._topics.attach()  # before the hub's thread starts
             self._broadcaster.attach()
@@ -991,7 +954,7 @@ class WebSocketServer(_Listener):
         """
         stats = self._registry.stats()
         stats["topics"] = self._topics.stats()
-        hub_stats = getattr(self.hub, "stats", None)
+        hub_stats = getattr(self.options.hub, "stats", None)
         if callable(hub_stats):
             stats["hub"] = hub_stats()
         return stats
@@ -1057,7 +1020,7 @@ class WebSocketServer(_Listener):
             TypeError, ValueError: the encoder cannot encode ``obj``
                 (nothing is sent); and what :meth:`broadcast` raises.
         """
-        return self.broadcast(dump_json(obj, self.json_dumps).decode("utf-8"), connections)
+        return self.broadcast(dump_json(obj, self.options.json_dumps).decode("utf-8"), connections)
 
     # -- topics ---------------------------------------------------------------
 
@@ -1098,7 +1061,7 @@ class WebSocketServer(_Listener):
             TypeError, ValueError: the encoder cannot encode ``obj``
                 (nothing is sent); and what :meth:`publish` raises.
         """
-        return self.publish(topic, dump_json(obj, self.json_dumps).decode("utf-8"))
+        return self.publish(topic, dump_json(obj, self.options.json_dumps).decode("utf-8"))
 
     # -- running ------------------------------------------------------------
 
@@ -1153,7 +1116,10 @@ class WebSocketServer(_Listener):
         self._serving.wait_loop(self._wake_accept_loop)
         self.server_close()
         self._registry.close_all(
-            CloseCode.GOING_AWAY, "server shutting down", Deadline(self.close_timeout), self.logger
+            CloseCode.GOING_AWAY,
+            "server shutting down",
+            Deadline(self.options.close_timeout),
+            self.logger,
         )
         if self._keepalive is not None:
             self._keepalive.stop()
@@ -1185,7 +1151,9 @@ class WebSocketServer(_Listener):
         self._registry.add_thread(thread, transport.socket)
         try:
             connection = ServerConnection._accepted(self, transport)
-            status = connection.handshake(Deadline(self.open_timeout), request, trailing_data)
+            status = connection.handshake(
+                Deadline(self.options.open_timeout), request, trailing_data
+            )
             if status == 101:
                 try:
                     connection._run_handler()
@@ -1238,7 +1206,41 @@ def serve(
     handler: RoutesLike,
     host: str = "127.0.0.1",
     port: int = 8765,
-    **options: Any,
+    *,
+    sock: Optional[socket.socket] = None,
+    unix_path: Union[str, os.PathLike[str], None] = None,
+    # -- parameters of ServerOptions --
+    open_timeout: Optional[float] = 10,
+    ping_interval: Optional[float] = 20,
+    ping_timeout: Optional[float] = 20,
+    close_timeout: Optional[float] = 10,
+    write_timeout: Optional[float] = 10,
+    max_size: Optional[int] = 2**20,
+    max_queue: Optional[int] = 16,
+    receive_budget: ReceiveBudgetOption = "auto",
+    write_limit: Optional[int] = 2**20,
+    trace: Optional[Any] = None,
+    logger: Optional[logging.Logger] = None,
+    thread_stack_size: Optional[int] = None,
+    json_dumps: Optional[Callable[[Any], Union[str, bytes]]] = None,
+    json_loads: Optional[Callable[[Any], Any]] = None,
+    compression: CompressionOption = "deflate",
+    origins: Optional[Sequence[Optional[str]]] = None,
+    subprotocols: Optional[Sequence[str]] = None,
+    select_subprotocol: Optional[Callable[[Any, List[str]], Optional[str]]] = None,
+    process_request: Optional[Callable[[Any, Request], Optional[Response]]] = None,
+    process_response: Optional[Callable[[Any, Request, Response], Optional[Response]]] = None,
+    server_header: Optional[str] = "wsthread",
+    extra_headers: Union[HeadersLike, Callable[[Any, Request], HeadersLike], None] = None,
+    max_connections: Optional[int] = 1024,
+    max_subscriptions: Optional[int] = 1024,
+    trusted_proxies: Optional[Sequence[str]] = None,
+    hub: Any = None,
+    reuse_port: bool = False,
+    ssl: Optional[ssl_module.SSLContext] = None,
+    wsgi: Optional[Callable[..., Any]] = None,
+    max_body_size: Optional[int] = 2**24,
+    # -- end of ServerOptions parameters, written by tools/options.py --
 ) -> WebSocketServer:
     """Create a WebSocket server listening on ``host:port``, ready to serve.
 
@@ -1355,13 +1357,79 @@ def serve(
         The listening server: call ``serve_forever()`` or ``start()``; use it
         as a context manager to shut it down on exit.
     """
-    return WebSocketServer(handler, host, port, **options)
+    options = ServerOptions(
+        # -- arguments of ServerOptions --
+        open_timeout=open_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=close_timeout,
+        write_timeout=write_timeout,
+        max_size=max_size,
+        max_queue=max_queue,
+        receive_budget=receive_budget,
+        write_limit=write_limit,
+        trace=trace,
+        logger=logger,
+        thread_stack_size=thread_stack_size,
+        json_dumps=json_dumps,
+        json_loads=json_loads,
+        compression=compression,
+        origins=origins,
+        subprotocols=subprotocols,
+        select_subprotocol=select_subprotocol,
+        process_request=process_request,
+        process_response=process_response,
+        server_header=server_header,
+        extra_headers=extra_headers,
+        max_connections=max_connections,
+        max_subscriptions=max_subscriptions,
+        trusted_proxies=trusted_proxies,
+        hub=hub,
+        reuse_port=reuse_port,
+        ssl=ssl,
+        wsgi=wsgi,
+        max_body_size=max_body_size,
+        # -- end of ServerOptions arguments, written by tools/options.py --
+    )
+    return WebSocketServer(handler, host, port, sock=sock, unix_path=unix_path, options=options)
 
 
 def unix_serve(
-    handler: Handler,
+    handler: RoutesLike,
     path: Union[str, os.PathLike[str]],
-    **options: Any,
+    *,
+    # -- parameters of ServerOptions --
+    open_timeout: Optional[float] = 10,
+    ping_interval: Optional[float] = 20,
+    ping_timeout: Optional[float] = 20,
+    close_timeout: Optional[float] = 10,
+    write_timeout: Optional[float] = 10,
+    max_size: Optional[int] = 2**20,
+    max_queue: Optional[int] = 16,
+    receive_budget: ReceiveBudgetOption = "auto",
+    write_limit: Optional[int] = 2**20,
+    trace: Optional[Any] = None,
+    logger: Optional[logging.Logger] = None,
+    thread_stack_size: Optional[int] = None,
+    json_dumps: Optional[Callable[[Any], Union[str, bytes]]] = None,
+    json_loads: Optional[Callable[[Any], Any]] = None,
+    compression: CompressionOption = "deflate",
+    origins: Optional[Sequence[Optional[str]]] = None,
+    subprotocols: Optional[Sequence[str]] = None,
+    select_subprotocol: Optional[Callable[[Any, List[str]], Optional[str]]] = None,
+    process_request: Optional[Callable[[Any, Request], Optional[Response]]] = None,
+    process_response: Optional[Callable[[Any, Request, Response], Optional[Response]]] = None,
+    server_header: Optional[str] = "wsthread",
+    extra_headers: Union[HeadersLike, Callable[[Any, Request], HeadersLike], None] = None,
+    max_connections: Optional[int] = 1024,
+    max_subscriptions: Optional[int] = 1024,
+    trusted_proxies: Optional[Sequence[str]] = None,
+    hub: Any = None,
+    reuse_port: bool = False,
+    ssl: Optional[ssl_module.SSLContext] = None,
+    wsgi: Optional[Callable[..., Any]] = None,
+    max_body_size: Optional[int] = 2**24,
+    # -- end of ServerOptions parameters, written by tools/options.py --
 ) -> WebSocketServer:
     """Create a WebSocket server listening on the Unix socket ``path``.
 
@@ -1374,4 +1442,38 @@ def unix_serve(
     is ``"unix"`` for every client (add ``"unix"`` to ``trusted_proxies`` to
     believe the proxy's ``X-Forwarded-For``).
     """
-    return WebSocketServer(handler, "", 0, unix_path=path, **options)
+    options = ServerOptions(
+        # -- arguments of ServerOptions --
+        open_timeout=open_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=close_timeout,
+        write_timeout=write_timeout,
+        max_size=max_size,
+        max_queue=max_queue,
+        receive_budget=receive_budget,
+        write_limit=write_limit,
+        trace=trace,
+        logger=logger,
+        thread_stack_size=thread_stack_size,
+        json_dumps=json_dumps,
+        json_loads=json_loads,
+        compression=compression,
+        origins=origins,
+        subprotocols=subprotocols,
+        select_subprotocol=select_subprotocol,
+        process_request=process_request,
+        process_response=process_response,
+        server_header=server_header,
+        extra_headers=extra_headers,
+        max_connections=max_connections,
+        max_subscriptions=max_subscriptions,
+        trusted_proxies=trusted_proxies,
+        hub=hub,
+        reuse_port=reuse_port,
+        ssl=ssl,
+        wsgi=wsgi,
+        max_body_size=max_body_size,
+        # -- end of ServerOptions arguments, written by tools/options.py --
+    )
+    return WebSocketServer(handler, "", 0, unix_path=path, options=options)
