@@ -6,12 +6,16 @@ import urllib.request
 from typing import Any, Dict, List, Tuple
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from test_examples import example
 
 import wsthread
 from conftest import RedisServer, ServerFactory, stalled_client, wait_until
 from wsthread.stats import PROMETHEUS_CONTENT_TYPE, render_prometheus
+
+# In the test-full extra: the fast suite runs without it.
+text_string_to_metric_families = pytest.importorskip(
+    "prometheus_client.parser"
+).text_string_to_metric_families
 
 Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
 
