@@ -71,17 +71,28 @@ class ConnectionClosed(WebSocketError):
             had no code, 1006 when no close frame arrived at all.
         reason: the reason received from the peer (may be empty).
         sent_code: the close code this side sent, or ``None`` if it sent none.
+        sent_reason: the reason this side sent with ``sent_code`` (may be
+            empty): why this side failed the connection, when it did.
     """
 
-    def __init__(self, code: int, reason: str = "", sent_code: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        reason: str = "",
+        sent_code: Optional[int] = None,
+        sent_reason: str = "",
+    ) -> None:
         self.code = code
         self.reason = reason
         self.sent_code = sent_code
+        self.sent_reason = sent_reason
         text = f"connection closed: code {code}"
         if reason:
             text += f" ({reason})"
         if sent_code is not None and sent_code != code:
             text += f"; sent {sent_code}"
+            if sent_reason:
+                text += f" ({sent_reason})"
         super().__init__(text)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 from typing import List, Optional, Tuple
 
@@ -16,10 +17,11 @@ from wsthread.sansio.deflate import (
     PerMessageDeflate,
     accept_client,
     client_offer,
+    compressed_bound,
     negotiate_server,
     parse_extensions,
 )
-from wsthread.sansio.frames import Frame, Opcode
+from wsthread.sansio.frames import Frame, Opcode, serialize_frame
 from wsthread.sansio.protocol import Message, Protocol, Side
 
 
@@ -340,3 +342,36 @@ def test_inflated_messages_come_out_in_batches() -> None:
     assert all(isinstance(event, Message) for event in messages)
     assert [int(event.data[:4]) for event in messages] == list(range(40))  # type: ignore[union-attr]
     assert not server.frames_pending and server.failure is None
+
+
+def test_max_size_bounds_the_inflated_message_not_its_frame() -> None:
+    """An incompressible message of exactly max_size passes though its frame is longer."""
+    server, client = pair(max_size=10_000)
+    data = os.urandom(10_000)
+    wire = client.send_message(data, False)
+    assert len(frames_of(wire, expect_masked=True)[0].payload) > 10_000
+    assert server.receive_data(wire) == [Message(data)]
+    server.receive_data(client.send_message(os.urandom(10_001), False))
+    assert isinstance(server.failure, PayloadTooBig)
+    assert str(server.failure) == "message inflates past max_size=10000 bytes"
+
+
+def test_uncompressed_frame_is_held_to_max_size_itself() -> None:
+    """With deflate on, a frame sent uncompressed may not use the compressed bound."""
+    server, _ = pair(max_size=100)
+    wire = serialize_frame(Frame(Opcode.BINARY, b"x" * 101), mask=b"abcd")
+    server.receive_data(wire)
+    assert isinstance(server.failure, PayloadTooBig)
+    assert str(server.failure) == "message of 101 bytes exceeds max_size=100"
+
+
+def test_compressed_frame_over_the_bound_fails_from_its_header() -> None:
+    """A frame longer than compressed_bound(max_size) fails before its payload arrives."""
+    server, _ = pair(max_size=100)
+    bound = compressed_bound(100)
+    header = serialize_frame(Frame(Opcode.BINARY, b"x" * (bound + 1), rsv1=True), mask=b"abcd")
+    server.receive_data(header[:8])
+    assert isinstance(server.failure, PayloadTooBig)
+    assert str(server.failure) == (
+        f"frame of {bound + 1} bytes exceeds {bound}, the deflate bound for max_size=100"
+    )

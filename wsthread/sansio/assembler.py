@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Union
 
-from ..exceptions import ProtocolError
+from ..exceptions import PayloadTooBig, ProtocolError
 from .deflate import PerMessageDeflate
 from .events import Fragment, Message
 from .frames import Frame, FrameParser, Opcode
@@ -70,7 +70,8 @@ class MessageAssembler:
 
         Raises:
             ProtocolError: the frame does not fit the message in progress,
-                its text is not UTF-8 (1007), or it inflates past ``limit`` (1009).
+                its text is not UTF-8 (1007), or it is, or inflates to, more than
+                ``limit`` bytes (1009).
         """
         mismatch = self._mismatch(frame.opcode, frame.rsv1)
         if mismatch is not None:
@@ -83,6 +84,14 @@ class MessageAssembler:
         if self._compressed:
             assert self.deflate is not None  # the parser refuses RSV1 otherwise
             payload = self.deflate.decompress(payload, fin=fin, max_length=limit)
+        elif limit is not None and len(payload) > limit:
+            # With compression on, the parser let through up to the compressed
+            # bound; an uncompressed frame is held to the limit itself.
+            raise PayloadTooBig(
+                f"frame of {len(payload)} bytes exceeds the limit of {limit} bytes",
+                size=len(payload),
+                final=fin,
+            )
         self.size += len(payload)
         part: Union[str, bytes]
         if self._opcode is Opcode.TEXT:

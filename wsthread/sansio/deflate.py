@@ -48,6 +48,7 @@ __all__ = [
     "accept_client",
     "SharedKey",
     "compress_message",
+    "compressed_bound",
 ]
 
 EXTENSION_NAME = "permessage-deflate"
@@ -66,6 +67,24 @@ COMPRESSION_THRESHOLD = 16
 COMPRESSION_LEVEL = 1
 
 _SYNC_TAIL = b"\x00\x00\xff\xff"
+
+
+def compressed_bound(length: int) -> int:
+    """The most bytes a compressed frame may take on the wire for ``length`` bytes inflated.
+
+    ``max_size`` bounds a message once inflated; this bounds the frames that
+    carry it, so that a message that does not compress (random bytes, media)
+    still fits at exactly ``max_size``. DEFLATE can make data longer: stored
+    blocks add 5 bytes per 64 KiB, fixed Huffman codes spend up to 9 bits on
+    a byte, and a sender that flushes often adds an empty block each time.
+    The bound allows an eighth and a sixty-fourth more, and 64 bytes, as
+    zlib's own most conservative ``deflateBound()`` does (a 2**20-byte
+    message may come in up to 1,196,096 bytes); past it, the frame is
+    refused with 1009 as soon as its header is read, as in a connection
+    without compression.
+    """
+    return length + ((length + 7) >> 3) + ((length + 63) >> 6) + 64
+
 
 Parameter = Tuple[str, Optional[str]]
 Extension = Tuple[str, List[Parameter]]

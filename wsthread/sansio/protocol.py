@@ -43,7 +43,7 @@ from ..exceptions import (
     ProtocolError,
 )
 from .assembler import MessageAssembler
-from .deflate import COMPRESSION_THRESHOLD, PerMessageDeflate
+from .deflate import COMPRESSION_THRESHOLD, PerMessageDeflate, compressed_bound
 from .events import CloseReceived, Event, Fragment, Message, Ping, Pong
 from .frames import (
     CloseCode,
@@ -135,9 +135,12 @@ class Protocol:
     Args:
         side: :attr:`Side.SERVER` expects masked frames and sends unmasked
             ones; :attr:`Side.CLIENT` does the opposite.
-        max_size: the largest message accepted, in bytes; ``None`` for no
-            limit. A frame that would take a message over it fails the
-            connection with 1009 as soon as its header is read.
+        max_size: the largest message accepted, in bytes (inflated, when
+            compressed); ``None`` for no limit. A frame that would take a
+            message over it fails the connection with 1009 as soon as its
+            header is read; a compressed frame is allowed up to
+            :func:`~wsthread.sansio.deflate.compressed_bound` of what is left,
+            and fails once it inflates past ``max_size``.
         mask_key: where a client gets its 4-byte masking keys (tests may pass
             a fixed one); defaults to :func:`os.urandom`.
         deflate: the permessage-deflate codec, if the handshake agreed on it.
@@ -262,7 +265,7 @@ class Protocol:
             code, reason = self.close_rcvd
         else:
             code, reason = CloseCode.ABNORMAL_CLOSURE, ""
-        sent_code = self.close_sent[0] if self.close_sent is not None else None
+        sent_code, sent_reason = self.close_sent if self.close_sent is not None else (None, "")
         ok = (
             self.close_rcvd is not None
             and self.close_sent is not None
@@ -270,7 +273,7 @@ class Protocol:
             and sent_code in _OK_CLOSE_CODES
         )
         cls = ConnectionClosedOK if ok else ConnectionClosedError
-        return cls(code, reason, sent_code)
+        return cls(code, reason, sent_code, sent_reason)
 
     # -- receiving ---------------------------------------------------------
 
@@ -298,7 +301,10 @@ class Protocol:
         try:
             while self.close_rcvd is None:  # a failure raises out of the loop
                 limit = None if self.max_size is None else self.max_size - assembler.size
-                frame = parser.next_frame(limit)
+                # A compressed frame may be longer than the message it inflates to.
+                frame = parser.next_frame(
+                    compressed_bound(limit) if inflating and limit is not None else limit
+                )
                 if frame is None:
                     break
                 if self._trace is not None:
@@ -319,7 +325,7 @@ class Protocol:
             if parser.in_payload and self.close_rcvd is None:
                 assembler.check_partial_text(parser)
         except PayloadTooBig as exc:  # said in terms of the message, which max_size bounds
-            self.failure = self._message_too_big(exc, assembler.size)
+            self.failure = self._message_too_big(exc, assembler.size, inflating)
             self.receiving_done = True
             assembler.reset()
         except ProtocolError as exc:
@@ -328,15 +334,24 @@ class Protocol:
             assembler.reset()
         return events
 
-    def _message_too_big(self, exc: PayloadTooBig, received: int) -> PayloadTooBig:
+    def _message_too_big(self, exc: PayloadTooBig, received: int, inflating: bool) -> PayloadTooBig:
         """The 1009 failure, its reason naming the message's size and ``max_size``.
 
         ``received`` is what the message had before the frame that went
         over: a message whose size a single final frame announced is exact,
-        one that goes on, or was inflating, is "at least" or "past".
+        one that goes on, or was inflating, is "at least" or "past". With
+        compression, a frame over :func:`compressed_bound` is named as a frame.
         """
+        bound = None
+        if inflating and self.max_size is not None:
+            bound = compressed_bound(self.max_size - received)
         if exc.size is None:
             text = f"message inflates past max_size={self.max_size} bytes"
+        elif bound is not None and exc.size > bound:
+            text = (
+                f"frame of {exc.size} bytes exceeds {bound}, "
+                f"the deflate bound for max_size={self.max_size}"
+            )
         else:
             size = received + exc.size
             exact = received == 0 and exc.final
