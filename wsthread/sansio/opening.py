@@ -31,8 +31,8 @@ from http import HTTPStatus
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ..exceptions import InvalidHandshake, InvalidOrigin, InvalidRequest
+from . import deflate as deflate_module
 from .deflate import (
-    Deflate,
     DeflateParameters,
     client_offer,
     negotiate_client,
@@ -126,7 +126,7 @@ class ServerOpening:
 
     origins: Optional[Sequence[Optional[str]]] = None
     subprotocols: Sequence[str] = ()
-    deflate: Optional[Deflate] = None
+    deflate: Optional[deflate_module.Deflate] = None
     server_header: Optional[str] = "wsthread"
 
     def decide(
@@ -239,7 +239,7 @@ class Opened:
     """
 
     subprotocol: Optional[str] = None
-    deflate: Optional[Tuple[DeflateParameters, Deflate]] = None
+    deflate: Optional[Tuple[DeflateParameters, deflate_module.Deflate]] = None
 
 
 class ClientOpening:
@@ -268,7 +268,7 @@ class ClientOpening:
         secure: bool,
         origin: Optional[str] = None,
         subprotocols: Sequence[str] = (),
-        offers: Sequence[Deflate] = (),
+        offers: Sequence[deflate_module.Deflate] = (),
         extra_headers: Iterable[Tuple[str, str]] = (),
         key: Optional[str] = None,
     ) -> None:
