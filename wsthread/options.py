@@ -292,6 +292,11 @@ class ServerOptions(ConnectionOptions):
     max_body_size: Optional[int] = option(
         2**24, "the largest HTTP request body for `wsgi` (413 beyond)", _size
     )
+    max_http_connections: Optional[int] = option(
+        1024,
+        "plain HTTP connections served to `wsgi` at once, kept-alive ones too (503 beyond)",
+        _count,
+    )
 
     @property
     def deflate(self) -> Optional[Deflate]:

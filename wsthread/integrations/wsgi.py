@@ -364,6 +364,7 @@ def middleware(
     max_subscriptions: Optional[int] = 1024,
     trusted_proxies: Optional[Sequence[str]] = None,
     hub: Any = None,
+    max_http_connections: Optional[int] = 1024,
     # -- end of ServerOptions parameters, written by tools/options.py --
 ) -> WebSocketMiddleware:
     """Add WebSocket routes to a WSGI application.
@@ -418,6 +419,7 @@ def middleware(
         max_subscriptions=max_subscriptions,
         trusted_proxies=trusted_proxies,
         hub=hub,
+        max_http_connections=max_http_connections,
         # -- end of ServerOptions arguments, written by tools/options.py --
     )
 

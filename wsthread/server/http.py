@@ -2,21 +2,35 @@
 
 ``serve(handler, wsgi=app)`` sends here every request that is not a
 WebSocket upgrade for one of its routes. The request head was already read
-by the server's handshake parser; this module reads the body, builds the
-environ, and runs the application through the standard library's
+by the server's handshake parser; its framing is checked by
+:mod:`wsthread.sansio.http11` (400, 501 or 505 for anything a proxy could
+read differently); this module reads the body, builds the environ, and runs
+the application through the standard library's
 :class:`wsgiref.handlers.SimpleHandler`, which writes the status line and
 headers. It then waits for the next request on the same connection
 (HTTP/1.1 keep-alive)::
 
-    head (parsed) ── body: Content-Length (streamed) or chunked (buffered)
+    head (parsed, framing checked) ── body: Content-Length or chunked, streamed
         ── environ ── wsgiref runs app(environ, start_response) ── response
         ── keep-alive? next head within open_timeout : end
 
-Limits: every head within ``open_timeout`` (414/431 as for a handshake),
-each read of a body within ``open_timeout`` of the last, bodies up to
-``max_body_size`` (413 beyond). A response without ``Content-Length`` ends
-the connection, which is what delimits its body. ``HEAD``, 1xx, 204 and
-304 answers carry no body, whatever the application returns.
+Bodies are read from the socket as the application reads ``wsgi.input``.
+A chunked body whose first 64 KiB hold all of it is read first and given a
+``CONTENT_LENGTH``, for applications that need one; a longer one is
+streamed, with ``wsgi.input_terminated`` set and no ``CONTENT_LENGTH``.
+
+Limits: every head within ``open_timeout`` (414/431 as for a handshake);
+a minimum rate for bodies: each 64 KiB of a request must arrive within
+``open_timeout`` of time spent waiting for it (408, or the connection is
+closed), so a client trickling bytes is dropped whatever it sent before;
+bodies up to ``max_body_size`` (413 before the application, or the
+connection closed once a chunked body passes it); at most
+``max_http_connections`` plain HTTP connections at once, kept-alive ones
+included (503 beyond). A response without ``Content-Length`` ends the
+connection, which is what delimits its body; so does the answer to a
+request with an ``Upgrade`` header (which was not upgraded), so that
+nothing pipelined behind it is served. ``HEAD``, 1xx, 204 and 304
+answers carry no body, whatever the application returns.
 """
 
 from __future__ import annotations
@@ -26,18 +40,21 @@ import logging
 import re
 import socket
 import sys
+import threading
+import time
 import urllib.parse
 import wsgiref.handlers
 from http import HTTPStatus
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from ..connection.transport import Transport
-from ..exceptions import InvalidHandshake, InvalidRequest
+from ..exceptions import InvalidHandshake, ServiceUnavailable
 from ..runtime.deadline import Deadline
 from ..sansio.handshake import Request, RequestParser, check_header, error_response
+from ..sansio.http11 import ChunkedDecoder, Framing, request_framing
 from ..sansio.routing import is_upgrade
 
-__all__ = ["serve_wsgi", "WSGIApplication", "HIJACKED"]
+__all__ = ["serve_wsgi", "WSGIApplication", "HIJACKED", "HTTPConnections"]
 
 logger = logging.getLogger("wsthread")
 
@@ -50,9 +67,45 @@ HIJACKED = "wsthread.hijacked"
 _READ = 65536
 # A WSGI status: three digits, a space, a reason without control characters.
 _STATUS_LINE = re.compile(r"[0-9]{3} [^\x00-\x08\x0a-\x1f\x7f]*")
-_MAX_CHUNK_LINE = 4096
-_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _DRAIN = 65536  # unread body bytes skipped to keep a connection alive; beyond, it closes
+_RATE_WINDOW = 65536  # each this many bytes of a body must arrive within open_timeout
+_READ_AHEAD = 65536  # a chunked body this short is read before the app, and given a length
+
+
+class HTTPConnections:
+    """The plain HTTP connections a server serves at once, against ``max_http_connections``.
+
+    Safe from any thread. Args: ``limit``, the most at once (``None``: no limit).
+    """
+
+    def __init__(self, limit: Optional[int]) -> None:
+        self.limit = limit
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        """How many plain HTTP connections are being served now."""
+        with self._lock:
+            return self._count
+
+    def acquire(self) -> None:
+        """Count one more, or refuse it.
+
+        Raises:
+            ServiceUnavailable: ``limit`` connections are served already (503).
+        """
+        with self._lock:
+            if self.limit is not None and self._count >= self.limit:
+                raise ServiceUnavailable(
+                    f"the server is full ({self.limit} HTTP connections): try again later"
+                )
+            self._count += 1
+
+    def release(self) -> None:
+        """One fewer."""
+        with self._lock:
+            self._count -= 1
 
 
 class _BodyTimeout(socket.timeout):
@@ -64,44 +117,54 @@ class _ClientGone(ConnectionResetError):
 
 
 class _Stream:
-    """The connection's incoming bytes: what the head parser left over, then the socket."""
+    """The connection's incoming bytes: what the head parser left over, then the socket.
+
+    Reads are bounded by a minimum rate: the time spent waiting for each
+    :data:`_RATE_WINDOW` bytes may not add up to more than ``timeout``.
+    """
 
     def __init__(self, transport: Transport, buffered: bytes, timeout: Optional[float]) -> None:
         self.transport = transport
         self.buffer = bytearray(buffered)
         self.timeout = timeout
+        self._window_bytes = 0  # bytes received in the current rate window
+        self._window_waited = 0.0  # seconds spent waiting for them
+
+    def new_request(self) -> None:
+        """Start the rate window afresh, for a new request."""
+        self._window_bytes = 0
+        self._window_waited = 0.0
+
+    def recv(self) -> bytes:
+        """Bytes from the socket (``b""`` at its end), within what is left of the rate window."""
+        timeout: Optional[float] = None
+        if self.timeout is not None:
+            timeout = self.timeout - self._window_waited
+            if timeout <= 0:
+                raise _BodyTimeout(f"under {_RATE_WINDOW} bytes in {self.timeout}s")
+        started = time.monotonic()
+        try:
+            data = self.transport.recv(_READ, timeout)
+        except socket.timeout:
+            raise _BodyTimeout(f"under {_RATE_WINDOW} bytes in {self.timeout}s") from None
+        finally:
+            self._window_waited += time.monotonic() - started
+        self._window_bytes += len(data)
+        if self._window_bytes >= _RATE_WINDOW:
+            self._window_bytes %= _RATE_WINDOW
+            self._window_waited = 0.0
+        return data
 
     def read_some(self, limit: int) -> bytes:
-        """Up to ``limit`` bytes (``b""`` at the end of the stream), waiting at most ``timeout``."""
+        """Up to ``limit`` bytes (``b""`` at the end of the stream)."""
         if not self.buffer:
-            try:
-                data = self.transport.recv(_READ, self.timeout)
-            except socket.timeout:
-                raise _BodyTimeout(f"no bytes for {self.timeout}s") from None
+            data = self.recv()
             if not data:
                 return b""
             self.buffer += data
         chunk = bytes(self.buffer[:limit])
         del self.buffer[:limit]
         return chunk
-
-    def read_line(self, limit: int) -> bytes:
-        """One CRLF-ended line (without the CRLF), at most ``limit`` bytes long."""
-        while True:
-            end = self.buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self.buffer[: end + 1])
-                del self.buffer[: end + 1]
-                return line.rstrip(b"\r\n")
-            if len(self.buffer) > limit:
-                raise InvalidRequest("chunk header line too long")
-            try:
-                data = self.transport.recv(_READ, self.timeout)
-            except socket.timeout:
-                raise _BodyTimeout(f"no bytes for {self.timeout}s") from None
-            if not data:
-                raise InvalidRequest("the body ended early")
-            self.buffer += data
 
 
 class _LengthBody(io.RawIOBase):
@@ -126,36 +189,64 @@ class _LengthBody(io.RawIOBase):
         return len(data)
 
 
-def _read_chunked(stream: _Stream, limit: Optional[int]) -> bytes:
-    """Decode a whole chunked body, refusing more than ``limit`` bytes (413)."""
-    body = bytearray()
-    while True:
-        line = stream.read_line(_MAX_CHUNK_LINE)
-        size_text = line.split(b";", 1)[0].strip()
-        # HEXDIG only: int(..., 16) alone also takes "0x1f", "+1f" and "1_f".
-        if not _CHUNK_SIZE.fullmatch(size_text):
-            raise InvalidRequest("malformed chunk size")
-        size = int(size_text, 16)
-        if size == 0:
-            break
-        if limit is not None and len(body) + size > limit:
-            raise InvalidHandshake(
-                f"request body over {limit} bytes", status=HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-            )
-        while size:
-            data = stream.read_some(size)
-            if not data:
-                raise InvalidRequest("the body ended early")
-            body += data
-            size -= len(data)
-        if stream.read_line(_MAX_CHUNK_LINE):
-            raise InvalidRequest("chunk data not followed by CRLF")
-    trailers = 0
-    while stream.read_line(_MAX_CHUNK_LINE):  # trailers, ignored
-        trailers += 1
-        if trailers > 100:
-            raise InvalidRequest("too many trailers")
-    return bytes(body)
+class _ChunkedBody(io.RawIOBase):
+    """``wsgi.input`` for a chunked body, decoded (strictly) as the app reads it."""
+
+    def __init__(self, stream: _Stream, decoder: ChunkedDecoder) -> None:
+        super().__init__()
+        self.stream = stream
+        self.decoder = decoder
+        self.pending = b""  # decoded bytes read ahead, given out first
+        self._returned = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.pending:
+            data, self.pending = self.pending[: len(buffer)], self.pending[len(buffer) :]
+        else:
+            data = self._next(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _next(self, limit: int) -> bytes:
+        """Up to ``limit`` decoded bytes, reading the socket as needed; ``b""`` at the end."""
+        decoder = self.decoder
+        while True:
+            data = decoder.read(limit)
+            if data:
+                return data
+            if decoder.done:
+                if not self._returned:  # the next request's bytes go back to the stream
+                    self.stream.buffer[:0] = decoder.trailing_data
+                    self._returned = True
+                return b""
+            raw = self.stream.read_some(_READ)
+            if not raw:
+                raise _ClientGone("the client closed the connection in the request body")
+            decoder.feed(raw)
+
+    def read_ahead(self, limit: int) -> bytes:
+        """Decode up to ``limit`` bytes, fewer if the body ends first (see :attr:`decoder`)."""
+        data = bytearray()
+        while len(data) < limit:
+            piece = self._next(limit - len(data))
+            if not piece:
+                break
+            data += piece
+        return bytes(data)
+
+    def drain(self, limit: int) -> bool:
+        """Skip what the app did not read, up to ``limit`` bytes; whether the body ended."""
+        skipped = len(self.pending)
+        self.pending = b""
+        while skipped <= limit:
+            piece = self._next(_READ)
+            if not piece:
+                return True
+            skipped += len(piece)
+        return False
 
 
 class _Handler(wsgiref.handlers.SimpleHandler):
@@ -296,6 +387,13 @@ class _Handler(wsgiref.handlers.SimpleHandler):
             self.error_body = b"the request body did not arrive in time\n"
             self.log.debug("HTTP request body timed out")
             return
+        if isinstance(exc_info[1], InvalidHandshake):
+            # A malformed or oversized chunked body, found as the app read it.
+            exc = exc_info[1]
+            self.error_status = f"{int(exc.status)} {HTTPStatus(exc.status).phrase}"
+            self.error_body = error_response(exc).body
+            self.log.debug("rejected HTTP request body: %d %s", int(exc.status), exc)
+            return
         if isinstance(exc_info[1], _ClientGone):
             self.log.debug("%s", exc_info[1])
             return
@@ -371,44 +469,67 @@ def serve_wsgi(
     request: Request,
     trailing_data: bytes,
 ) -> None:
-    """Serve ``request``, then every following request of the connection, with ``server.wsgi_app``.
+    """Serve ``request``, then every following request of the connection, with the ``wsgi`` app.
 
-    ``server`` provides ``wsgi_app``, ``max_body_size``, ``open_timeout``,
-    ``write_timeout`` and ``logger``. Returns when the connection should end
-    (the caller closes it), or when a middleware took it over for a
-    WebSocket. A later request on the same connection that is a WebSocket
-    upgrade to one of the server's routes goes to
+    ``server`` provides ``options`` (``wsgi``, ``max_body_size``,
+    ``open_timeout``, ``write_timeout``), ``logger``, ``routes`` and
+    ``http_connections`` (an :class:`HTTPConnections`, which this
+    connection counts against while it is served). Returns when the
+    connection should end (the caller closes it), or when a middleware took
+    it over for a WebSocket. A later request on the same connection that is
+    a WebSocket upgrade to one of the server's routes goes to
     ``server.serve_upgrade()`` instead of the application.
     """
     log: logging.Logger = server.logger
-    stream = _Stream(transport, trailing_data, server.open_timeout)
+    slots: HTTPConnections = server.http_connections
+    try:
+        slots.acquire()
+    except ServiceUnavailable as exc:
+        log.warning("rejected HTTP request: 503 %s", exc)
+        _answer_and_end(transport, error_response(exc))
+        return
+    upgrade: Optional[Request] = None
+    stream = _Stream(transport, trailing_data, server.options.open_timeout)
+    try:
+        upgrade = _serve_all(server, transport, stream, request, log)
+    finally:
+        slots.release()
+    if upgrade is not None:
+        server.serve_upgrade(transport, upgrade, bytes(stream.buffer))
+
+
+def _serve_all(
+    server: Any, transport: Transport, stream: _Stream, request: Request, log: logging.Logger
+) -> Optional[Request]:
+    """Serve the connection's requests; the upgrade request that ends them, if one does."""
     current: Optional[Request] = request
     while current is not None:
         try:
-            keep_alive = _serve_one(server, transport, stream, current, log)
+            framing = request_framing(current)
+            keep_alive = _serve_one(server, transport, stream, current, framing, log)
         except socket.timeout:
-            log.debug("HTTP request body timed out after %ss", server.open_timeout)
-            return
+            log.debug("HTTP request body timed out after %ss", server.options.open_timeout)
+            return None
         except InvalidHandshake as exc:
             log.debug("rejected HTTP request: %d %s", int(exc.status), exc)
             _answer_and_end(transport, error_response(exc))
-            return
+            return None
         except OSError as exc:
             log.debug("HTTP connection failed: %s", exc)
-            return
+            return None
         if not keep_alive:
-            return
+            return None
         current = _next_request(server, transport, stream, log)
         if current is not None and is_upgrade(current) and server.routes.match(current.path):
-            server.serve_upgrade(transport, current, bytes(stream.buffer))
-            return
+            return current
+    return None
 
 
 def _next_request(
     server: Any, transport: Transport, stream: _Stream, log: logging.Logger
 ) -> Optional[Request]:
     """The next request head on a kept-alive connection, or ``None`` if it ends."""
-    deadline = Deadline(server.open_timeout)
+    deadline = Deadline(server.options.open_timeout)
     parser = RequestParser()
     try:
         request = parser.feed(bytes(stream.buffer)) if stream.buffer else None
@@ -430,7 +551,12 @@ def _next_request(
 
 
 def _serve_one(
-    server: Any, transport: Transport, stream: _Stream, request: Request, log: logging.Logger
+    server: Any,
+    transport: Transport,
+    stream: _Stream,
+    request: Request,
+    framing: Framing,
+    log: logging.Logger,
 ) -> bool:
     """Serve one request; whether the connection may carry another."""
     headers = request.headers
@@ -439,64 +565,80 @@ def _serve_one(
         for value in headers.get_all("Connection")
         for token in value.split(",")
     )
-    stdin, length, remaining = _body(transport, stream, request, server.max_body_size)
+    # An Upgrade answered with anything but 101: a proxy may take the rest of
+    # the connection for a tunnel, so nothing after this request is served.
+    if "Upgrade" in headers:
+        keep_alive = False
+    stream.new_request()
+    stdin, length, skip = _body(transport, stream, request, framing, server.options.max_body_size)
     environ = _environ(server, transport, request, stdin, length)
-    environ["wsthread.trailing_data"] = bytes(stream.buffer) if length in (None, 0) else b""
+    if framing.host is not None:
+        environ["HTTP_HOST"] = framing.host  # an absolute-form target's authority wins
+    if length is None:
+        environ["wsgi.input_terminated"] = True
+    no_body = not framing.chunked and framing.length == 0
+    environ["wsthread.trailing_data"] = bytes(stream.buffer) if no_body else b""
     handler = _Handler(
         transport,
         stdin,
         environ,
-        server.write_timeout,
+        server.options.write_timeout,
         request.method == "HEAD",
         log,
     )
-    handler.run(server.wsgi_app)
+    handler.run(server.options.wsgi)
     if environ.get(HIJACKED):
         return False
     if handler.failed and handler.head_sent:
         return False  # the response may be cut short: only closing tells the client
-    if not handler.keep_alive:
+    if not handler.keep_alive or not keep_alive:
         return False
-    return _skip_unread(stream, remaining()) and keep_alive
+    try:
+        return skip()
+    except (InvalidHandshake, OSError) as exc:  # _BodyTimeout and _ClientGone are OSErrors
+        log.debug("HTTP request body left unread failed: %s", exc)
+        return False
 
 
 def _body(
-    transport: Transport, stream: _Stream, request: Request, limit: Optional[int]
-) -> Tuple[Any, Optional[int], Callable[[], int]]:
-    """``wsgi.input``, the body's length, and how many of its bytes the app has not read yet.
+    transport: Transport,
+    stream: _Stream,
+    request: Request,
+    framing: Framing,
+    limit: Optional[int],
+) -> Tuple[Any, Optional[int], Callable[[], bool]]:
+    """``wsgi.input``, the body's length (``None``: streamed chunked), and how to skip the rest.
 
-    A chunked body is read whole (up to ``limit``); one with a
-    ``Content-Length`` is read from the socket as the application asks.
+    A body is read from the socket as the application asks; a chunked one
+    that ends within its first 64 KiB is read first, and has a length.
     ``Expect: 100-continue`` is answered once the body is known acceptable.
+    The third value skips what the app left unread, and says whether the
+    connection can carry another request.
     """
-    lengths = request.headers.get_all("Content-Length")
-    encodings = request.headers.get_all("Transfer-Encoding")
-    if encodings:
-        if lengths:
-            raise InvalidRequest("both Content-Length and Transfer-Encoding")
-        if [e.strip().lower() for e in ",".join(encodings).split(",")] != ["chunked"]:
-            raise InvalidHandshake(
-                "unsupported Transfer-Encoding", status=HTTPStatus.NOT_IMPLEMENTED
-            )
+    if framing.chunked:
         _continue(transport, request)
-        body = _read_chunked(stream, limit)
-        return io.BytesIO(body), len(body), lambda: 0
-    if len(set(lengths)) > 1:
-        raise InvalidRequest("conflicting Content-Length headers")
-    length: Optional[int] = None
-    if lengths:
-        text = lengths[0].strip()
-        if not (text.isascii() and text.isdigit()) or len(text) > 18:  # "²".isdigit()
-            raise InvalidRequest("malformed Content-Length")
-        length = int(text)
-        if limit is not None and length > limit:
-            raise InvalidHandshake(
-                f"request body over {limit} bytes",
-                status=HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            )
+        chunked = _ChunkedBody(stream, ChunkedDecoder(limit))
+        start = chunked.read_ahead(_READ_AHEAD)
+        if chunked.decoder.done:
+            chunked.read_ahead(1)  # hands the bytes after the body back to the stream
+            return io.BytesIO(start), len(start), lambda: True
+        chunked.pending = start
+        return io.BufferedReader(chunked), None, lambda: chunked.drain(_DRAIN)
+    length = framing.length
+    if limit is not None and length > limit:
+        raise InvalidHandshake(
+            f"request body over {limit} bytes",
+            status=HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        )
+    if length:
         _continue(transport, request)
-    body_reader = _LengthBody(stream, length or 0)
-    return io.BufferedReader(body_reader), length, lambda: body_reader.remaining
+    body_reader = _LengthBody(stream, length)
+    has_length = bool(request.headers.get_all("Content-Length"))
+    return (
+        io.BufferedReader(body_reader),
+        length if has_length else None,
+        lambda: _skip_unread(stream, body_reader.remaining),
+    )
 
 
 def _skip_unread(stream: _Stream, left: int) -> bool:

@@ -114,7 +114,7 @@ from ..sansio.opening import Reject, ServerOpening
 from ..sansio.protocol import Protocol, Side
 from ..sansio.routing import Routes, is_upgrade
 from .broadcast import Broadcaster
-from .http import serve_wsgi
+from .http import HTTPConnections, serve_wsgi
 from .registry import Registry, asked_to_close
 from .serving import ServingState
 from .stats import LogLimiter, ServerCounters
@@ -854,6 +854,8 @@ class WebSocketServer(_Listener):
         self._registry = Registry(
             self._state_lock, lambda: self._serving.closed, self._counters, self._topics.forget
         )
+        self.http_connections = HTTPConnections(self.options.max_http_connections)
+        """The plain HTTP connections served to ``wsgi`` now, against ``max_http_connections``."""
 
     def _attach(self) -> None:
         """The parts ``__init__`` makes once listening: the fork guard, broadcasts (and the hub)."""
@@ -1240,6 +1242,7 @@ def serve(
     ssl: Optional[ssl_module.SSLContext] = None,
     wsgi: Optional[Callable[..., Any]] = None,
     max_body_size: Optional[int] = 2**24,
+    max_http_connections: Optional[int] = 1024,
     # -- end of ServerOptions parameters, written by tools/options.py --
 ) -> WebSocketServer:
     """Create a WebSocket server listening on ``host:port``, ready to serve.
@@ -1340,12 +1343,19 @@ def serve(
         wsgi: a WSGI application (Flask, Django...) served for every request
             that is not a WebSocket upgrade to one of the routes, through the
             standard library's ``wsgiref`` handlers: HTTP/1.1 keep-alive,
-            ``Content-Length`` and chunked bodies, each request head within
-            ``open_timeout`` (see :mod:`wsthread.server.http`). An upgrade the
+            ``Content-Length`` and chunked bodies (streamed), strict
+            HTTP/1.1 framing (400, 501 or 505 for an ambiguous request),
+            each request head within ``open_timeout`` and each 64 KiB of a
+            body within ``open_timeout`` of waiting for it (see
+            :mod:`wsthread.server.http`). An upgrade the
             routes do not take goes to the application too, so one wrapped by
             :func:`wsthread.wsgi.middleware` serves its own routes.
         max_body_size: the largest request body for ``wsgi``, in bytes
             (413 beyond); ``None``: no limit.
+        max_http_connections: plain HTTP connections served to ``wsgi`` at
+            once, kept-alive ones included; beyond, a request gets 503 and
+            the connection ends. Counted apart from ``max_connections``
+            (WebSockets). ``None``: no limit.
         json_dumps: the JSON encoder of ``send_json()`` and
             :meth:`~WebSocketServer.broadcast_json`, such as ``orjson.dumps``
             (bytes are sent as text); ``None``: ``json.dumps`` with compact
@@ -1389,6 +1399,7 @@ def serve(
         ssl=ssl,
         wsgi=wsgi,
         max_body_size=max_body_size,
+        max_http_connections=max_http_connections,
         # -- end of ServerOptions arguments, written by tools/options.py --
     )
     return WebSocketServer(handler, host, port, sock=sock, unix_path=unix_path, options=options)
@@ -1429,6 +1440,7 @@ def unix_serve(
     ssl: Optional[ssl_module.SSLContext] = None,
     wsgi: Optional[Callable[..., Any]] = None,
     max_body_size: Optional[int] = 2**24,
+    max_http_connections: Optional[int] = 1024,
     # -- end of ServerOptions parameters, written by tools/options.py --
 ) -> WebSocketServer:
     """Create a WebSocket server listening on the Unix socket ``path``.
@@ -1474,6 +1486,7 @@ def unix_serve(
         ssl=ssl,
         wsgi=wsgi,
         max_body_size=max_body_size,
+        max_http_connections=max_http_connections,
         # -- end of ServerOptions arguments, written by tools/options.py --
     )
     return WebSocketServer(handler, "", 0, unix_path=path, options=options)
