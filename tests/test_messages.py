@@ -133,6 +133,36 @@ def test_while_the_reader_thread_has_the_turn_an_application_thread_waits_for_me
     assert called == []
 
 
+def test_an_awaited_pong_ends_the_hold_at_once() -> None:
+    """expect_pong(True): reader_delay() is 0 and a reader thread holding off reads now."""
+    queue = MessageQueue(4)
+    queue.put("m")
+    assert queue.get(WAIT) == "m"  # the application took a message: the hold starts
+    delay = queue.reader_delay()
+    assert delay is not None and delay > HOLD / 2
+    turn_at: List[float] = []
+
+    def take_turn() -> None:
+        queue.reader_turn()
+        turn_at.append(time.monotonic())
+
+    reader = start(take_turn)
+    time.sleep(HOLD / 10)
+    assert turn_at == []  # holding off
+    asked_at = time.monotonic()
+    queue.expect_pong(True)
+    reader.join(WAIT)
+    assert turn_at and turn_at[0] - asked_at < HOLD / 2
+    assert queue.pong_awaited
+    queue.reader_done()
+    queue.put("n")
+    assert queue.get(WAIT) == "n"
+    assert queue.reader_delay() == 0.0  # still awaited: no hold
+    queue.expect_pong(False)
+    delay = queue.reader_delay()
+    assert delay is not None and delay > HOLD / 2
+
+
 def test_an_application_thread_that_reads_the_end_hands_it_to_the_reader_thread() -> None:
     """read() returning False makes reader_turn() return False: the reader finishes the job."""
     queue = MessageQueue(4)

@@ -90,3 +90,22 @@ def test_postponing_never_brings_back_a_deadline_the_pong_cleared() -> None:
     pings.tick(150.0, 100.0, 5.0)  # the pong came: nothing is overdue
     assert not failures and writer.protocol.close_sent is None
     transport.close()
+
+
+def test_awaiting_is_told_when_the_first_ping_waits_and_when_none_does() -> None:
+    """awaiting(True) at the first ping sent, (False) once every ping is answered."""
+    transport = FakeTransport()
+    writer = make(transport)
+    told: List[bool] = []
+    pings = Pings(writer, writer.protocol, writer.logger, writer.fail, awaiting=told.append)
+    pings.send(b"one")
+    pings.send(b"two")
+    assert told == [True] and pings.waiting
+    pings.acknowledge(b"one")
+    assert told == [True] and pings.waiting
+    pings.acknowledge(b"two")
+    assert told == [True, False] and not pings.waiting
+    pings.tick(0.0, 1.0, 5.0)
+    pings.tick(1.0, 1.0, 5.0)  # a keepalive ping waits too
+    assert told == [True, False, True]
+    transport.close()

@@ -267,7 +267,9 @@ class Connection:
             on_fail=self._messages.stop_waiting,
         )
         """Every byte this connection writes goes through it (:mod:`wsthread.connection.writer`)."""
-        self._pings = Pings(self.writer, protocol, self.logger, self.fail)
+        self._pings = Pings(
+            self.writer, protocol, self.logger, self.fail, awaiting=self._messages.expect_pong
+        )
         self._closing = Closing(
             protocol, self.writer, self._messages, self._pings, close_timeout, self.logger
         )
@@ -580,7 +582,9 @@ class Connection:
             payload = data.encode("utf-8")
         else:
             payload = bytes(data)
-        return self._pings.send(payload)
+        waiter = self._pings.send(payload)
+        self.reader.read_soon()  # the pong is read as it arrives, not after HOLD
+        return waiter
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Perform the closing handshake and wait, at most ``close_timeout``, for it.
@@ -608,6 +612,8 @@ class Connection:
         """
         if not self._closing.ended:
             self._liveness.tick(now, interval, timeout)
+            if self._messages.pong_awaited:
+                self.reader.read_soon()  # the pong is read as it arrives
         return not self._closing.ended
 
     def __repr__(self) -> str:

@@ -80,7 +80,9 @@ class MessageQueue:
     while an application thread is reading, or has just returned a message
     and is expected back within ``HOLD`` seconds. Past that, the reader
     thread takes over, so pings are answered and a close is noticed even
-    while the application is busy elsewhere or never reads.
+    while the application is busy elsewhere or never reads. While a ping
+    of this side's waits for its pong (:meth:`expect_pong`), it takes over
+    at once.
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class MessageQueue:
         self._held_since = 0.0
         self._reader_waits_untimed = False
         self._ending = False  # an application thread read the end of the stream
+        self._pong_awaited = False  # a ping waits for its pong: no holding off
 
     def reader_first(self) -> None:
         """Give the first turn to the reader thread: it has received bytes to process already."""
@@ -244,7 +247,7 @@ class MessageQueue:
                     self._token = _READER
                     return False
                 if self._token == _FREE and not self._getters_waiting:
-                    left = self._held_since + HOLD - time.monotonic()
+                    left = 0.0 if self._pong_awaited else self._held_since + HOLD - time.monotonic()
                     if left <= 0:
                         if self._has_room():
                             break
@@ -325,7 +328,28 @@ class MessageQueue:
                 return 0.0
             if self._token != _FREE or self._getters_waiting:
                 return None  # an application thread reads, or is about to
+            if self._pong_awaited:
+                return 0.0
             return self._held_since + HOLD - time.monotonic()
+
+    @property
+    def pong_awaited(self) -> bool:
+        """Whether a ping waits for its pong (see :meth:`expect_pong`)."""
+        return self._pong_awaited
+
+    def expect_pong(self, waiting: bool) -> None:
+        """Note whether a ping this side sent waits for its pong.
+
+        While one does, the reader thread does not hold off for ``HOLD``
+        seconds after an application thread's ``recv()`` returned: a pong
+        that arrives while nobody reads is read as it arrives, so
+        ``ping().wait()`` and ``latency`` see the real round trip. Called by
+        the connection's pings, under the writer lock.
+        """
+        with self._condition:
+            self._pong_awaited = waiting
+            if waiting:
+                self._reader_wakeup.notify()  # a reader thread holding off looks again
 
     def reader_done(self) -> None:
         """The reader thread finished one read: the socket is free again."""

@@ -32,6 +32,10 @@ class Pings:
         protocol: the connection's protocol.
         logger: the connection's logger.
         fail: gives up on the connection (``fail(code, reason)``), never blocking.
+        awaiting: told, under the writer lock, when the first ping starts
+            waiting for its pong (``True``) and when none waits any more
+            (``False``): the receiving side then reads at once rather than
+            holding off (``MessageQueue.expect_pong``).
     """
 
     def __init__(
@@ -40,11 +44,13 @@ class Pings:
         protocol: Protocol,
         logger: Any,
         fail: Callable[[int, str], None],
+        awaiting: Optional[Callable[[bool], None]] = None,
     ) -> None:
         self.writer = writer
         self.protocol = protocol
         self.logger = logger
         self._fail = fail
+        self._awaiting = awaiting
         self._waiters: Dict[bytes, threading.Event] = {}
         self._sent_at: Dict[bytes, float] = {}  # when each ping went out
         self.latency: Optional[float] = None
@@ -68,10 +74,21 @@ class Pings:
             if payload in self._waiters:
                 raise ValueError("a ping with this payload is already waiting for its pong")
             frame = self.protocol.send_ping(payload)
-            self._waiters[payload] = waiter
-            self._sent_at[payload] = time.monotonic()
+            self._expect(payload, waiter)
             self.writer.write(frame)
         return waiter
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a ping waits for its pong."""
+        return bool(self._waiters)
+
+    def _expect(self, payload: bytes, waiter: threading.Event) -> None:
+        """Wait for the pong to ``payload``, from now; the writer lock is held."""
+        if not self._waiters and self._awaiting is not None:
+            self._awaiting(True)
+        self._waiters[payload] = waiter
+        self._sent_at[payload] = time.monotonic()
 
     def acknowledge(self, payload: bytes) -> None:
         """A pong arrived: it answers its ping and every earlier one (on the reading thread)."""
@@ -95,6 +112,8 @@ class Pings:
             for key in acknowledged:
                 del self._waiters[key]
                 self._sent_at.pop(key, None)
+            if not self._waiters and self._awaiting is not None:
+                self._awaiting(False)
 
     def wake_all(self) -> None:
         """The connection ended: set every waiting ping's event."""
@@ -141,8 +160,7 @@ class Pings:
         try:
             payload = os.urandom(4)
             frame = self.protocol.send_ping(payload)
-            self._waiters[payload] = threading.Event()
-            self._sent_at[payload] = time.monotonic()
+            self._expect(payload, threading.Event())
             with self.schedule_lock:
                 self._keepalive_payload = payload
                 if timeout is not None:

@@ -8,7 +8,8 @@ pongs to the connection's pings, pings answered through the
 
     application thread in recv(), nothing queued, socket free
         └─ read_directly(): read once, here (no thread switch per message)
-    nobody has read for HOLD seconds (ReaderStarter checks), or the end came
+    nobody has read for HOLD seconds (ReaderStarter checks), a ping waits
+    for its pong (read_soon), or the end came
         └─ the reader thread (_run): reads whenever no application thread does
 
 Whichever thread reads the end of the stream (a close frame, a protocol
@@ -151,8 +152,23 @@ class Reader:
 
     def after_take(self) -> None:
         """After an application thread took (or waited for) a message: check on the socket soon."""
-        if not self._started and not self._check_pending:
-            self._arm_check(HOLD)
+        if not self._started:
+            if self.messages.pong_awaited:
+                self.read_soon()
+            elif not self._check_pending:
+                self._arm_check(HOLD)
+
+    def read_soon(self) -> None:
+        """A ping waits for its pong: have the socket read now, not ``HOLD`` seconds later.
+
+        Starts the reader thread unless an application thread reads (it will
+        read the pong itself, and calls :meth:`after_take` when it stops).
+        """
+        if self._started or not self.opened:
+            return
+        delay = self.messages.reader_delay()
+        if delay is not None and delay <= 0:
+            self.start_thread()
 
     def _arm_check(self, delay: float) -> None:
         """Ask :class:`ReaderStarter` to look at this connection in ``delay`` seconds."""
