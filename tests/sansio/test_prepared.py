@@ -43,7 +43,7 @@ def test_the_plain_frame_is_built_once_and_is_what_send_message_gives() -> None:
     frame = first.send_prepared(message)
     assert frame == server().send_message(b"\x00\x01tick", False)
     assert second.send_prepared(message) is frame
-    assert message.forms == 1
+    assert message.compressed_forms == 0
     assert client().receive_data(frame) == [Message(b"\x00\x01tick")]
 
 
@@ -62,7 +62,7 @@ def test_a_compressed_form_is_shared_without_context_takeover() -> None:
     frame = one.send_prepared(message)
     assert frame[0] == 0x80 | 0x40 | Opcode.TEXT  # FIN, RSV1, text
     assert two.send_prepared(message) is frame
-    assert message.forms == 1
+    assert message.compressed_forms == 1
     assert frame == server(NO_TAKEOVER).send_message(TEXT.encode(), True)
     assert len(frame) < len(TEXT) // 2
     peer = client(NO_TAKEOVER)
@@ -76,7 +76,7 @@ def test_one_compressed_form_per_window_and_level() -> None:
     protocols = [server(NO_TAKEOVER), server(narrow), server(NO_TAKEOVER, level=9)]
     protocols += [server(NO_TAKEOVER), server(narrow)]
     frames = [protocol.send_prepared(message) for protocol in protocols]
-    assert message.forms == 3
+    assert message.compressed_forms == 3
     assert frames[3] is frames[0] and frames[4] is frames[1]
     for parameters, frame in [(NO_TAKEOVER, frames[0]), (narrow, frames[1])]:
         assert client(parameters).receive_data(frame) == [Message(TEXT.encode())]
@@ -104,7 +104,7 @@ def test_context_takeover_compresses_with_the_connections_own_codec() -> None:
     frames = [sender.send_prepared(message) for _ in range(3)]
     assert frames == [twin.send_message(TEXT.encode(), True) for _ in range(3)]
     assert len(frames[1]) < len(frames[0])  # the second one refers to the first
-    assert message.forms == 0
+    assert message.compressed_forms == 0
     assert peer.receive_data(b"".join(frames)) == [Message(TEXT)] * 3
 
 
@@ -114,7 +114,7 @@ def test_short_messages_use_the_plain_form_even_with_compression() -> None:
     plain = server().send_prepared(message)
     assert server(NO_TAKEOVER).send_prepared(message) is plain
     assert server(TAKEOVER).send_prepared(message) is plain
-    assert message.forms == 1
+    assert message.compressed_forms == 0
 
 
 def test_a_client_masks_each_frame_and_shares_nothing() -> None:
@@ -122,7 +122,7 @@ def test_a_client_masks_each_frame_and_shares_nothing() -> None:
     message = PreparedMessage(b"payload", text=False)
     sending = client()
     first, second = sending.send_prepared(message), sending.send_prepared(message)
-    assert first[1] & 0x80 and message.forms == 0
+    assert first[1] & 0x80 and message.compressed_forms == 0
     assert server().receive_data(first + second) == [Message(b"payload")] * 2
 
 

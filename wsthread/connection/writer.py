@@ -410,7 +410,11 @@ class Writer:
             if not overflow:
                 frame = self.protocol.send_prepared(message)
                 self.messages_sent += 1
-                self.write(frame, wait=False)
+                if self.gathered:
+                    self.write(frame, wait=False)
+                else:  # write(), without what only gathered bytes need
+                    self.bytes_sent += len(frame)
+                    self._transfer(frame, False, self.write_timeout)
         except ConnectionClosed:
             return False
         finally:

@@ -446,7 +446,7 @@ class Protocol:
         if self.side is Side.CLIENT:
             return self.send_message(payload, message.text)
         if deflate is None or len(payload) < COMPRESSION_THRESHOLD:
-            frame, start = message.plain()
+            frame, start = message.frame, message.header_length
             rsv1 = False
         else:
             key = deflate.shared_key
