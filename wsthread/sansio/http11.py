@@ -212,8 +212,12 @@ class ChunkedDecoder:
                 if not self._buffer:
                     return b""
                 take = min(self._left, max_bytes, len(self._buffer))
-                data = bytes(self._buffer[:take])
-                del self._buffer[:take]
+                if take == len(self._buffer):  # all of it: one copy, no move
+                    data = bytes(self._buffer)
+                    self._buffer.clear()
+                else:
+                    data = bytes(self._buffer[:take])
+                    del self._buffer[:take]
                 self._left -= take
                 if not self._left:
                     self._state = "data-end"

@@ -159,9 +159,10 @@ class _Stream:
         """Up to ``limit`` bytes (``b""`` at the end of the stream)."""
         if not self.buffer:
             data = self.recv()
-            if not data:
-                return b""
-            self.buffer += data
+            if len(data) <= limit:
+                return data  # the common case, without a copy
+            self.buffer += memoryview(data)[limit:]
+            return data[:limit]
         chunk = bytes(self.buffer[:limit])
         del self.buffer[:limit]
         return chunk
