@@ -38,6 +38,9 @@ PROGRAMS = programs()
 # Packages of the test-full extra (not of test) that a program may import at
 # its top: without them installed, its --help cannot run, and the test skips.
 OPTIONAL = {"flask", "flask_sock", "django", "gunicorn", "waitress", "redis", "picows", "uvloop"}
+# wsthread modules that need one of those when a program uses them at its top
+# (the sidecar example builds its Redis publisher as it is imported).
+NEEDS = {"wsthread.sidecar": "redis"}
 
 
 def optional_imports(command: List[str]) -> List[str]:
@@ -50,7 +53,7 @@ def optional_imports(command: List[str]) -> List[str]:
         if isinstance(node, ast.Import):
             names += [alias.name.split(".")[0] for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.append(node.module.split(".")[0])
+            names.append(NEEDS.get(node.module, node.module.split(".")[0]))
     return sorted(set(names) & OPTIONAL)
 
 
