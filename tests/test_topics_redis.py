@@ -132,6 +132,7 @@ def test_hub_topics_reach_only_the_processes_that_watch_them(
         assert inbox_b.topics.count(("order 123", "after unwatch")) == 0
         assert b.stats()["topic_received"] == 41
         assert c.stats()["topic_received"] == 1
+        assert a.flush(10)
         assert a.stats()["topic_published"] == 43 and a.stats()["topic_received"] == 0
         assert b.stats()["topics_subscribed"] == 1
 
@@ -145,7 +146,7 @@ def test_hub_topics_come_back_after_an_outage(redis_server: RedisServer) -> None
         redis_server.stop()
         assert wait_until(lambda: not b.healthy and not a.healthy, 15)
         a.publish_topic("t", "lost")  # dropped for the others, counted
-        assert a.stats()["topic_dropped"] == 1
+        assert a.flush(10) and a.stats()["topic_dropped"] == 1
         redis_server.start()
         assert a.wait_healthy(15) and b.wait_topics(15)
         a.publish_topic("t", "after")
@@ -474,6 +475,7 @@ def test_four_processes_each_receive_only_their_own_topics(redis_server: RedisSe
                 for round_ in range(2):
                     for n in range(1000):
                         publisher.publish_topic(f"t{n}", f"t{n} round {round_}")
+                assert publisher.flush(30)
                 assert publisher.stats()["topic_published"] == 2000
             for k, ws in enumerate(clients):
                 got = [ws.recv(timeout=30) for _ in range(500)]

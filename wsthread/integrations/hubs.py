@@ -1,4 +1,4 @@
-"""Broadcast hubs: fan ``server.broadcast`` out to other processes and machines.
+"""Broadcast hubs: fan ``server.broadcast`` out to other processes; RedisHub runs two threads.
 
 A *hub* sits behind :meth:`WebSocketServer.broadcast`. Without one (the
 default) a broadcast reaches the connections of this process only. With
@@ -43,6 +43,18 @@ The Redis wire format, for broadcasts and topics alike:
   hub's 16-byte random origin id, then the message body as is. No pickle,
   no JSON around the body: binary messages round-trip byte for byte, and a
   program in any language can publish to wsthread's clients.
+- a :class:`RedisHub` numbers what it publishes: its type byte is ``T``
+  (text) or ``B`` (binary), and an 8-byte big-endian sequence number
+  follows the origin id, counting 1, 2, 3... per channel and publishing
+  hub. Receivers accept both forms; an unnumbered payload (``t``/``b``, as
+  :class:`~wsthread.sidecar.HubPublisher` or another program sends) is
+  delivered but its losses cannot be seen. Earlier wsthread versions, which
+  know only ``t`` and ``b``, ignore numbered payloads (counted ``invalid``):
+  upgrade every process on a channel together.
+- each hub announces itself in the sorted set ``<channel>:hubs`` (its
+  origin id in hex, scored with an expiry 5 s ahead, renewed every second
+  by its publishing thread, removed at :meth:`RedisHub.close`), so that a
+  publisher knows how many servers should receive a broadcast.
 
 Guarantees of :class:`RedisHub`:
 
@@ -55,14 +67,37 @@ Guarantees of :class:`RedisHub`:
   delivers locally, and one subscriber thread delivers what arrives in the
   order Redis sends it. Messages of *different* publishers may interleave
   differently on different servers.
-- Redis going away never stops local delivery. Messages published while
-  Redis is unreachable are delivered locally and **dropped** for the other
-  processes (counted in :attr:`RedisHub.dropped`), never queued; messages
-  other servers publish meanwhile are lost for this one (Redis pub/sub keeps
-  nothing for absent subscribers). The outage is logged once, the hub
-  reconnects with exponential backoff and full jitter, and
+- ``publish()`` and ``publish_topic()`` never wait on Redis: they deliver
+  locally, then append the message to a bounded queue (``max_queue``,
+  10,000) that the hub's *publishing thread* sends to Redis in order. A
+  message that finds the queue full is dropped for the other processes and
+  counted (``overflow``, and ``dropped`` or ``topic_dropped``).
+- Redis going away never stops local delivery. Messages the publishing
+  thread takes while Redis is unreachable are **dropped** for the other
+  processes (counted in :attr:`RedisHub.dropped`), not kept for later;
+  messages other servers publish meanwhile are lost for this one (Redis
+  pub/sub keeps nothing for absent subscribers). The outage is logged once,
+  the hub reconnects with exponential backoff and full jitter, and
   :attr:`RedisHub.healthy` says whether cross-process delivery works now —
   a health check can expose it.
+- Every message lost for another process is counted once, in
+  :meth:`RedisHub.stats`: by its publisher in ``dropped`` (broadcasts) or
+  ``topic_dropped`` when it never reached Redis (unreachable, or the queue
+  full), or by the process that did not get it in ``missed`` or
+  ``topic_missed``: a message Redis took (numbered) but that never arrived
+  here — during this subscriber's outage, across a Redis restart, or a
+  publish that timed out and was lost (``publish_errors`` at the
+  publisher). A gap is seen when the next message of that publisher on
+  that channel arrives. A message is in one count only: dropped (once, at
+  its publisher, however many processes it missed) or missed (at each
+  process that missed it after Redis took it). With two servers, the sum of
+  ``lost`` (dropped plus missed) over both is exactly what the other
+  process never received, once it is subscribed again. ``unreached`` is the
+  publisher's view of the same losses: how far Redis's receiver counts for
+  its broadcasts fell short of the announced hubs (not added to ``lost``,
+  since the others count those as ``missed`` when they come back; it is the
+  only count for a process that never does). Topic messages have no
+  expected receiver count (only watchers subscribe).
 - Topics: a process receives only the topics it has subscribers for. The
   hub's thread SUBSCRIBEs to a topic's channel when the topic gets its first
   local subscriber and UNSUBSCRIBEs when it loses its last (within about
@@ -89,13 +124,14 @@ rest of wsthread keeps depending on the standard library only.
 
 from __future__ import annotations
 
+import collections
 import importlib
 import logging
 import os
 import random
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Protocol, Set, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Set, Tuple, Union
 
 from ..runtime.deadline import Deadline
 
@@ -109,6 +145,7 @@ __all__ = [
     "RedisHub",
     "encode_payload",
     "decode_payload",
+    "decode_sequenced",
 ]
 
 logger = logging.getLogger("wsthread")
@@ -121,9 +158,20 @@ DeliverTopic = Callable[[str, Message], object]
 PAYLOAD_VERSION = b"\x01"
 #: Second byte: the message type.
 TEXT, BINARY = b"t", b"b"
+#: Second byte of a *sequenced* payload: as ``t``/``b``, with a sequence number after the origin.
+SEQUENCED_TEXT, SEQUENCED_BINARY = b"T", b"B"
 #: Length of the random origin id that follows.
 ORIGIN_SIZE = 16
+#: Length of the sequence number (unsigned, big-endian) of a sequenced payload.
+SEQUENCE_SIZE = 8
 _HEADER_SIZE = 2 + ORIGIN_SIZE
+#: Messages a hub keeps for its publishing thread; more are dropped (and counted).
+DEFAULT_MAX_QUEUE = 10_000
+#: Channels whose sequence numbers a publisher remembers (the least recently used go).
+_MAX_SEQUENCES = 65_536
+#: Seconds between two announcements of a hub in ``<channel>:hubs``; an entry expires after 5.
+_ANNOUNCE_INTERVAL = 1.0
+_ANNOUNCE_TTL = 5.0
 #: Between a hub's channel and a topic's name, in the topic's channel.
 TOPIC_INFIX = ":topic:"
 #: Topic channels per SUBSCRIBE (or UNSUBSCRIBE) command.
@@ -210,20 +258,28 @@ class LocalHub:
             self._topic_delivers.clear()
 
 
-def encode_payload(message: Message, origin: bytes) -> bytes:
+def encode_payload(message: Message, origin: bytes, sequence: Optional[int] = None) -> bytes:
     """Encode a message for the Redis channel.
 
     The format is ``b"\\x01"`` (version), ``b"t"`` (text, UTF-8 body) or
     ``b"b"`` (binary body), the 16-byte origin id of the publishing hub, then
-    the body itself.
+    the body itself. With a ``sequence`` number the type byte is ``b"T"`` or
+    ``b"B"`` and the 8-byte big-endian number follows the origin (a
+    :class:`RedisHub` numbers its messages per channel, 1, 2, 3..., so that
+    its subscribers can count the ones they missed).
     """
     if len(origin) != ORIGIN_SIZE:
         raise ValueError(f"origin must be {ORIGIN_SIZE} bytes")
     if isinstance(message, str):
-        return PAYLOAD_VERSION + TEXT + origin + message.encode("utf-8")
-    if isinstance(message, (bytes, bytearray, memoryview)):
-        return PAYLOAD_VERSION + BINARY + origin + bytes(message)
-    raise TypeError(f"a message is str or bytes, not {type(message).__name__}")
+        kind, body = TEXT, message.encode("utf-8")
+    elif isinstance(message, (bytes, bytearray, memoryview)):
+        kind, body = BINARY, bytes(message)
+    else:
+        raise TypeError(f"a message is str or bytes, not {type(message).__name__}")
+    if sequence is None:
+        return PAYLOAD_VERSION + kind + origin + body
+    kind = SEQUENCED_TEXT if kind == TEXT else SEQUENCED_BINARY
+    return PAYLOAD_VERSION + kind + origin + sequence.to_bytes(SEQUENCE_SIZE, "big") + body
 
 
 def decode_payload(payload: bytes) -> Tuple[bytes, Message]:
@@ -232,15 +288,35 @@ def decode_payload(payload: bytes) -> Tuple[bytes, Message]:
     Raises:
         ValueError: the payload is not in that format (or the text is not UTF-8).
     """
+    origin, _, message = decode_sequenced(payload)
+    return origin, message
+
+
+def decode_sequenced(payload: bytes) -> Tuple[bytes, Optional[int], Message]:
+    """Decode a payload made by :func:`encode_payload`; return ``(origin, sequence, message)``.
+
+    ``sequence`` is ``None`` for a payload without one.
+
+    Raises:
+        ValueError: the payload is not in that format (or the text is not UTF-8).
+    """
     if len(payload) < _HEADER_SIZE or payload[:1] != PAYLOAD_VERSION:
         raise ValueError("not a wsthread hub payload")
     kind = payload[1:2]
     origin = payload[2:_HEADER_SIZE]
-    body = payload[_HEADER_SIZE:]
+    sequence: Optional[int] = None
+    start = _HEADER_SIZE
+    if kind in (SEQUENCED_TEXT, SEQUENCED_BINARY):
+        start += SEQUENCE_SIZE
+        if len(payload) < start:
+            raise ValueError("not a wsthread hub payload")
+        sequence = int.from_bytes(payload[_HEADER_SIZE:start], "big")
+        kind = TEXT if kind == SEQUENCED_TEXT else BINARY
+    body = payload[start:]
     if kind == TEXT:
-        return origin, body.decode("utf-8")
+        return origin, sequence, body.decode("utf-8")
     if kind == BINARY:
-        return origin, body
+        return origin, sequence, body
     raise ValueError(f"unknown message type {kind!r}")
 
 
@@ -260,8 +336,11 @@ class RedisHub:
     Pass one to each server: ``serve(handler, host, port, hub=RedisHub(url))``.
     Every server using the same Redis and ``channel`` receives every
     broadcast. See the module documentation for the guarantees; in short:
-    local delivery never waits for Redis, and cross-process messages sent
-    during an outage are dropped and counted, not queued.
+    local delivery never waits for Redis (a publishing thread sends a
+    bounded queue), cross-process messages sent during an outage are dropped
+    and counted, not kept, and every message lost for another process is in
+    one counter of :meth:`stats`: ``dropped``/``topic_dropped`` at its
+    publisher or ``missed``/``topic_missed`` where it did not arrive.
 
     Args:
         url: the Redis URL, e.g. ``redis://127.0.0.1:6379/0`` (``rediss://``
@@ -280,6 +359,9 @@ class RedisHub:
         sharded: publish and subscribe topics with Redis 7's sharded pub/sub
             (``SPUBLISH``, ``SSUBSCRIBE``) instead of ``PUBLISH`` and
             ``SUBSCRIBE``; broadcasts keep the classic commands.
+        max_queue: messages (broadcasts and topic messages) waiting for the
+            hub's publishing thread; one more is dropped and counted in
+            ``overflow`` (and in ``dropped`` or ``topic_dropped``).
         logger: where to log (default ``logging.getLogger("wsthread")``).
 
     Attributes:
@@ -297,6 +379,7 @@ class RedisHub:
         max_delay: float = 5.0,
         ping_interval: float = 5.0,
         sharded: bool = False,
+        max_queue: int = DEFAULT_MAX_QUEUE,
         logger: Optional[logging.Logger] = None,
     ) -> None:
         self._redis = _load_redis()
@@ -309,11 +392,32 @@ class RedisHub:
         self.max_delay = max_delay
         self.ping_interval = ping_interval
         self.logger = logger if logger is not None else globals()["logger"]
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
+        self.max_queue = max_queue
         self._deliver: Optional[Deliver] = None
-        # Held while delivering locally and publishing, so that the order on
+        # Held while delivering locally and queueing, so that the order on
         # Redis is the order of local delivery; guards _client and the
-        # publisher's counters.
+        # counters of publishing.
         self._publish_lock = threading.Lock()
+        # The queue between publish()/publish_topic() (any thread) and the
+        # publishing thread: (channel, topic or None, message).
+        self._queue: Deque[Tuple[str, Optional[str], Message]] = collections.deque()
+        self._queue_changed = threading.Condition(threading.Lock())
+        self._in_flight = False
+        self._closing = False
+        self._publisher: Optional[threading.Thread] = None
+        self._sequences: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._overflow = 0
+        self._publish_errors = 0
+        self._unreached = 0
+        self._hubs = 0
+        self._subscribed = False  # our own subscription to the broadcast channel is up
+        # The subscriber thread's view: the last sequence number seen per
+        # channel and publisher, and the messages missing between two.
+        self._last_seen: Dict[str, Dict[bytes, int]] = {}
+        self._missed = 0
+        self._topic_missed = 0
         self._client: Any = None
         self._state_lock = threading.Lock()
         self._healthy = False
@@ -358,8 +462,13 @@ class RedisHub:
 
     @property
     def dropped(self) -> int:
-        """Messages delivered locally but not sent to other processes (Redis unreachable)."""
+        """Broadcasts delivered locally but never handed to Redis (unreachable, or queue full)."""
         return self._dropped
+
+    @property
+    def missed(self) -> int:
+        """Broadcasts of other processes that never reached this one (gaps in their numbers)."""
+        return self._missed
 
     @property
     def received(self) -> int:
@@ -379,28 +488,68 @@ class RedisHub:
     def stats(self) -> Dict[str, object]:
         """A snapshot of the counters and the health flag, e.g. for a health page.
 
-        Besides the broadcast counters: ``topic_published`` and
-        ``topic_dropped`` (this process's publishes sent to Redis, or not:
-        Redis unreachable), ``topic_received`` (topic messages of other
-        processes received from Redis), ``topic_echoes`` (this process's own,
-        back from Redis, skipped) and ``topics_subscribed`` (topic channels
-        Redis confirmed now).
+        Every message lost for another process is in exactly one of
+        ``dropped``, ``topic_dropped`` (of the process that published it) and
+        ``missed``, ``topic_missed`` (of the process that did not get it); their
+        sum over this process is ``lost``. See the module documentation.
+
+        - ``published``, ``topic_published``: handed to Redis, confirmed;
+        - ``dropped``, ``topic_dropped``: never handed to Redis (Redis
+          unreachable, or the queue full: those also in ``overflow``);
+        - ``publish_errors``: handed to Redis but not confirmed (a timeout, a
+          broken connection); a subscriber that never gets one counts it in
+          ``missed`` or ``topic_missed``;
+        - ``missed``, ``topic_missed``: messages of other processes this one
+          did not receive (gaps in their sequence numbers, seen when the next
+          one arrives: a subscription outage, a Redis restart);
+        - ``unreached``: the shortfall of Redis's receiver counts for this
+          process's broadcasts against the hubs announced on the channel
+          (``hubs``): the same losses the other processes count as ``missed``
+          when they come back, and the only count for one that never does;
+        - ``received``, ``topic_received``: messages of other processes
+          delivered here; ``topic_echoes``: this process's own, back from
+          Redis, skipped; ``invalid``: payloads not from a hub;
+        - ``queued`` (now), ``topics_subscribed`` (topic channels Redis
+          confirmed now), ``outages``, ``healthy``.
         """
         with self._topics_changed:
             subscribed = len(self._confirmed)
-        return {
-            "healthy": self._healthy,
-            "published": self._published,
-            "dropped": self._dropped,
-            "received": self._received,
-            "invalid": self._invalid,
-            "outages": self._outages,
-            "topic_published": self._topic_published,
-            "topic_dropped": self._topic_dropped,
-            "topic_received": self._topic_received,
-            "topic_echoes": self._topic_echoes,
-            "topics_subscribed": subscribed,
-        }
+        with self._queue_changed:
+            queued = len(self._queue)
+        with self._publish_lock:
+            counts: Dict[str, object] = {
+                "healthy": self._healthy,
+                "published": self._published,
+                "dropped": self._dropped,
+                "overflow": self._overflow,
+                "publish_errors": self._publish_errors,
+                "unreached": self._unreached,
+                "hubs": self._hubs,
+                "queued": queued,
+                "received": self._received,
+                "missed": self._missed,
+                "invalid": self._invalid,
+                "outages": self._outages,
+                "topic_published": self._topic_published,
+                "topic_dropped": self._topic_dropped,
+                "topic_received": self._topic_received,
+                "topic_missed": self._topic_missed,
+                "topic_echoes": self._topic_echoes,
+                "topics_subscribed": subscribed,
+            }
+            counts["lost"] = self._dropped + self._topic_dropped + self._missed + self._topic_missed
+        return counts
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the publishing thread has handled every queued message; return whether so.
+
+        Handled: published, or dropped and counted. For tests and orderly
+        shutdowns; ``publish()`` itself never waits.
+        """
+        with self._queue_changed:
+            return self._queue_changed.wait_for(
+                lambda: not self._queue and not self._in_flight, timeout
+            )
 
     def topic_channel(self, topic: str) -> str:
         """The Redis channel of ``topic``: ``<channel>:topic:<topic>``."""
@@ -456,30 +605,19 @@ class RedisHub:
             self._topics_dirty = True
 
     def publish_topic(self, topic: str, message: Message) -> None:
-        """Deliver to this process's subscribers of ``topic``, then publish to its channel.
+        """Deliver to this process's subscribers of ``topic``, then queue it for its channel.
 
-        As :meth:`publish`: never raises because of Redis (counted in
-        ``topic_dropped`` when unreachable), and one lock keeps the order on
-        Redis the order of local delivery.
+        As :meth:`publish`: never waits on Redis and never raises because of
+        it (what does not reach Redis is counted in ``topic_dropped``), and
+        the order on Redis is the order of local delivery.
         """
         deliver = self._topic_deliver
         if deliver is None:
             raise RuntimeError("attach the hub to a server before publishing to a topic")
-        payload = encode_payload(message, self.origin)
+        message = _checked(message)
         with self._publish_lock:
             deliver(topic, message)
-            client = self._client
-            if client is None or not self._healthy:
-                self._topic_dropped += 1
-                return
-            try:
-                send = client.spublish if self.sharded else client.publish
-                send(self.topic_channel(topic), payload)
-            except (self._redis.RedisError, OSError) as exc:
-                self._mark_broken(f"publishing failed: {exc}")
-                self._topic_dropped += 1
-            else:
-                self._topic_published += 1
+            self._enqueue(self.topic_channel(topic), topic, message)
 
     # -- the hub protocol ---------------------------------------------------
 
@@ -498,36 +636,43 @@ class RedisHub:
             self._thread = threading.Thread(
                 target=self._run, name=f"wsthread-redis-hub-{self.channel}", daemon=True
             )
+            self._publisher = threading.Thread(
+                target=self._publish_loop,
+                name=f"wsthread-redis-hub-publish-{self.channel}",
+                daemon=True,
+            )
         self._thread.start()
+        self._publisher.start()
 
     def publish(self, message: Message) -> None:
-        """Deliver ``message`` to the local connections and publish it to Redis.
+        """Deliver ``message`` to the local connections, then queue it for Redis.
 
-        Never raises because of Redis: if Redis is unreachable the message is
-        counted in :attr:`dropped` for the other processes. Blocks at most
-        ``socket_timeout`` (only while Redis stops answering: once the outage
-        is noticed, publishing skips Redis until the hub has reconnected).
+        Never waits on Redis and never raises because of it: the hub's
+        publishing thread sends the queue's messages in order; one that finds
+        Redis unreachable, or the queue full (``max_queue``), is counted in
+        :attr:`dropped` for the other processes.
         """
         deliver = self._deliver
         if deliver is None:
             raise RuntimeError("attach() the hub to a server before publishing")
-        payload = encode_payload(message, self.origin)
+        message = _checked(message)
         with self._publish_lock:
             deliver(message)
-            client = self._client
-            if client is None or not self._healthy:
-                self._dropped += 1
-                return
-            try:
-                client.publish(self.channel, payload)
-            except (self._redis.RedisError, OSError) as exc:
-                self._mark_broken(f"publishing failed: {exc}")
-                self._dropped += 1  # after: counted as lost during this outage
-            else:
-                self._published += 1
+            self._enqueue(self.channel, None, message)
 
     def close(self) -> None:
-        """Stop the subscriber thread and close the Redis connections. Idempotent."""
+        """Publish what is queued (if Redis answers), stop the threads, close the connections.
+
+        Idempotent.
+        """
+        with self._queue_changed:
+            self._closing = True
+            self._queue_changed.notify_all()
+        publisher = self._publisher
+        if publisher is not None and publisher is not threading.current_thread():
+            publisher.join(self.socket_timeout * 2 + 1)
+            if publisher.is_alive():
+                self.logger.warning("%r: the publishing thread did not stop", self)
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -540,6 +685,125 @@ class RedisHub:
         self._close_client(client)
 
     # -- internals ----------------------------------------------------------
+
+    def _enqueue(self, channel: str, topic: Optional[str], message: Message) -> None:
+        """Under the publish lock: queue a message for the publishing thread, or count it."""
+        with self._queue_changed:
+            if len(self._queue) < self.max_queue and not self._closing:
+                self._queue.append((channel, topic, message))
+                self._queue_changed.notify_all()
+                return
+        self._overflow += 1
+        if topic is None:
+            self._dropped += 1
+        else:
+            self._topic_dropped += 1
+
+    def _publish_loop(self) -> None:
+        """The publishing thread: send the queue to Redis, in order; count what does not go."""
+        next_announce = 0.0
+        while True:
+            with self._queue_changed:
+                self._in_flight = False
+                self._queue_changed.notify_all()  # flush()
+                while not self._queue and not self._closing:
+                    wait = next_announce - time.monotonic() if self._healthy else None
+                    if wait is not None and wait <= 0:
+                        break
+                    self._queue_changed.wait(wait if wait is not None else 0.5)
+                if not self._queue and self._closing:
+                    break
+                item = self._queue.popleft() if self._queue else None
+                self._in_flight = item is not None
+            if self._healthy and time.monotonic() >= next_announce:
+                self._announce()
+                next_announce = time.monotonic() + _ANNOUNCE_INTERVAL
+            if item is not None:
+                self._publish_one(*item)
+        self._withdraw()
+
+    def _publish_one(self, channel: str, topic: Optional[str], message: Message) -> None:
+        """On the publishing thread: one message to Redis, or counted as dropped."""
+        client = self._client
+        if client is None or not self._healthy:
+            with self._publish_lock:
+                if topic is None:
+                    self._dropped += 1
+                else:
+                    self._topic_dropped += 1
+            return
+        # A number per channel, taken by every message handed to Redis: a
+        # subscriber counts the numbers it never got as missed.
+        sequence = self._sequences.pop(channel, 0) + 1
+        self._sequences[channel] = sequence
+        if len(self._sequences) > _MAX_SEQUENCES:
+            self._sequences.popitem(last=False)
+        payload = encode_payload(message, self.origin, sequence)
+        try:
+            if topic is None:
+                receivers = client.publish(channel, payload)
+            elif self.sharded:
+                receivers = client.spublish(channel, payload)
+            else:
+                receivers = client.publish(channel, payload)
+        except (self._redis.RedisError, OSError) as exc:
+            with self._publish_lock:
+                self._publish_errors += 1
+            self._mark_broken(f"publishing failed: {exc}")
+            return
+        with self._publish_lock:
+            if topic is not None:
+                self._topic_published += 1
+                return
+            self._published += 1
+            if self._hubs:
+                # Every announced hub subscribes to the channel; Redis counts
+                # our own subscription too when it is up.
+                others = max(0, int(receivers) - (1 if self._subscribed else 0))
+                self._unreached += max(0, self._hubs - 1 - others)
+
+    def _hubs_key(self) -> str:
+        return f"{self.channel}:hubs"
+
+    def _announce(self) -> None:
+        """On the publishing thread: say this hub is attached; learn how many are."""
+        client = self._client
+        if client is None:
+            return
+        now = time.time()
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.zadd(self._hubs_key(), {self.origin.hex(): now + _ANNOUNCE_TTL})
+            pipe.zremrangebyscore(self._hubs_key(), "-inf", now)
+            pipe.zcard(self._hubs_key())
+            pipe.pexpire(self._hubs_key(), int(_ANNOUNCE_TTL * 2000))
+            replies = pipe.execute()
+        except (self._redis.RedisError, OSError) as exc:
+            self._mark_broken(f"announcing failed: {exc}")
+            return
+        with self._publish_lock:
+            self._hubs = int(replies[2])
+
+    def _withdraw(self) -> None:
+        """On the publishing thread, at close: take this hub out of the announced ones."""
+        client = self._client
+        if client is None or not self._healthy:
+            return
+        try:
+            client.zrem(self._hubs_key(), self.origin.hex())
+        except (self._redis.RedisError, OSError):
+            self.logger.debug("%r: could not withdraw the announcement", self, exc_info=True)
+
+    def _seen(self, channel: str, origin: bytes, sequence: Optional[int]) -> int:
+        """On the subscriber thread: note a message's number; how many before it were missed."""
+        if sequence is None:
+            return 0
+        last = self._last_seen.setdefault(channel, {})
+        previous = last.get(origin)
+        last[origin] = sequence
+        if previous is None or sequence <= previous:
+            return 0  # the first from that publisher here, or it started again
+        return sequence - previous - 1
 
     def _new_client(self) -> Any:
         redis = self._redis
@@ -583,7 +847,7 @@ class RedisHub:
                 return
             self._outages += 1
             self._outage_started = time.monotonic()
-            self._dropped_at_outage = self._dropped
+            self._dropped_at_outage = self._dropped + self._publish_errors
         self.logger.warning(
             "Redis hub %s unreachable (%s); local broadcast goes on, messages for "
             "other processes are dropped until it is back",
@@ -613,6 +877,7 @@ class RedisHub:
             except _Broken as exc:
                 self._mark_broken(str(exc))
             finally:
+                self._subscribed = False
                 if pubsub is not None:
                     self._close_client(pubsub)
                 with self._publish_lock:
@@ -644,6 +909,7 @@ class RedisHub:
                 raise _Broken("no answer to SUBSCRIBE")
             reply = pubsub.get_message(timeout=remaining)
             if reply is not None and reply.get("type") == "subscribe":
+                self._subscribed = True
                 return
 
     def _sync_topics(self, pubsub: Any) -> None:
@@ -655,6 +921,8 @@ class RedisHub:
             joining = sorted(self._wanted - self._requested)
             leaving = sorted(self._requested - self._wanted)
             self._requested = set(self._wanted)
+        for topic in leaving:  # numbers seen before leaving say nothing about later ones
+            self._last_seen.pop(self.topic_channel(topic), None)
         join = pubsub.ssubscribe if self.sharded else pubsub.subscribe
         leave = pubsub.sunsubscribe if self.sharded else pubsub.unsubscribe
         for command, topics in ((leave, leaving), (join, joining)):
@@ -686,7 +954,7 @@ class RedisHub:
     def _recovered(self) -> None:
         with self._state_lock:
             started = self._outage_started
-            lost = self._dropped - self._dropped_at_outage
+            lost = self._dropped + self._publish_errors - self._dropped_at_outage
             self._set_healthy(True)
             self._outage_started = 0.0  # not None: the next failure is an outage
         if started:
@@ -732,7 +1000,7 @@ class RedisHub:
 
     def _handle(self, payload: Any) -> None:
         try:
-            origin, message = decode_payload(bytes(payload))
+            origin, sequence, message = decode_sequenced(bytes(payload))
         except (TypeError, ValueError) as exc:
             self._invalid += 1
             if self._invalid == 1:
@@ -742,6 +1010,10 @@ class RedisHub:
             return
         if origin == self.origin:
             return  # ours: already delivered locally
+        missed = self._seen(self.channel, origin, sequence)
+        if missed:
+            with self._publish_lock:
+                self._missed += missed
         deliver = self._deliver
         if deliver is None:
             return
@@ -753,7 +1025,7 @@ class RedisHub:
 
     def _handle_topic(self, topic: str, payload: Any) -> None:
         try:
-            origin, message = decode_payload(bytes(payload))
+            origin, sequence, message = decode_sequenced(bytes(payload))
         except (TypeError, ValueError) as exc:
             self._invalid += 1
             if self._invalid == 1:
@@ -764,6 +1036,10 @@ class RedisHub:
         if origin == self.origin:
             self._topic_echoes += 1
             return  # ours: already delivered locally
+        missed = self._seen(self.topic_channel(topic), origin, sequence)
+        if missed:
+            with self._publish_lock:
+                self._topic_missed += missed
         deliver = self._topic_deliver
         if deliver is None:
             return
@@ -772,6 +1048,15 @@ class RedisHub:
             deliver(topic, message)
         except Exception:
             self.logger.exception("%r: delivering a topic message failed", self)
+
+
+def _checked(message: Message) -> Message:
+    """``message`` as ``str`` or ``bytes`` (a bytearray or memoryview copied), or ``TypeError``."""
+    if isinstance(message, (str, bytes)):
+        return message
+    if isinstance(message, (bytearray, memoryview)):
+        return bytes(message)
+    raise TypeError(f"a message is str or bytes, not {type(message).__name__}")
 
 
 class _Broken(Exception):

@@ -34,7 +34,7 @@ The shape of ``server.stats()`` (a plain ``dict``, ready for ``json.dumps``)::
 Keys are strings so that the ``dict`` survives a JSON round trip unchanged.
 A server with topics adds ``"topics"``, and one whose hub has ``stats()``
 adds ``"hub"`` (for :class:`~wsthread.hubs.RedisHub`: ``healthy``,
-``published``, ``dropped``, ``invalid``, ``outages``...).
+``published``, ``dropped``, ``missed``, ``lost``, ``invalid``, ``outages``...).
 
 :func:`render_prometheus` writes the same figures in the Prometheus text
 exposition format (version 0.0.4), for a ``/metrics`` endpoint, with no
@@ -282,7 +282,7 @@ _LABELLED_COUNTERS = (
 )
 
 # Hub counters that are levels, not counts (the others are counters).
-_HUB_GAUGES = {"healthy", "topics_subscribed"}
+_HUB_GAUGES = {"healthy", "topics_subscribed", "hubs", "queued"}
 
 
 class _Exposition:
@@ -351,9 +351,10 @@ def render_prometheus(
     handshake rejections and failures, accept errors, messages and bytes
     by direction, what is buffered and queued now, back-pressure, ping
     latency, topics, and the hub's own counters (``<prefix>_hub_...``:
-    for :class:`~wsthread.hubs.RedisHub`, ``dropped`` are publishes lost
-    while Redis was unreachable, ``invalid`` messages refused, ``outages``
-    lost connections to Redis, ``healthy`` 1 or 0).
+    for :class:`~wsthread.hubs.RedisHub`, ``dropped`` are publishes that
+    never reached Redis, ``missed`` messages of other processes that never
+    arrived here, ``invalid`` messages refused, ``outages`` lost connections
+    to Redis, ``healthy`` 1 or 0, ``hubs`` and ``queued`` gauges).
 
     Args:
         source: a :class:`~wsthread.WebSocketServer` (or anything with a
