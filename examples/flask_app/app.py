@@ -14,6 +14,15 @@ port: ``wsthread.wsgi.middleware`` takes those requests over, and Flask
 serves every other one. With several gunicorn workers, give the middleware
 a ``RedisHub`` (``LIVE_REDIS=redis://...``) so that a post reaches the tabs
 of every worker.
+
+Per-record updates go through *topics*: http://127.0.0.1:8000/orders/123 is
+a page that watches order 123 (its WebSocket, ``/ws/orders?id=123``,
+subscribes to the topic ``order:123``), and changing the order is an
+ordinary view that calls ``sockets.server.publish("order:123", ...)``: only
+the pages watching order 123 get it, in every worker when there is a hub::
+
+    LIVE_REDIS=redis://127.0.0.1:6379/0 gunicorn -w 2 -c gunicorn.conf.py app:app
+    curl -d status=shipped http://127.0.0.1:8000/orders/123
 """
 
 from __future__ import annotations
@@ -24,7 +33,8 @@ import json
 import os
 import threading
 import uuid
-from typing import Any, List
+from typing import Any, Dict, List
+from urllib.parse import parse_qs
 
 from flask import Flask, jsonify, request
 
@@ -34,6 +44,11 @@ app = Flask(__name__)
 
 _recent: List[str] = []  # the last posts, shown to a page when it connects
 _recent_lock = threading.Lock()
+# The orders, by id. A real application keeps them in its database, which
+# every worker shares; this dictionary is per process (the pushed update
+# carries the whole record, so a watching page needs nothing more).
+_orders: Dict[int, Dict[str, Any]] = {}
+_orders_lock = threading.Lock()
 
 PAGE = """<!doctype html>
 <meta charset="utf-8">
@@ -67,6 +82,84 @@ document.getElementById("form").onsubmit = async (event) => {
 };
 </script>
 """
+
+
+ORDER_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>Order {id}</title>
+<h1>Order {id}</h1>
+<p>Status: <b id="status">{status}</b> <small id="live">connecting…</small></p>
+<form id="form"><input id="new" placeholder="new status"> <button>Change</button></form>
+<script>
+const scheme = location.protocol === "https:" ? "wss" : "ws";
+const ws = new WebSocket(`${{scheme}}://${{location.host}}/ws/orders?id={id}`);
+ws.onopen = () => {{ document.getElementById("live").textContent = "live"; }};
+ws.onclose = () => {{ document.getElementById("live").textContent = "disconnected"; }};
+ws.onmessage = (event) => {{
+  const order = JSON.parse(event.data);
+  if (order.status !== undefined) document.getElementById("status").textContent = order.status;
+}};
+document.getElementById("form").onsubmit = async (event) => {{
+  event.preventDefault();
+  const status = document.getElementById("new");
+  const body = new URLSearchParams({{status: status.value}});
+  await fetch("/orders/{id}", {{method: "POST", body}});
+  status.value = "";
+}};
+</script>
+"""
+
+
+def order_topic(order_id: int) -> str:
+    """The topic of one order's updates: ``order:<id>``."""
+    return f"order:{order_id}"
+
+
+@app.get("/orders/<int:order_id>")
+def order_page(order_id: int) -> str:
+    """A page that shows one order and follows its changes live."""
+    with _orders_lock:
+        status = _orders.get(order_id, {}).get("status", "new")
+    return ORDER_PAGE.format(id=order_id, status=html.escape(str(status)))
+
+
+@app.post("/orders/<int:order_id>")
+def change_order(order_id: int) -> Any:
+    """An ordinary view: change an order, then push it to the pages watching that order only."""
+    status = request.form.get("status", "").strip()[:100]
+    if not status:
+        return jsonify(error="empty"), 400
+    with _orders_lock:
+        order = _orders.setdefault(order_id, {"id": order_id})
+        order["status"] = status
+        update = dict(order)
+    # To the watchers in every worker, when the middleware has a hub.
+    sockets.server.publish(order_topic(order_id), json.dumps(update))
+    return jsonify(order=update, worker=os.getpid())
+
+
+def watch_order(ws: Any) -> None:
+    """A page's WebSocket for one order (``/ws/orders?id=123``): its updates until it leaves.
+
+    Subscribing is what makes it receive ``order:123``; the connection drops
+    the subscription when it closes. With a hub, the first watcher of an
+    order in this worker makes the hub subscribe to that topic on Redis:
+    the page is told ``{"watching": 123, "worker": <pid>}`` once Redis
+    confirmed it, so an update published after that reaches it whichever
+    worker makes it.
+    """
+    ids = parse_qs(ws.request.query).get("id", [""])
+    if not ids[0].isdigit():
+        ws.close(1008, "watch one order: /ws/orders?id=123")
+        return
+    order_id = int(ids[0])
+    ws.subscribe(order_topic(order_id))
+    hub = ws.server.options.hub
+    if hub is not None:
+        hub.wait_topics(5)
+    ws.send(json.dumps({"watching": order_id, "worker": os.getpid()}))
+    for _ in ws:  # the page sends nothing; wait until it goes away
+        pass
 
 
 @app.get("/")
@@ -114,7 +207,7 @@ def _hub() -> Any:
 
 # Wrap the Flask app's own WSGI callable: `app` stays a Flask app, which
 # `flask run` insists on, and gunicorn and wsthread serve it as well.
-sockets = middleware(app.wsgi_app, {"/ws": live}, hub=_hub())
+sockets = middleware(app.wsgi_app, {"/ws": live, "/ws/orders": watch_order}, hub=_hub())
 app.wsgi_app = sockets  # type: ignore[method-assign]
 
 
