@@ -6,6 +6,8 @@ from http import HTTPStatus
 from typing import List
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wsthread.exceptions import InvalidHandshake
 from wsthread.sansio.handshake import Request, RequestParser
@@ -291,3 +293,46 @@ def test_data_is_given_out_as_it_arrives() -> None:
     decoder.feed(b"lo worl")
     pieces.append(decoder.read(100))
     assert pieces == [b"hel", b"lo worl"] and not decoder.done
+
+
+# -- properties -------------------------------------------------------------------
+
+
+@given(
+    pieces=st.lists(st.binary(min_size=1, max_size=300), max_size=8),
+    cuts=st.lists(st.integers(1, 50), min_size=1, max_size=20),
+    extension=st.sampled_from([b"", b";a", b";a=b", b';q="x y"']),
+)
+def test_any_well_formed_chunked_body_decodes_to_its_data_at_any_cuts(
+    pieces: List[bytes], cuts: List[int], extension: bytes
+) -> None:
+    """Chunks of any sizes, fed in pieces of any sizes, decode to exactly their data."""
+    raw = b"".join(b"%x%s\r\n%s\r\n" % (len(p), extension, p) for p in pieces) + b"0\r\n\r\nNEXT"
+    decoder = ChunkedDecoder()
+    out = bytearray()
+    position = 0
+    index = 0
+    while position < len(raw):
+        step = cuts[index % len(cuts)]
+        index += 1
+        decoder.feed(raw[position : position + step])
+        position += step
+        while True:
+            data = decoder.read(64)
+            if not data:
+                break
+            out += data
+    assert decoder.done and bytes(out) == b"".join(pieces)
+    assert decoder.trailing_data == b"NEXT"
+
+
+@given(st.binary(max_size=400))
+def test_garbage_is_refused_with_an_http_error_or_waits_for_more(raw: bytes) -> None:
+    """Random bytes never raise anything but an HTTP error (400 or 413)."""
+    decoder = ChunkedDecoder(limit=1000)
+    decoder.feed(raw)
+    try:
+        while decoder.read(100):
+            pass
+    except InvalidHandshake as exc:
+        assert int(exc.status) in (400, 413)
