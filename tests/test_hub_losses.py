@@ -7,9 +7,10 @@ its pub/sub connections are killed (``CLIENT KILL TYPE pubsub``), or it is
 frozen with SIGSTOP for 4 s. Afterwards the messages B's client never got
 equal, exactly, A's ``dropped`` plus B's ``missed`` (broadcasts) and A's
 ``topic_dropped`` plus B's ``topic_missed`` (topic messages); and A's own
-client, which gets every message locally, got each within 50 ms of its
-``broadcast()`` or ``publish()`` call. Every server and redis-server bind 127.0.0.1 on free
-ports and are stopped by the test.
+client, which gets every message locally, got each one sent while Redis was
+in trouble within 50 ms of its ``broadcast()`` or ``publish()`` call.
+Every server and redis-server bind 127.0.0.1 on free ports and are stopped
+by the test.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import signal
 import threading
 import time
-from typing import Callable, Dict, List, Set
+from typing import Callable, Dict, List, Set, Tuple
 
 import redis
 
@@ -50,8 +51,7 @@ class Reader(threading.Thread):
         self.worst_gap_at = 0.0  # when it ended (time.monotonic())
         self.counting = threading.Event()  # gaps are measured while set
         self.sent_at: Dict[str, float] = {}  # filled by the sender, for latencies
-        self.worst_latency = 0.0
-        self.late = 0  # messages that took more than MAX_GAP to arrive
+        self.latencies: List[Tuple[float, float]] = []  # (sent at, latency)
 
     def run(self) -> None:
         last = None
@@ -65,8 +65,7 @@ class Reader(threading.Thread):
                 assert isinstance(message, str)
                 sent_at = self.sent_at.get(message)
                 if sent_at is not None:
-                    self.worst_latency = max(self.worst_latency, now - sent_at)
-                    self.late += now - sent_at > MAX_GAP
+                    self.latencies.append((sent_at, now - sent_at))
                 self.got.add(message)
         except wsthread.ConnectionClosed:
             pass
@@ -84,7 +83,7 @@ def run_disruption(
     local, remote = Reader(a.port), Reader(b.port)
     sent: Dict[str, List[str]] = {"broadcast": [], "topic": []}
     worst_call = worst_late = 0.0
-    disrupted = 0.0
+    disrupted = recovered = 0.0
     try:
         local.start()
         remote.start()
@@ -124,8 +123,11 @@ def run_disruption(
         time.sleep(1)
         disrupted = time.monotonic()
         disrupt()
-        # Both hubs back, B's topic subscribed again, then a second more.
+        # A noticed (each disruption reaches A's subscription or its publishing),
+        # both hubs are back, B's topic subscribed again; then a second more.
+        assert wait_until(lambda: hubs[0].outages >= 1, 20)
         assert wait_until(lambda: all(h.healthy for h in hubs) and hubs[1].wait_topics(0), 20)
+        recovered = time.monotonic() + 0.5  # and the moments just after
         time.sleep(1)
         stop.set()
         sender.join(10)
@@ -145,6 +147,10 @@ def run_disruption(
 
         wait_until(accounted, 10)
         sa, sb = hubs[0].stats(), hubs[1].stats()
+        # The local delay of each message sent while Redis was in trouble, and of all.
+        during = [late for at, late in local.latencies if disrupted <= at <= recovered]
+        worst_during = max(during, default=0.0)
+        worst_latency = max((late for _, late in local.latencies), default=0.0)
         got_broadcasts = sum(m.startswith("b") for m in remote.got)
         got_topic = sum(m.startswith("t") for m in remote.got)
         figures = {
@@ -161,8 +167,10 @@ def run_disruption(
             "worst_local_gap_ms": round(local.worst_gap * 1000, 1),
             "worst_gap_end_s": round(local.worst_gap_at - disrupted, 2),
             "worst_call_ms": round(worst_call * 1000, 1),
-            "worst_latency_ms": round(local.worst_latency * 1000, 1),
-            "late_messages": local.late,
+            "worst_latency_during_ms": round(worst_during * 1000, 1),
+            "messages_during": len(during),
+            "late_during": sum(late > MAX_GAP for late in during),
+            "worst_latency_ms": round(worst_latency * 1000, 1),
             "sender_late_ms": round(worst_late * 1000, 1),
         }
         print("\n", disrupt.__name__, figures)
@@ -173,14 +181,17 @@ def run_disruption(
         )
         assert a.stats()["hub"]["lost"] == figures["a_dropped"] + figures["a_topic_dropped"]
         assert b.stats()["hub"]["lost"] == figures["b_missed"] + figures["b_topic_missed"]
-        # Never waiting on Redis: each local message arrived within MAX_GAP of
-        # its broadcast() or publish() call, and no gap between two local
-        # deliveries is longer than MAX_GAP beyond the sender's own lateness
-        # (the machine's load: also seen before any disruption). Waiting on a
-        # frozen Redis took socket_timeout, 2 s, before.
-        assert local.worst_latency <= MAX_GAP, str(figures)
-        assert local.worst_gap <= MAX_GAP + worst_late, str(figures)
+        # Never waiting on Redis: each local message sent while Redis was in
+        # trouble (disrupted, until 0.5 s after both hubs were back) arrived within
+        # MAX_GAP of its broadcast() or publish() call. Outside that window
+        # the only stalls are the machine's (a loaded machine was seen to
+        # stall threads 100-300 ms before any disruption), so there the
+        # bounds are ten times wider, still far below the 2 s (socket_timeout)
+        # that waiting on a frozen Redis took before.
+        assert during and worst_during <= MAX_GAP, str(figures)
+        assert worst_latency <= 10 * MAX_GAP, str(figures)
         assert worst_call <= 10 * MAX_GAP, str(figures)
+        assert local.worst_gap <= 10 * MAX_GAP + worst_late, str(figures)
         return figures
     finally:
         for reader in (local, remote):
