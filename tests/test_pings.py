@@ -109,3 +109,74 @@ def test_awaiting_is_told_when_the_first_ping_waits_and_when_none_does() -> None
     pings.tick(1.0, 1.0, 5.0)  # a keepalive ping waits too
     assert told == [True, False, True]
     transport.close()
+
+
+def test_an_overdue_pong_waiting_unread_postpones_instead_of_closing() -> None:
+    """Bytes wait on the socket at the deadline: this side is behind, the peer is not dead."""
+
+    class Readable(FakeTransport):
+        def readable(self) -> bool:
+            return True
+
+    transport = Readable()
+    writer = make(transport)
+    failures: List[Any] = []
+    pings = keepalive(writer, failures)
+    pings.tick(0.0, 1.0, 5.0)
+    pings.tick(1.0, 1.0, 5.0)  # a ping, answer by 6.0
+    pings.tick(7.0, 1.0, 5.0)  # overdue, but bytes wait unread: 5 s more
+    assert failures == []
+    transport.readable = lambda: False  # type: ignore[method-assign]
+    pings.tick(11.0, 1.0, 5.0)
+    assert failures == []
+    pings.tick(12.5, 1.0, 5.0)
+    assert failures == [(1011, "keepalive ping timeout")]
+    transport.close()
+
+
+def test_keepalive_pings_are_spread_over_the_interval() -> None:
+    """Connections that start together ping at random points of their first interval."""
+    count, interval = 200, 10.0
+    transport = FakeTransport()
+    writer = make(transport)
+    schedules = [keepalive(writer, []) for _ in range(count)]
+    for pings in schedules:
+        pings.tick(0.0, interval, None)
+    first: List[float] = []
+    for step in range(1, 101):  # ticks of 0.1 s over one interval
+        now = step * interval / 100
+        for pings in schedules:
+            if not pings.waiting:
+                pings.tick(now, interval, None)
+                if pings.waiting:  # it sent its ping now
+                    first.append(now)
+    assert len(first) == count  # each pinged once in its first interval
+    per_second = [sum(1 for t in first if s <= t < s + 1) for s in range(int(interval))]
+    assert max(per_second) < count / 4, per_second  # not all in one burst
+    transport.close()
+
+
+def test_keepalive_looks_at_its_connections_in_slices() -> None:
+    """One round of Keepalive is cut into slices at different moments, not one burst."""
+    from wsthread.connection.threads import KEEPALIVE_SLICES, Keepalive
+
+    class Watched:
+        def __init__(self) -> None:
+            self.ticks: List[float] = []
+
+        def keepalive_tick(self, now: float, interval: float, timeout: Optional[float]) -> bool:
+            self.ticks.append(now)
+            return True
+
+    keeper = Keepalive(0.4, None)  # a tick of 0.1 s
+    watched = [Watched() for _ in range(100)]
+    for connection in watched:
+        keeper.add(connection)
+    try:
+        deadline = threading.Event()
+        deadline.wait(0.5)
+    finally:
+        keeper.stop()
+    firsts = {connection.ticks[0] for connection in watched if connection.ticks}
+    assert len(firsts) >= KEEPALIVE_SLICES // 2, len(firsts)
+    assert all(len(connection.ticks) >= 2 for connection in watched)  # each looked at every round

@@ -35,6 +35,10 @@ class FakeTransport:
         self.shutdowns = 0
         self.socket, self.peer = socket.socketpair()  # only for the write pump to poll
 
+    def readable(self) -> bool:
+        """Whether the peer's bytes wait unread: never, on this fake."""
+        return False
+
     @property
     def unsent(self) -> int:
         return len(self.out)

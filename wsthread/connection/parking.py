@@ -38,6 +38,7 @@ reads block in ``recv()`` as before.
 from __future__ import annotations
 
 import logging
+import random
 import select
 import socket
 import struct
@@ -56,8 +57,9 @@ logger = logging.getLogger("wsthread")
 IDLE = 0.5
 #: How many parked threads may be waking (competing for the GIL) at once.
 ADMIT = 2
-# A parked thread looks at its socket again this often, whatever happens
-# (a socket closed under it vanishes from epoll without an event).
+# A parked thread looks at its socket again about this often (0.5 to 1.5
+# times it, at random), whatever happens (a socket closed under it vanishes
+# from epoll without an event).
 _RECHECK = 30.0
 # The parking thread ends after this long with nothing parked.
 _LINGER = 1.0
@@ -198,7 +200,9 @@ class Parking:
         deadline = Deadline(timeout)
         while True:
             remaining = deadline.remaining()
-            step = _RECHECK if remaining is None else min(remaining, _RECHECK)
+            # Jittered, so threads parked together do not all recheck together.
+            recheck = _RECHECK * (0.5 + random.random())
+            step = recheck if remaining is None else min(remaining, recheck)
             slot.lock.acquire(timeout=step)
             with self._lock:
                 if slot.admitted:

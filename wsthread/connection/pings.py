@@ -12,6 +12,7 @@ the writer lock (which a long send may hold).
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -21,7 +22,10 @@ from ..sansio.frames import CloseCode
 from ..sansio.protocol import Protocol, State
 from .writer import Writer
 
-__all__ = ["Pings"]
+__all__ = ["Pings", "KEEPALIVE_JITTER"]
+
+#: Keepalive pings come every ``interval`` less up to this fraction of it, at random.
+KEEPALIVE_JITTER = 0.1
 
 
 class Pings:
@@ -144,15 +148,23 @@ class Pings:
             return
         deadline = self._pong_deadline
         if deadline is not None and now >= deadline:
+            if timeout is not None and self.writer.transport.readable():
+                # Bytes wait unread (the pong, maybe): this side is behind
+                # (thousands of threads woken together), not the peer.
+                self.postpone_deadline(now, timeout)
+                return
             self.logger.info("no pong within %s seconds: closing with 1011", timeout)
             self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             return
         if self._next_ping is None:
-            self._next_ping = now + interval
+            # The first ping at a random point of the interval: connections
+            # opened together (a deploy, a reconnect wave) do not ping together.
+            self._next_ping = now + interval * random.random()
             return
         if now < self._next_ping or self._keepalive_payload is not None:
             return
-        self._next_ping = now + interval
+        # A little jitter each time keeps them apart (never later than interval).
+        self._next_ping = now + interval * (1 - KEEPALIVE_JITTER * random.random())
         # Never wait behind a long send: a busy writer will try again next time.
         writer = self.writer
         if not writer.lock.acquire(blocking=False):

@@ -36,6 +36,7 @@ __all__ = [
     "WritePump",
     "ReaderStarter",
     "Keepalive",
+    "KEEPALIVE_SLICES",
     "Pumped",
     "Pinged",
     "shared",
@@ -268,12 +269,24 @@ class Pinged(Protocol):
         """
 
 
+#: Into how many slices :class:`Keepalive` cuts a round of its connections.
+KEEPALIVE_SLICES = 10
+
+
 class Keepalive(HelperThread):
     """One thread that pings many connections and closes those that stop answering.
 
     A server owns one for all its connections, and clients share one per
     setting (``shared(Keepalive, interval, timeout)``), so keepalive costs
     no thread per connection.
+
+    Each connection is looked at once per tick (at most a second), but not
+    all at the same moment: a round is cut into :data:`KEEPALIVE_SLICES`
+    slices, one every tenth of a tick. With each connection's pings spread
+    over the interval (:meth:`~wsthread.connection.pings.Pings.tick`
+    jitters them), 20,000 connections get about a hundred pings at a time
+    rather than all of them in one burst, whose pongs would then wake every
+    connection's thread together.
 
     Args:
         interval: seconds between pings on an idle connection.
@@ -288,6 +301,9 @@ class Keepalive(HelperThread):
         self._connections: Dict[Pinged, None] = {}
         step = min(interval, timeout) if timeout is not None else interval
         self._tick = max(0.01, min(1.0, step / 4))
+        # The round being worked through, and where the next slice starts.
+        self._round: List[Pinged] = []
+        self._next = 0
 
     def add(self, connection: Pinged) -> None:
         """Start watching ``connection``."""
@@ -306,10 +322,15 @@ class Keepalive(HelperThread):
 
     def _step(self) -> None:
         with self._condition:
-            self._condition.wait(self._tick)
+            self._condition.wait(self._tick / KEEPALIVE_SLICES)
             if self._stopping:
                 return
-            connections = list(self._connections)
+            if self._next >= len(self._round):  # a new round: the connections as they are now
+                self._round = list(self._connections)
+                self._next = 0
+            start = self._next
+            self._next = start + -(-len(self._round) // KEEPALIVE_SLICES)
+            connections = self._round[start : self._next]
         now = time.monotonic()
         for connection in connections:
             try:

@@ -200,6 +200,14 @@ class Transport:
             raise socket.timeout("timed out")
         return self._recv_raw(size)
 
+    def readable(self) -> bool:
+        """Whether bytes (or the end) are waiting to be read now; never blocks.
+
+        For the keepalive: a pong may be waiting unread behind a reader that
+        has not had its turn yet, which is this side's delay, not the peer's.
+        """
+        return wait_readable(self.socket, 0)
+
     def _recv_raw(self, size: int) -> bytes:
         """One read of the socket, parking while it stays idle (see :mod:`.parking`)."""
         while True:
