@@ -96,6 +96,8 @@ def test_publisher_reaches_a_hubs_clients_topics_and_types(redis_server: RedisSe
         url = f"ws://127.0.0.1:{server.port}/"
         with wsthread.connect(url) as plain, wsthread.connect(url + "?topic=news") as reader:
             assert wait_until(lambda: len(server.connections) == 2)
+            # The handler subscribes on its own thread, after the connection is counted.
+            assert wait_until(lambda: any("news" in c.topics for c in server.connections))
             assert hub.wait_topics(10)
             assert publisher.broadcast("to all")
             assert publisher.broadcast(b"\x00\xffbinary")
