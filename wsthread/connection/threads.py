@@ -26,7 +26,19 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, Hashable, List, Optional, Protocol, Tuple, TypeVar
+from collections import deque
+from typing import (
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    Hashable,
+    List,
+    Optional,
+    Protocol,
+    Tuple,
+    TypeVar,
+)
 
 from ..runtime.forks import after_fork_in_child
 from .transport import wait_any_writable
@@ -301,9 +313,9 @@ class Keepalive(HelperThread):
         self._connections: Dict[Pinged, None] = {}
         step = min(interval, timeout) if timeout is not None else interval
         self._tick = max(0.01, min(1.0, step / 4))
-        # The round being worked through, and where the next slice starts.
-        self._round: List[Pinged] = []
-        self._next = 0
+        # The connections of this round not looked at yet, and a slice's size.
+        self._round: Deque[Pinged] = deque()
+        self._slice = 0
 
     def add(self, connection: Pinged) -> None:
         """Start watching ``connection``."""
@@ -318,6 +330,8 @@ class Keepalive(HelperThread):
             self._connections.pop(connection, None)
 
     def _has_work(self) -> bool:
+        if not self._connections:
+            self._round.clear()  # hold no connection while there is nothing to do
         return bool(self._connections)
 
     def _step(self) -> None:
@@ -325,12 +339,13 @@ class Keepalive(HelperThread):
             self._condition.wait(self._tick / KEEPALIVE_SLICES)
             if self._stopping:
                 return
-            if self._next >= len(self._round):  # a new round: the connections as they are now
-                self._round = list(self._connections)
-                self._next = 0
-            start = self._next
-            self._next = start + -(-len(self._round) // KEEPALIVE_SLICES)
-            connections = self._round[start : self._next]
+            round_ = self._round
+            if not round_:  # a new round: the connections as they are now
+                round_.extend(self._connections)
+                self._slice = -(-len(round_) // KEEPALIVE_SLICES)
+            # Taken out as they are looked at: a connection removed meanwhile
+            # is held no longer than the rest of the round.
+            connections = [round_.popleft() for _ in range(min(self._slice, len(round_)))]
         now = time.monotonic()
         for connection in connections:
             try:
