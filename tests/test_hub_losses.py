@@ -21,12 +21,14 @@ import threading
 import time
 from typing import Callable, Dict, List, Set, Tuple
 
-import redis
+import pytest
 
 import wsthread
 from conftest import RedisServer, ServerFactory, wait_until
 from wsthread.hubs import RedisHub
 from wsthread.server import ServerConnection
+
+redis = pytest.importorskip("redis")  # in the test-full extra
 
 RATE = 1000  # messages a second from A
 TOPIC = "order 123"
