@@ -1,4 +1,4 @@
-"""wsthread.server.registry: slots, threads, stats() and the shutdown sequence, with fakes and threads."""
+"""wsthread.server.registry: slots, threads, stats() and the shutdown sequence, with fakes."""
 
 from __future__ import annotations
 

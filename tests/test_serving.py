@@ -1,4 +1,4 @@
-"""wsthread.server.serving: the accept loop's start, its one serving thread, and a stop from any thread."""
+"""wsthread.server.serving: the accept loop's start, its serving thread, a stop from any thread."""
 
 from __future__ import annotations
 
