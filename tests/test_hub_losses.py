@@ -134,7 +134,7 @@ def run_disruption(
         stop.set()
         sender.join(10)
         local.counting.clear()
-        assert hubs[0].flush(10)
+        assert hubs[0].flush(30)
         total = sum(len(each) for each in sent.values())
         assert wait_until(lambda: len(local.got) == total, 10)  # every one, locally
 

@@ -123,6 +123,9 @@ class Writer:
         # Guards the shutdown flag and the making of the outbox; never held while writing.
         self._state_lock = threading.Lock()
         self._closed = False
+        self.gave_up: Optional[int] = None
+        """The close code :meth:`fail` gave up with (1013, 1011...), whether or not its frame
+        could be sent; ``None`` until then."""
         self.outbox: Optional[Outbox] = None
         """Messages waiting for the writer lock (see :meth:`enqueue`); made by a first broadcast."""
         # For the write pump: whether it watches this writer, and when the
@@ -350,6 +353,8 @@ class Writer:
         Never blocks: the close frame goes out only if the writer lock is
         free and the socket takes it at once.
         """
+        if self.gave_up is None:
+            self.gave_up = code
         if self._on_fail is not None:
             self._on_fail()
         if self.lock.acquire(blocking=False):

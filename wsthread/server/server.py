@@ -399,8 +399,10 @@ class ServerConnection(Connection):
             self.close(code, reason)
             if keepalive is not None:
                 keepalive.remove(self)
+            # The code this side closed with: its close frame's, or the one the writer gave
+            # up with when the frame could not go out (a socket full of a stalled peer's data).
             sent = self.protocol.close_sent
-            server._counters.closed(self.close_code, None if sent is None else sent[0])
+            server._counters.closed(self.close_code, sent[0] if sent else self.writer.gave_up)
             said = self.close_reason
             log.info("connection closed: code %s%s", self.close_code, f" {said}" if said else "")
 

@@ -215,8 +215,10 @@ class ServerCounters:
     def closed(self, code: Optional[int], sent_code: Optional[int] = None) -> None:
         """An opened connection ended, with the peer's close ``code`` (1006: none).
 
-        ``sent_code`` is the code of the close frame this side sent, if any:
-        1013 for a client dropped for falling behind ``write_limit``.
+        ``sent_code`` is the code this side closed with, if any: its close
+        frame's, or the code it gave up with when that frame could not be sent
+        (the socket full): 1013 for a client dropped for falling behind
+        ``write_limit``.
         """
         with self._lock:
             self._closed += 1
