@@ -27,7 +27,7 @@ import logging
 import os
 import ssl as ssl_module
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .sansio.deflate import CompressionOption, Deflate, client_settings, server_settings
 from .sansio.handshake import Request, Response
@@ -41,7 +41,6 @@ __all__ = [
     "DEFAULT_RECEIVE_BUDGET",
     "default_receive_budget",
     "receive_budget_bytes",
-    "option_docs",
 ]
 
 ReceiveBudgetOption = Union[int, str, None]
@@ -327,8 +326,3 @@ class ClientOptions(ConnectionOptions):
     user_agent_header: Optional[str] = option(
         DEFAULT_USER_AGENT, "the `User-Agent` header (`None`: none)", _text
     )
-
-
-def option_docs(options: type) -> Dict[str, Tuple[Any, str]]:
-    """Each field of an options class: ``name -> (default, one-line meaning)``."""
-    return {each.name: (each.default, each.metadata["doc"]) for each in dataclasses.fields(options)}
