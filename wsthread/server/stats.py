@@ -222,9 +222,10 @@ class ServerCounters:
         """
         with self._lock:
             self._closed += 1
-            self._bump(self._closes, str(code if code is not None else 1006))
+            # int() first: str() of an IntEnum is its name before Python 3.11.
+            self._bump(self._closes, str(int(code) if code is not None else 1006))
             if sent_code is not None:
-                self._bump(self._sent_closes, str(sent_code))
+                self._bump(self._sent_closes, str(int(sent_code)))
 
     def add_traffic(self, connection_stats: Dict[str, Any]) -> None:
         """Fold the final ``connection.stats()`` of a connection that ended into the totals."""
