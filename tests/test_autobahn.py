@@ -298,7 +298,6 @@ def gunicorn_echo(tmp_path: Path) -> Iterator[int]:
         reap(process)
 
 
-@pytest.mark.timeout(1500)
 def answers_200(port: int) -> bool:
     """Whether a GET / on ``port`` is answered with 200 now (False while nothing answers)."""
     try:
@@ -309,6 +308,7 @@ def answers_200(port: int) -> bool:
         return False
 
 
+@pytest.mark.timeout(1500)
 def test_autobahn_server_suite_through_the_wsgi_middleware(
     gunicorn_echo: int, tmp_path: Path
 ) -> None:
