@@ -41,7 +41,7 @@ SERVER = textwrap.dedent(
         elif line.strip() == "stats":
             print(server.stats(), flush=True)
         elif line.strip() == "lot":
-            from wsthread import parking
+            from wsthread.connection import parking
             print(parking.Parking._instance is not None, flush=True)
     server.shutdown()
     """
