@@ -746,10 +746,14 @@ class RedisHub:
                 receivers = client.spublish(channel, payload)
             else:
                 receivers = client.publish(channel, payload)
-        except (self._redis.RedisError, OSError) as exc:
+        except Exception as exc:
+            # RedisError or OSError mostly; but redis-py also raises AttributeError
+            # when the subscriber thread closes the shared connection under this
+            # call. Any of them must not end the publishing thread (flush() and
+            # every later message would wait for ever): count it, reconnect.
             with self._publish_lock:
                 self._publish_errors += 1
-            self._mark_broken(f"publishing failed: {exc}")
+            self._mark_broken(f"publishing failed: {exc!r}")
             return
         with self._publish_lock:
             if topic is not None:
@@ -778,8 +782,8 @@ class RedisHub:
             pipe.zcard(self._hubs_key())
             pipe.pexpire(self._hubs_key(), int(_ANNOUNCE_TTL * 2000))
             replies = pipe.execute()
-        except (self._redis.RedisError, OSError) as exc:
-            self._mark_broken(f"announcing failed: {exc}")
+        except Exception as exc:  # as in _publish_one
+            self._mark_broken(f"announcing failed: {exc!r}")
             return
         with self._publish_lock:
             self._hubs = int(replies[2])
@@ -791,7 +795,7 @@ class RedisHub:
             return
         try:
             client.zrem(self._hubs_key(), self.origin.hex())
-        except (self._redis.RedisError, OSError):
+        except Exception:  # as in _publish_one
             self.logger.debug("%r: could not withdraw the announcement", self, exc_info=True)
 
     def _seen(self, channel: str, origin: bytes, sequence: Optional[int]) -> int:
