@@ -108,10 +108,11 @@ def test_bad_json_raises_invalid_json_naming_the_peer_and_the_connection_goes_on
 
     server = make_server(handler)
     with websockets.sync.client.connect(f"ws://127.0.0.1:{server.port}/") as client:
+        # Before the server's handler returns and closes: then the socket may be gone.
+        host, port = client.socket.getsockname()[:2]
         client.send("{not json")
         client.send("[1]")
         assert json.loads(client.recv(timeout=5)) == {"next": [1]}
-        host, port = client.socket.getsockname()[:2]
     error = errors.get(timeout=5)
     assert isinstance(error, ValueError) and isinstance(error.__cause__, json.JSONDecodeError)
     assert f"{host}:{port}" in str(error) and "{not json" in str(error)
