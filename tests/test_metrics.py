@@ -54,6 +54,9 @@ def test_the_example_serves_metrics_with_a_redis_hub(redis_server: RedisServer) 
 
         assert wait_until(lambda: now("wsthread_hub_healthy") == 1, timeout=15)
         with wsthread.connect(room.urls[0]) as alice, wsthread.connect(room.urls[0]) as bob:
+            # A connection joins the server's set just after its 101 is written: a
+            # broadcast made before that does not reach it.
+            assert wait_until(lambda: now("wsthread_connections_open") == 2)
             for text in ("one", "two", "three"):
                 alice.send(text)
                 assert bob.recv(timeout=5) == text and alice.recv(timeout=5) == text
