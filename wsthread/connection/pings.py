@@ -157,9 +157,10 @@ class Pings:
             self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             return
         if self._next_ping is None:
-            # The first ping at a random point of the interval: connections
-            # opened together (a deploy, a reconnect wave) do not ping together.
-            self._next_ping = now + interval * random.random()
+            # The first ping at a random point of the interval's second half:
+            # connections opened together (a deploy, a reconnect wave) do not
+            # ping together, and none pings just after it opened.
+            self._next_ping = now + interval * (0.5 + 0.5 * random.random())
             return
         if now < self._next_ping or self._keepalive_payload is not None:
             return
