@@ -135,7 +135,7 @@ def test_an_overdue_pong_waiting_unread_postpones_instead_of_closing() -> None:
 
 
 def test_keepalive_pings_are_spread_over_the_interval() -> None:
-    """Connections that start together ping at random points of their first interval's second half."""
+    """Connections that start together ping at random points of their first interval's end half."""
     count, interval = 200, 10.0
     transport = FakeTransport()
     writer = make(transport)
