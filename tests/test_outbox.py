@@ -44,17 +44,20 @@ def test_the_outbox_is_written_when_the_lock_is_released() -> None:
     transport.close()
 
 
-def test_an_idle_connection_has_no_outbox_until_a_first_broadcast() -> None:
-    """The outbox is made by the first enqueue(), and only once."""
+def test_an_idle_connection_has_no_outbox_until_a_broadcast_finds_it_busy() -> None:
+    """A broadcast to an idle writer is written at once; the outbox is made only when one waits."""
     transport = FakeTransport()
     writer = make(transport)
+    assert writer.enqueue(True, b"one") is True  # idle: written directly
     assert writer.outbox is None
-    assert writer.enqueue(True, b"one") is True
-    outbox = writer.outbox
-    assert isinstance(outbox, Outbox) and not outbox.items
-    assert writer.enqueue(True, b"two") is True
-    assert writer.outbox is outbox
-    assert frames_in(bytes(transport.sent)) == [b"one", b"two"]
+    with writer:  # busy: the next one waits in a new outbox, written when the lock is let go
+        assert writer.enqueue(True, b"two") is True
+        outbox = writer.outbox
+        assert isinstance(outbox, Outbox) and len(outbox.items) == 1
+        assert writer.enqueue(True, b"three") is True
+        assert writer.outbox is outbox
+    assert not outbox.items
+    assert frames_in(bytes(transport.sent)) == [b"one", b"two", b"three"]
     transport.close()
 
 
@@ -151,7 +154,7 @@ def test_an_idle_writer_sends_the_shared_frame_from_the_broadcasting_thread() ->
     frame = message.plain()[0]
     for writer, transport in zip(writers, transports):
         assert transport.buffers == [frame] and transport.buffers[0] is frame
-        assert writer.outbox is not None and not writer.outbox.items
+        assert writer.outbox is None  # never made: nothing had to wait
         assert writer.messages_sent == 1 and writer.buffered_amount == 0
         transport.close()
 

@@ -151,3 +151,24 @@ def test_nothing_is_framed_after_the_close_frame() -> None:
     protocol.send_close(1001)
     with pytest.raises(ConnectionClosed):
         protocol.send_prepared(PreparedMessage(b"late", text=False))
+
+
+def test_sends_plain_shared_only_where_send_prepared_gives_the_plain_frame() -> None:
+    """The writer's fast path takes ``message.frame`` only where send_prepared would too."""
+    message = PreparedMessage(TEXT.encode(), text=True)
+
+    class Hook:
+        def handshake(self, direction: str, data: bytes) -> None:
+            pass
+
+        def frame(self, direction: str, frame: Frame, mask: Optional[bytes]) -> None:
+            pass
+
+    plain = server()
+    assert plain.sends_plain_shared and plain.send_prepared(message) is message.frame
+    for other in (server(NO_TAKEOVER), server(TAKEOVER), server(trace=Hook()), client()):
+        assert not other.sends_plain_shared
+    negotiated = server()
+    negotiated.use_deflate(PerMessageDeflate(NO_TAKEOVER, is_server=True))
+    assert not negotiated.sends_plain_shared
+    assert negotiated.send_prepared(message) is not message.frame

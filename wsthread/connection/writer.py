@@ -397,36 +397,44 @@ class Writer:
         Returns ``False`` when the connection is closing, or when the peer has
         let more than ``write_limit`` bytes pile up: then it is closed with 1013.
         """
-        if self._closed or self.protocol.state is not State.OPEN:
-            return False
+        # This runs once per connection per broadcast: the common case (an
+        # idle, open connection) is spelled out with as few steps as it takes.
+        protocol = self.protocol
+        if self._closed or protocol.close_sent is not None or protocol.receiving_done:
+            return False  # not State.OPEN (receiving_done: a close, an error or EOF came)
         outbox = self.outbox
-        if outbox is None:
-            outbox = self._make_outbox()
         lock = self.lock
-        if outbox.items or not lock.acquire(False):
-            return outbox.put(message)
+        if (outbox is not None and outbox.items) or not lock.acquire(False):
+            return (outbox or self._make_outbox()).put(message)
         # The writer is idle: write it from this thread.
+        backlog = 0
         try:
-            if outbox.items:  # queued between the look and the lock: those first
+            outbox = self.outbox  # again: made meanwhile by a thread that found the lock busy?
+            if outbox is not None and outbox.items:  # queued between the look and the lock
                 outbox.write_queued()
-            backlog = self.transport.unsent + self.gathered_bytes
+            transport = self.transport
+            backlog = transport.unsent + self.gathered_bytes
             limit = self.write_limit
-            overflow = limit is not None and backlog > limit
-            if not overflow:
-                frame = self.protocol.send_prepared(message)
+            if not backlog or limit is None or backlog <= limit:
+                backlog = 0
+                if protocol.sends_plain_shared:
+                    frame = message.frame
+                else:
+                    frame = protocol.send_prepared(message)
                 self.messages_sent += 1
                 if self.gathered:
                     self.write(frame, wait=False)
                 else:  # write(), without what only gathered bytes need
                     self.bytes_sent += len(frame)
-                    self._transfer(frame, False, self.write_timeout)
+                    self._transfer(frame, False, None)
         except ConnectionClosed:
             return False
         finally:
             lock.release()
-            if outbox.items:  # queued meanwhile by a thread that found the lock busy
+            outbox = self.outbox
+            if outbox is not None and outbox.items:  # queued meanwhile (the lock kept them out)
                 outbox.drain()
-        if overflow:
+        if backlog:  # over write_limit
             self.too_slow(backlog)
             return False
         return True

@@ -200,6 +200,9 @@ class Protocol:
         self._pongs_owed: List[bytes] = []
         # Whether the message being sent is compressed (set by its first frame).
         self._sending_compressed = False
+        self.sends_plain_shared = side is Side.SERVER and deflate is None and trace is None
+        """Whether every prepared message goes out as its plain shared frame, as it is
+        (a server that neither compresses nor traces); the broadcast's fast path reads it."""
 
     def use_deflate(self, deflate: PerMessageDeflate) -> None:
         """Compress and decompress with ``deflate`` from now on (agreed in the handshake).
@@ -209,6 +212,7 @@ class Protocol:
         self.deflate = deflate
         self._assembler.deflate = deflate
         self._parser.allowed_rsv1 = True
+        self.sends_plain_shared = False
 
     @property
     def fragments(self) -> bool:
