@@ -22,10 +22,16 @@ round, the median round kept:
 - **fanout-deflate**: the same, every client offering Chromium's
   ``permessage-deflate; client_max_window_bits``; the servers accept it
   without server context takeover where they can;
-- **fanout-stall**: the flood again with ``--fanout-stall`` (200) of the
-  clients no longer reading: the others' deliveries/s against the no-stall
-  flood's per client, how the stalled ones ended once they read again, and
-  the server's RSS;
+- **fanout-stall**: a flood of the same count of larger broadcasts
+  (``--fanout-stall-size``, 20 KiB: 6 MB per client, more than the
+  ``write_limit`` of 1 MiB plus the ~4 MB the kernel holds for a loopback
+  client that stopped reading), to the readers (``clients - stall``)
+  alone, then to the same readers beside ``--fanout-stall`` (200) clients
+  that stopped reading: the readers' deliveries/s against what they got
+  alone, how the stalled ones ended once they read again (1013 expected),
+  and the server's RSS. Servers that write to each client with a blocking
+  call (``sendall``, a sync ``send()`` loop) would wait on the first
+  stalled client, and do not take part;
 - **topics**: ``--topics`` (100) topics, the clients spread evenly over them
   (10 each), the flood's count of rounds each publishing once to every
   topic; each client must get its own topic's messages only, all, in order.
@@ -63,6 +69,12 @@ SCRIPTS = {
     "picows": "picows_fanout.py",
 }
 NO_DEFLATE = {"picows": "picows has no permessage-deflate"}
+#: Servers that write to each client in turn with a blocking call: a client that
+#: stopped reading holds the whole broadcast up, so the stall workload leaves them out.
+BLOCKS_ON_STALL = {
+    "raw floor": "blocks in sendall() on a stalled client",
+    "websockets": "blocks in send() on a stalled client",
+}
 WORKLOADS = ("fanout", "fanout-deflate", "fanout-stall", "topics")
 
 
@@ -189,6 +201,14 @@ class Clients:
             for index, share in enumerate(shares)
         ]
 
+    @classmethod
+    def joined(cls, *groups: Clients) -> Clients:
+        """The processes of several groups as one (each started and stopped once)."""
+        clients = cls.__new__(cls)
+        clients.shares = [share for group in groups for share in group.shares]
+        clients.processes = [process for group in groups for process in group.processes]
+        return clients
+
     async def start(self) -> List[str]:
         """Start them all and wait for their connections; the errors of those that failed."""
         for process in self.processes:
@@ -308,13 +328,16 @@ async def phase(
     messages: int,
     size: int,
     *,
-    stall: int = 0,
+    stalls: Optional[List[int]] = None,
     latency: bool = False,
     topics: bool = False,
 ) -> Phase:
-    """Have the clients expect ``messages``, the server run ``order``, and tally."""
-    stalls = split(stall, clients.shares)
-    result = Phase(clients=sum(clients.shares) - stall, messages=messages)
+    """Have the clients expect ``messages``, the server run ``order``, and tally.
+
+    ``stalls``: how many connections of each client process stop reading.
+    """
+    stalls = stalls or [0] * len(clients.processes)
+    result = Phase(clients=sum(clients.shares) - sum(stalls), messages=messages)
     for process, stalled in zip(clients.processes, stalls):
         process.send(
             json.dumps(
@@ -380,6 +403,7 @@ class Settings:
     rate: float = 50.0
     size: int = 64
     stall: int = 200
+    stall_size: int = 20480
     topics: int = 100
     processes: int = 2
     write_limit: Optional[int] = None
@@ -417,8 +441,6 @@ async def one_server(
             )
             if not deflate and "topics" in workloads:
                 phases["topics"] = await topics_phase(server, clients, settings)
-            if not deflate and "fanout-stall" in workloads:
-                phases["stall"] = await stall_phase(server, clients, settings)
         finally:
             await clients.stop()
     return phases
@@ -441,23 +463,47 @@ async def topics_phase(server: Process, clients: Clients, settings: Settings) ->
     return await phase(server, clients, order, count, settings.size, topics=True)
 
 
-async def stall_phase(server: Process, clients: Clients, settings: Settings) -> Phase:
-    """The flood with some clients not reading; then how those ended once they read again."""
-    count = settings.broadcasts
-    result = await phase(
-        server,
-        clients,
-        f"flood {count} {settings.size}",
-        count,
-        settings.size,
-        stall=settings.stall,
-    )
-    stalls = split(settings.stall, clients.shares)
-    answers = await clients.ask([{"cmd": "resume", "stall": s, "wait": 5.0} for s in stalls])
-    for answer in answers:
-        for key, value in answer["endings"].items():
-            result.endings[key] = result.endings.get(key, 0) + value
-    return result
+async def stall_server(name: str, command: List[str], settings: Settings) -> Dict[str, Phase]:
+    """The stall workload on a fresh server: the readers alone, then beside stalled clients.
+
+    The readers (``clients - stall`` of them) take the flood of larger
+    broadcasts alone first ("stall base"); then the stalled clients join,
+    from a process of their own, and stop reading, and the readers take
+    the same flood again ("stall"); at last the stalled ones read again
+    and say how they ended.
+    """
+    base_name = "wsthread" if name.startswith("wsthread ") else name
+    if base_name in BLOCKS_ON_STALL:
+        return {"stall": Phase(error=BLOCKS_ON_STALL[base_name])}
+    extra = []
+    if settings.write_limit is not None:
+        extra += ["--write-limit", str(settings.write_limit)]
+    count, size, stall = settings.broadcasts, settings.stall_size, settings.stall
+    order = f"flood {count} {size}"
+    async with started(Process(name, [*command, *extra])) as server:
+        readers = Clients(server.url, settings.clients - stall, settings.processes, False)
+        stalled = Clients(server.url, stall, 1, False)
+        everyone = Clients.joined(readers, stalled)
+        try:
+            for group, total in ((readers, settings.clients - stall), (stalled, settings.clients)):
+                errors = await group.start()
+                if errors:
+                    raise RuntimeError(f"{name}: {len(errors)} clients failed: {errors[0]}")
+                await wait_connected(server, total)
+                if group is readers:
+                    base = await phase(server, readers, order, count, size)
+            stalls = [0] * len(readers.processes) + [stall]
+            result = await phase(server, everyone, order, count, size, stalls=stalls)
+            (answer,) = await stalled.ask([{"cmd": "resume", "stall": stall, "wait": 5.0}])
+            result.endings = dict(answer["endings"])
+            # The close codes the server sent, where it counts them (wsthread's
+            # stats()): a 1013 it could not deliver to a full socket shows here.
+            counted = (await server.ask("stats")).get("stats", {}).get("sent_closes", {})
+            for code, number in counted.items():
+                result.endings[f"server sent {code}"] = number
+        finally:
+            await everyone.stop()
+    return {"stall base": base, "stall": result}
 
 
 # ---------------------------------------------------------------------------
@@ -486,11 +532,13 @@ async def run(
     skipped = [name for name in names if name not in commands]
     if skipped:
         print(f"fan-out: no fan-out server for {', '.join(skipped)}", flush=True)
-    blocks = []
-    if {"fanout", "fanout-stall", "topics"} & set(workloads):
-        blocks.append(False)
+    blocks = []  # one fresh server and fresh clients each
+    if {"fanout", "topics"} & set(workloads):
+        blocks.append("plain")
     if "fanout-deflate" in workloads:
-        blocks.append(True)
+        blocks.append("deflate")
+    if "fanout-stall" in workloads:
+        blocks.append("stall")
     print(
         f"fan-out: {settings.clients:,} clients in {settings.processes} processes,"
         f" {settings.size} B binary; flood {settings.broadcasts}, paced {settings.paced}"
@@ -501,14 +549,20 @@ async def run(
     unsupported: Dict[Tuple[str, str], str] = {}
     errors = 0
     for _round in range(repeat):
-        for deflate in blocks:
+        for block in blocks:
+            deflate = block == "deflate"
             for name in chosen:
                 base = name.split(" ")[0] if name.startswith("wsthread ") else name
                 if deflate and base in NO_DEFLATE:
                     unsupported[name, "deflate"] = NO_DEFLATE[base]
                     continue
                 try:
-                    phases = await one_server(name, commands[name], settings, deflate, workloads)
+                    if block == "stall":
+                        phases = await stall_server(name, commands[name], settings)
+                    else:
+                        phases = await one_server(
+                            name, commands[name], settings, deflate, workloads
+                        )
                 except RuntimeError as exc:
                     print(f"  fan-out {name}: FAILED: {exc}", flush=True)
                     errors += 1
@@ -520,7 +574,7 @@ async def run(
                         continue
                     errors += result.faults
                     rounds.setdefault((key, name), []).append(result)
-                    if key != "warm-up":
+                    if key not in ("warm-up", "stall base"):
                         print(f"  {key:<14} {name:<14} {describe(key, result)}", flush=True)
     results = {key: median(values, key[0]) for key, values in rounds.items()}
     table, figures = make_table(results, unsupported, chosen, settings)
@@ -636,18 +690,19 @@ def make_table(
             + " | ".join(cells)
             + " |" * (1 + len(others))
         )
-    if any(key == "stall" for key, _ in results):
+    if any(key == "stall" for key, _ in results) or any(k == "stall" for _, k in unsupported):
         active = clients - settings.stall
         add(
-            f"stall: deliveries/s to the {active:,} still reading ({settings.stall} stalled)",
+            f"stall: deliveries/s to the {active:,} still reading ({settings.stall} stalled,"
+            f" {settings.broadcasts} x {settings.stall_size} B)",
             "stall",
             lambda r, n: r.rate,
             0,
         )
         add(
-            "stall: per-client rate vs the no-stall flood",
+            "stall: per-reader rate vs the readers alone",
             "stall",
-            lambda r, n: stall_ratio(r, results.get(("flood", n)), active, clients),
+            lambda r, n: stall_ratio(r, results.get(("stall base", n)), active, clients),
             2,
             ratios=False,
         )

@@ -783,6 +783,7 @@ def fanout_settings(args: argparse.Namespace) -> fanout.Settings:
         rate=args.fanout_rate,
         size=args.fanout_size,
         stall=args.fanout_stall,
+        stall_size=args.fanout_stall_size,
         topics=args.topics,
         processes=args.fanout_processes,
         write_limit=args.fanout_write_limit,
@@ -1183,6 +1184,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     fan.add_argument("--fanout-size", type=int, help="bytes per broadcast (64)")
     fan.add_argument("--fanout-stall", type=int, help="clients that stop reading (200)")
     fan.add_argument(
+        "--fanout-stall-size", type=int, help="bytes per broadcast of the stall floods (20480)"
+    )
+    fan.add_argument(
         "--fanout-write-limit", type=int, help="write_limit of the wsthread server (its default)"
     )
     fan.add_argument("--topics", type=int, help="topics of the topic fan-out (100)")
@@ -1213,6 +1217,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "fanout_rate": 50.0,
         "fanout_size": 64,
         "fanout_stall": 200,
+        "fanout_stall_size": 20480,
         "topics": 100,
     }
     if args.quick:
@@ -1229,6 +1234,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             fanout_broadcasts=30,
             fanout_paced=10,
             fanout_stall=4,
+            fanout_stall_size=262144,
             topics=4,
         )
     for key, value in defaults.items():
