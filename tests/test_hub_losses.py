@@ -142,7 +142,7 @@ def run_disruption(
             sa, sb = hubs[0].stats(), hubs[1].stats()
             lost = int(sa["dropped"]) + int(sb["missed"])  # type: ignore[call-overload]
             topic_lost = int(sa["topic_dropped"]) + int(sb["topic_missed"])  # type: ignore[call-overload]
-            got = remote.got
+            got = remote.got.copy()  # a snapshot: B's reading thread still adds (GIL off)
             return sum(m.startswith("b") for m in got) + lost == len(sent["broadcast"]) and sum(
                 m.startswith("t") for m in got
             ) + topic_lost == len(sent["topic"])
@@ -153,8 +153,9 @@ def run_disruption(
         during = [late for at, late in local.latencies if disrupted <= at <= recovered]
         worst_during = max(during, default=0.0)
         worst_latency = max((late for _, late in local.latencies), default=0.0)
-        got_broadcasts = sum(m.startswith("b") for m in remote.got)
-        got_topic = sum(m.startswith("t") for m in remote.got)
+        remote_got = remote.got.copy()
+        got_broadcasts = sum(m.startswith("b") for m in remote_got)
+        got_topic = sum(m.startswith("t") for m in remote_got)
         figures = {
             "sent": total,
             "lost_broadcasts": len(sent["broadcast"]) - got_broadcasts,
