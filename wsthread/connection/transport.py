@@ -295,6 +295,7 @@ class Transport:
         return self._send_locked()
 
     def _send_locked(self) -> int:
+        """Send from the buffer; the caller serializes (the writer lock, and TLS's own lock)."""
         return self._out.send(self.socket)
 
     def flush(self, timeout: Optional[float]) -> None:
