@@ -176,11 +176,6 @@ class Transport:
         sock.settimeout(None)
         self.socket = sock
         self._out = OutBuffer()
-        # Output is serialized by its one caller, the connection's writer
-        # (under the writer lock), and a plain socket's reads never write:
-        # the output methods here take no lock of their own (a broadcast
-        # calls one per connection). TLS needs this one: its reads may owe
-        # the peer bytes, written by the reading thread (TLSTransport).
         self._lock = threading.Lock()
         # Blocking reads give up after parking.IDLE seconds and park.
         self._parks = parking.park_after_idle(sock)
@@ -261,17 +256,18 @@ class Transport:
         Raises:
             OSError: the connection failed.
         """
-        out = self._out
-        if out.size:  # behind earlier bytes: keep the order
-            out.append(data)
-            return out.send(self.socket)
-        try:
-            sent = self.socket.send(data, _DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        if sent < len(data):
-            out.append(memoryview(data)[sent:])
-        return out.size
+        with self._lock:
+            out = self._out
+            if out.size:  # behind earlier bytes: keep the order
+                out.append(data)
+                return out.send(self.socket)
+            try:
+                sent = self.socket.send(data, _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent < len(data):
+                out.append(memoryview(data)[sent:])
+            return out.size
 
     def write_parts(self, parts: Sequence[bytes]) -> int:
         """Like :meth:`write` for the concatenation of ``parts``, without concatenating them.
@@ -282,9 +278,10 @@ class Transport:
         Raises:
             OSError: the connection failed.
         """
-        for part in parts:
-            self._out.append(part)
-        return self._send_locked()
+        with self._lock:
+            for part in parts:
+                self._out.append(part)
+            return self._send_locked()
 
     def send_some(self) -> int:
         """Send what the socket accepts now from the buffer; return what is left.
@@ -292,10 +289,10 @@ class Transport:
         Raises:
             OSError: the connection failed.
         """
-        return self._send_locked()
+        with self._lock:
+            return self._send_locked()
 
     def _send_locked(self) -> int:
-        """Send from the buffer; the caller serializes (the writer lock, and TLS's own lock)."""
         return self._out.send(self.socket)
 
     def flush(self, timeout: Optional[float]) -> None:
@@ -455,9 +452,4 @@ class TLSTransport(Transport):
             for part in parts:
                 self.tls.write(part)
             self._out.append(self._outgoing.read())
-            return self._send_locked()
-
-    def send_some(self) -> int:
-        """Send what the socket accepts now; under the lock, as the reading thread may send too."""
-        with self._lock:
             return self._send_locked()
