@@ -11,7 +11,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -61,18 +60,6 @@ def echo_handler(ws: ServerConnection) -> None:
 
 
 ServerFactory = Callable[..., WebSocketServer]
-
-
-#: A known failure on a free-threaded build (issue 29, open): with the GIL off,
-#: server.shutdown() under traffic left connection threads running, and
-#: clients without their close frame, in 3 of 5 fast-suite runs on 3.13t
-#: (2026-12-07); it passes alone, and on builds with the GIL. Marked so
-#: that it shows as XFAIL there, not as a pass, until it is found.
-SHUTDOWN_RACE_WITHOUT_GIL = pytest.mark.xfail(
-    sysconfig.get_config_var("Py_GIL_DISABLED") == 1,
-    reason="issue 29: shutdown under traffic leaves threads running with the GIL off",
-    strict=False,
-)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:

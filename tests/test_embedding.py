@@ -18,7 +18,6 @@ from websockets.sync.client import ClientConnection, connect
 
 import wsthread
 from conftest import (
-    SHUTDOWN_RACE_WITHOUT_GIL,
     ServerFactory,
     assert_going_away,
     python_process,
@@ -471,7 +470,6 @@ def test_trace_option_of_serve_and_connect_shows_both_sides() -> None:
         assert "code 1000 NORMAL_CLOSURE" in log
 
 
-@SHUTDOWN_RACE_WITHOUT_GIL
 def test_shutdown_does_not_wait_for_clients_still_silent_in_the_handshake() -> None:
     """A socket that never sends its request (a browser preconnect) does not delay shutdown."""
     server = wsthread.serve(idle_handler, "127.0.0.1", 0, open_timeout=30, close_timeout=2)

@@ -22,7 +22,6 @@ from websockets.sync.client import connect as ws_connect
 
 import wsthread
 from conftest import (
-    SHUTDOWN_RACE_WITHOUT_GIL,
     UPGRADE_REQUEST,
     ServerFactory,
     raw_websocket,
@@ -315,7 +314,6 @@ def busy_client(port: int, ready: threading.Barrier, results: Dict[int, str], in
     results[index] = outcome
 
 
-@SHUTDOWN_RACE_WITHOUT_GIL
 @pytest.mark.timeout(120)
 def test_shutdown_while_100_clients_send(make_server: ServerFactory) -> None:
     """shutdown() during traffic: each client gets 1001 (or a clean TCP close),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional
 
@@ -12,7 +13,7 @@ import pytest
 
 from wsthread.exceptions import ServiceUnavailable
 from wsthread.runtime.deadline import Deadline
-from wsthread.server.registry import Registry, asked_to_close, close_in_parallel, open_on
+from wsthread.server.registry import Registry, asked_to_close, close_together, open_on
 from wsthread.stats import ServerCounters
 
 
@@ -22,17 +23,21 @@ class FakeTransport:
 
 
 class FakeConnection:
-    """What the registry uses of a connection: close(), stats() and two buffer figures."""
+    """What the registry uses of a connection: closing, stats() and two buffer figures."""
 
-    def __init__(self, sent: int = 0, latency: Optional[float] = None, barrier: Any = None) -> None:
+    def __init__(
+        self, sent: int = 0, latency: Optional[float] = None, busy_writer: int = 0
+    ) -> None:
         self.received_bytes = 10
         self.transport = FakeTransport(3)
         self.buffered_amount = 3 + sent * 100
         self.writer = SimpleNamespace(write_limit=300)
         self.sent = sent
         self.latency = latency
-        self.barrier = barrier
+        self.busy_writer = busy_writer
         self.closed_with: List[Any] = []
+        self.begun_with: List[Any] = []
+        self.waited: List[Optional[float]] = []
 
     def stats(self) -> Dict[str, Any]:
         return {
@@ -44,10 +49,17 @@ class FakeConnection:
             "latency": self.latency,
         }
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        if self.barrier is not None:
-            self.barrier.wait(10)  # every closer must be running at once to pass
-        self.closed_with.append((code, reason))
+    def _close_begin(self, code: int, reason: str) -> bool:
+        """As a connection whose writer is free, unless ``busy_writer`` says for how many tries."""
+        if self.busy_writer:
+            self.busy_writer -= 1
+            return False
+        self.begun_with.append((code, reason, threading.current_thread()))
+        return True
+
+    def _close_wait(self, timeout: Optional[float]) -> None:
+        self.waited.append(timeout)
+        self.closed_with.append(self.begun_with[-1][:2] if self.begun_with else "dropped")
 
 
 def make_registry(closing: bool = False) -> Registry:
@@ -119,12 +131,30 @@ def test_stats_add_the_open_connections_to_the_counters() -> None:
     assert make_registry().stats()["latency"] == {"max": None, "mean": None}
 
 
-def test_close_in_parallel_runs_every_close_at_once() -> None:
-    """Each close runs on its own thread: a barrier only they can pass proves it."""
-    barrier = threading.Barrier(3)
-    connections: List[Any] = [FakeConnection(barrier=barrier) for _ in range(3)]
-    close_in_parallel(connections, 1001, "bye")
+def test_close_together_begins_every_close_then_waits_against_one_deadline() -> None:
+    """No thread per connection: each close begins on the caller's thread, then is awaited."""
+    connections: List[Any] = [FakeConnection() for _ in range(3)]
+    before = threading.active_count()
+    close_together(connections, 1001, "bye", Deadline(10))
+    assert threading.active_count() == before
+    me = threading.current_thread()
+    assert [each.begun_with for each in connections] == [[(1001, "bye", me)]] * 3
     assert [each.closed_with for each in connections] == [[(1001, "bye")]] * 3
+    assert all(0 < each.waited[0] <= 10 for each in connections)
+
+
+def test_close_together_retries_a_busy_writer_until_the_deadline() -> None:
+    """A writer busy for a moment is tried again; one busy past the deadline is dropped."""
+    moment = FakeConnection(busy_writer=2)  # free again on the third try
+    stuck = FakeConnection(busy_writer=10**9)
+    started = time.monotonic()
+    close_together([moment, stuck], 1001, "bye", Deadline(0.2))
+    assert 0.2 <= time.monotonic() - started < 5
+    assert moment.begun_with[0][2] is threading.current_thread()
+    assert moment.closed_with == [(1001, "bye")]
+    assert stuck.begun_with == []
+    assert stuck.closed_with == ["dropped"]
+    assert stuck.waited == [0]  # no time left: its TCP connection is dropped at once
 
 
 def test_close_all_closes_open_connections_and_wakes_handshaking_threads() -> None:
@@ -174,11 +204,11 @@ def test_close_all_closes_another_servers_connection_on_our_thread() -> None:
     connection_thread(ours, sock, serving_a_middleware)
     registered.wait(10)
 
-    def closed_means_done(code: int = 1000, reason: str = "") -> None:
-        guest.closed_with.append((code, reason))
+    def closed_means_done(timeout: Optional[float]) -> None:
+        guest.closed_with.append(guest.begun_with[-1][:2])
         release.set()
 
-    guest.close = closed_means_done  # type: ignore[method-assign]
+    guest._close_wait = closed_means_done  # type: ignore[method-assign]
     ours.close_all(1001, "server shutting down", Deadline(10))
     assert guest.closed_with == [(1001, "server shutting down")]
     peer.setblocking(False)

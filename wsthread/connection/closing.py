@@ -5,7 +5,9 @@ reader's:
 
 - :meth:`Closing.close`, on any thread that calls ``Connection.close()``:
   send a close frame (once, through the writer), then wait *outside* the
-  writer lock, at most ``close_timeout``, for the end;
+  writer lock, at most ``close_timeout``, for the end; or the same in two
+  steps, :meth:`Closing.begin` and :meth:`Closing.wait`, for a thread that
+  closes many connections at once (a server's shutdown);
 - :meth:`Closing.release`, the end itself, called once by the
   :class:`~wsthread.connection.reader.Reader`'s one ending path (``on_end``): shut the
   transport down and wake everyone waiting (``recv()``, ``close()``,
@@ -97,10 +99,43 @@ class Closing:
             writer.shutdown()
             self._ended.set()
             return
+        if self._ended.is_set():
+            return  # the peer's close (or the end of the stream) came already
         reader.start_thread()  # it reads the peer's close frame and ends the connection
-        if not self._ended.wait(self.close_timeout):
+        self.wait(self.close_timeout)
+
+    def begin(self, code: int, reason: str, reader: Reader) -> bool:
+        """Start the closing handshake without waiting; :meth:`wait` for its end.
+
+        For closing many connections from one thread (a server's shutdown):
+        the close frame goes out now if the writer lock is free (what the
+        socket does not take is left to the write pump), and the peer's
+        answer will be read: by the application thread reading now, if
+        one does, or else by the reader thread, started here. Returns
+        ``False``, having sent nothing, when a send holds the writer lock:
+        call :meth:`close` then, on a thread that may wait for it.
+        """
+        self.messages.stop_waiting()
+        if not self.writer.try_send_close(code, reason):
+            return False
+        if self._ended.is_set():
+            return True
+        if not reader.opened:
+            self.writer.shutdown()  # the handshake failed: nothing to wait for
+            self._ended.set()
+        elif self.messages.reader_delay() is not None:
+            reader.start_thread()  # nobody reads the socket now
+        return True
+
+    def wait(self, timeout: Optional[float]) -> None:
+        """Wait, at most ``timeout`` seconds, for the end; then shut the transport down.
+
+        Once it is shut down, the end comes at once: a reader blocked in
+        ``recv`` wakes to the end of the stream.
+        """
+        if not self._ended.wait(timeout):
             self.logger.debug("closing handshake timed out; closing the TCP connection")
-            writer.shutdown()
+            self.writer.shutdown()
             self._ended.wait()
 
     def release(self) -> None:

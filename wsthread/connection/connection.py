@@ -595,6 +595,19 @@ class Connection:
         """
         self._closing.close(code, reason, self.reader)
 
+    def _close_begin(self, code: int, reason: str) -> bool:
+        """:meth:`close` without the wait (then :meth:`_close_wait`); never blocks.
+
+        For a thread that closes many connections at once (a server's
+        shutdown), without a thread for each. ``False``, with nothing sent,
+        when a send holds the writer: :meth:`close` it instead.
+        """
+        return self._closing.begin(code, reason, self.reader)
+
+    def _close_wait(self, timeout: Optional[float]) -> None:
+        """After :meth:`_close_begin`: wait at most ``timeout`` for the end, then drop TCP."""
+        self._closing.wait(timeout)
+
     def fail(self, code: int, reason: str) -> None:
         """Close with ``code`` without waiting for the peer: send a close frame, drop TCP.
 

@@ -92,6 +92,13 @@ def shared(factory: Callable[..., _T], *args: Hashable) -> _T:
     ``shared(Keepalive, 20, 20)``.
     """
     key = (factory,) + args
+    # Without the lock when it exists: this runs on every connection's thread,
+    # after reads and for gathered frames, and with the GIL off a lock taken
+    # that often by that many threads makes them queue for it (each hand-over
+    # waits for the scheduler). A dict lookup is atomic with or without it.
+    instance = _shared.get(key)
+    if instance is not None:
+        return instance  # type: ignore[no-any-return]
     with _shared_lock:
         instance = _shared.get(key)
         if instance is None:

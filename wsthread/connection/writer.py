@@ -357,15 +357,26 @@ class Writer:
             self.gave_up = code
         if self._on_fail is not None:
             self._on_fail()
-        if self.lock.acquire(blocking=False):
-            try:
-                if self.protocol.close_sent is None and not self._closed:
-                    self.write(self.protocol.send_close(code, reason), wait=False)
-            except ConnectionClosed:
-                pass
-            finally:
-                self.lock.release()
+        self.try_send_close(code, reason)
         self.shutdown()
+
+    def try_send_close(self, code: int, reason: str) -> bool:
+        """Send a close frame unless one went out, if the writer lock is free; never blocks.
+
+        What the socket does not take at once is left to the write pump.
+        Returns ``False`` when another thread holds the writer lock (a send
+        under way): nothing was done.
+        """
+        if not self.lock.acquire(blocking=False):
+            return False
+        try:
+            if self.protocol.close_sent is None and not self._closed:
+                self.write(self.protocol.send_close(code, reason), wait=False)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.lock.release()
+        return True
 
     # -- messages that never wait (broadcast) ------------------------------
 

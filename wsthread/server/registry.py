@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 import weakref
 from typing import Any, Callable, Dict, Generic, List, Optional, Set, TypeVar
 
@@ -37,7 +38,7 @@ from ..exceptions import ServiceUnavailable
 from ..runtime.deadline import Deadline
 from .stats import TRAFFIC_KEYS, ServerCounters, backpressure
 
-__all__ = ["Registry", "open_on", "asked_to_close", "close_in_parallel"]
+__all__ = ["Registry", "open_on", "asked_to_close", "close_together"]
 
 logger = logging.getLogger("wsthread")
 
@@ -72,28 +73,43 @@ def asked_to_close() -> bool:
         return threading.current_thread() in _asked_to_close
 
 
-def close_in_parallel(connections: List[Connection], code: int, reason: str) -> None:
-    """Close every connection with ``code`` at once, each on a thread of its own; wait for all.
+def close_together(
+    connections: List[Connection], code: int, reason: str, deadline: Deadline
+) -> None:
+    """Close every connection with ``code`` at once; wait for all, at most until ``deadline``.
 
-    One closing handshake waits up to ``close_timeout`` for its peer: done
-    one after the other, a thousand slow peers would take a thousand times
-    that. A failure is logged and does not stop the others.
+    The close frames go out first, one connection after the other from
+    this thread, without waiting for any peer (:meth:`Connection._close_begin
+    <wsthread.connection.connection.Connection._close_begin>`). A connection
+    whose writer is busy (a send under way) is tried again every few
+    milliseconds. Then every closing handshake is awaited against the one
+    ``deadline``, and a connection not closed by then (its peer silent, or a
+    send blocked on a stalled peer) has its TCP connection dropped.
+
+    So a thousand slow peers take one ``close_timeout``, not a thousand,
+    and no thread is started for them: with the GIL off and more busy
+    threads than cores, every thread start waits for the scheduler, and a
+    hundred of them took seconds. A failure is logged and does not stop
+    the others.
     """
-    closers = [
-        threading.Thread(target=_close_quietly, args=(each, code, reason), daemon=True)
-        for each in connections
-    ]
-    for closer in closers:
-        closer.start()
-    for closer in closers:
-        closer.join()
-
-
-def _close_quietly(connection: Connection, code: int, reason: str) -> None:
-    try:
-        connection.close(code, reason)
-    except Exception:
-        logger.exception("error while closing %r", connection)
+    begun: List[Connection] = []
+    busy = list(connections)
+    while busy:
+        still_busy: List[Connection] = []
+        for each in busy:
+            try:
+                (begun if each._close_begin(code, reason) else still_busy).append(each)
+            except Exception:
+                logger.exception("error while closing %r", each)
+        busy = still_busy
+        if not busy or deadline.remaining() == 0:
+            break
+        time.sleep(0.002)
+    for each in busy + begun:  # the busy ones are past the deadline: dropped at once
+        try:
+            each._close_wait(deadline.remaining())
+        except Exception:
+            logger.exception("error while closing %r", each)
 
 
 class Registry(Generic[C]):
@@ -251,12 +267,12 @@ class Registry(Generic[C]):
         """Close every open connection with ``code``, wake the other threads and wait for them.
 
         The open connections, and those another server opened on one of
-        this server's threads (see the module docstring), are closed all at
-        once (:func:`close_in_parallel`). Threads with no open connection (a
+        this server's threads (see the module docstring), are closed
+        together (:func:`close_together`). Threads with no open connection (a
         client that sent nothing yet, a browser's idle preconnect, a kept-alive
-        HTTP connection) are woken by shutting their socket down for reading,
-        instead of waiting for their ``open_timeout``; one that opens a
-        WebSocket all the same (its 101 was on its way) closes it with 1001
+        HTTP connection) are woken first, by shutting their socket down for
+        reading, instead of waiting for their ``open_timeout``; one that opens
+        a WebSocket all the same (its 101 was on its way) closes it with 1001
         (:func:`asked_to_close`). Then every thread is awaited.
         """
         me = threading.current_thread()
@@ -270,7 +286,6 @@ class Registry(Generic[C]):
                 guest = _open_on_thread.get(thread)
                 if guest is not None:
                     closing.append(guest)
-        close_in_parallel(closing, code, reason)
         for thread, sock in waking:
             with self.lock:
                 still = self.threads.get(thread) is sock
@@ -281,6 +296,7 @@ class Registry(Generic[C]):
                     sock.shutdown(socket.SHUT_RD)
                 except OSError:
                     pass
+        close_together(closing, code, reason, deadline)
         self.wait_for_threads([thread for thread, _ in threads], deadline, log)
 
     def wait_for_threads(
