@@ -62,6 +62,7 @@ class Reader(threading.Thread):
         self.counting = threading.Event()  # gaps are measured while set
         self.sent_at: Dict[str, float] = {}  # filled by the sender, for latencies
         self.latencies: List[Tuple[float, float]] = []  # (sent at, latency)
+        self.duplicates = 0  # messages received more than once
 
     def run(self) -> None:
         last = None
@@ -76,6 +77,8 @@ class Reader(threading.Thread):
                 sent_at = self.sent_at.get(message)
                 if sent_at is not None:
                     self.latencies.append((sent_at, now - sent_at))
+                if message in self.got:
+                    self.duplicates += 1
                 self.got.add(message)
         except wsthread.ConnectionClosed:
             pass
@@ -183,8 +186,16 @@ def run_disruption(
             "late_during": sum(late > MAX_GAP for late in during),
             "worst_latency_ms": round(worst_latency * 1000, 1),
             "sender_late_ms": round(worst_late * 1000, 1),
+            "worst_latency_at_s": round(
+                max(local.latencies, key=lambda each: each[1], default=(disrupted, 0))[0]
+                - disrupted,
+                2,
+            ),
+            "duplicates": local.duplicates + remote.duplicates,
         }
         print("\n", disrupt.__name__, figures)
+        # Each message arrived once, here and there.
+        assert figures["duplicates"] == 0, figures
         # Exactly: every message B never got is in one counter, once.
         assert figures["lost_broadcasts"] == figures["a_dropped"] + figures["b_missed"], figures
         assert figures["lost_topic"] == figures["a_topic_dropped"] + figures["b_topic_missed"], (
