@@ -230,10 +230,13 @@ def test_shutdown_does_not_wait_for_a_serve_socket_thread_that_goes_on(
 ) -> None:
     """shutdown() waits for serve_socket() to return, not for the caller's thread to end."""
 
+    tidied = threading.Event()
+
     def slow_to_return(ws: ServerConnection) -> None:
         for message in ws:
             ws.send(message)
         time.sleep(0.3)  # tidying up after the close: shutdown's snapshot sees the thread
+        tidied.set()
 
     server = wsthread.serve(slow_to_return, "127.0.0.1", 0, close_timeout=30)
     client_end, server_end = socket.socketpair()
@@ -253,7 +256,10 @@ def test_shutdown_does_not_wait_for_a_serve_socket_thread_that_goes_on(
         caplog.set_level(logging.WARNING, logger="wsthread")
         started = time.monotonic()
         server.shutdown()
-        assert returned.is_set()  # shutdown waited for serve_socket() to finish
+        # shutdown waited for serve_socket() to finish its handler (it does not
+        # wait for the caller's code after it: `returned` is set just after).
+        assert tidied.is_set()
+        assert returned.wait(10)
         assert time.monotonic() - started < 20  # not for close_timeout (30 s)
         assert not [r for r in caplog.records if "still running" in r.getMessage()]
         with pytest.raises(wsthread.ConnectionClosed):
