@@ -187,6 +187,36 @@ def test_close_all_closes_open_connections_and_wakes_handshaking_threads() -> No
     theirs.close()
 
 
+def test_close_all_joins_a_thread_that_left_the_registry_while_connections_closed() -> None:
+    """A thread of ours that leaves the registry during the closes is still joined.
+
+    It is in the shutdown's first look, and leaves (then takes a moment to
+    end) while the open connections close: shutdown returns only once it
+    has ended, as it does for one that leaves later.
+    """
+    registry = make_registry()
+    ours, theirs = socket.socketpair()
+    left = threading.Event()
+
+    def woken_then_slow_to_end() -> None:
+        ours.recv(10)  # until close_all shuts it down for reading
+        registry.remove_thread(threading.current_thread())
+        left.set()
+        time.sleep(0.3)  # socketserver's own tidying, after it left
+
+    thread = threading.Thread(target=woken_then_slow_to_end)
+    registry.add_thread(thread, ours, started_here=True)
+    thread.start()
+    connection = FakeConnection()
+    connection._close_wait = lambda timeout: left.wait(10)  # type: ignore[method-assign]
+    registry.connections[connection] = threading.current_thread()  # type: ignore[index]
+    registry.close_all(1001, "shutting down", Deadline(10))
+    assert left.is_set()
+    assert not thread.is_alive()
+    ours.close()
+    theirs.close()
+
+
 def test_close_all_closes_another_servers_connection_on_our_thread() -> None:
     """A thread of ours running another registry's WebSocket: closed with 1001, socket kept."""
     ours, other = make_registry(), make_registry()

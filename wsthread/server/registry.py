@@ -279,6 +279,7 @@ class Registry(Generic[C]):
         with self.lock:
             closing: List[Connection] = list(self.connections)
             threads = list(self.threads.items())
+            started_here = set(self._started_here)  # before any of them leaves
         waking = [(t, s) for t, s in threads if s is not None and t is not me and t.is_alive()]
         with _open_on_thread_lock:
             for thread, _ in waking:
@@ -297,20 +298,28 @@ class Registry(Generic[C]):
                 except OSError:
                     pass
         close_together(closing, code, reason, deadline)
-        self.wait_for_threads([thread for thread, _ in threads], deadline, log)
+        self.wait_for_threads([thread for thread, _ in threads], deadline, log, started_here)
 
     def wait_for_threads(
-        self, threads: List[threading.Thread], deadline: Deadline, log: logging.Logger = logger
+        self,
+        threads: List[threading.Thread],
+        deadline: Deadline,
+        log: logging.Logger = logger,
+        started_here: Optional[Set[threading.Thread]] = None,
     ) -> None:
         """Wait until each of ``threads`` left the registry (and ended, if started here).
 
         A thread of ``serve_socket()`` or ``serve_upgrade()`` belongs to the
         caller and lives on: it is awaited only until it is done with its
         connection. One still there at ``deadline`` is logged.
+        ``started_here`` is which of them this server started, as seen when
+        ``threads`` was taken (by default, now): a thread leaves that set
+        when it leaves the registry, a moment before it ends.
         """
         me = threading.current_thread()
-        with self.lock:
-            started_here = set(self._started_here)
+        if started_here is None:
+            with self.lock:
+                started_here = set(self._started_here)
         for thread in threads:
             if thread is me:
                 continue
