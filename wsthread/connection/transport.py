@@ -176,6 +176,11 @@ class Transport:
         sock.settimeout(None)
         self.socket = sock
         self._out = OutBuffer()
+        # Output is serialized by its one caller, the connection's writer
+        # (under the writer lock), and a plain socket's reads never write:
+        # the output methods here take no lock of their own (a broadcast
+        # calls one per connection). TLS needs this one: its reads may owe
+        # the peer bytes, written by the reading thread (TLSTransport).
         self._lock = threading.Lock()
         # Blocking reads give up after parking.IDLE seconds and park.
         self._parks = parking.park_after_idle(sock)
@@ -256,18 +261,17 @@ class Transport:
         Raises:
             OSError: the connection failed.
         """
-        with self._lock:
-            out = self._out
-            if out.size:  # behind earlier bytes: keep the order
-                out.append(data)
-                return out.send(self.socket)
-            try:
-                sent = self.socket.send(data, _DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            if sent < len(data):
-                out.append(memoryview(data)[sent:])
-            return out.size
+        out = self._out
+        if out.size:  # behind earlier bytes: keep the order
+            out.append(data)
+            return out.send(self.socket)
+        try:
+            sent = self.socket.send(data, _DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent < len(data):
+            out.append(memoryview(data)[sent:])
+        return out.size
 
     def write_parts(self, parts: Sequence[bytes]) -> int:
         """Like :meth:`write` for the concatenation of ``parts``, without concatenating them.
@@ -278,10 +282,9 @@ class Transport:
         Raises:
             OSError: the connection failed.
         """
-        with self._lock:
-            for part in parts:
-                self._out.append(part)
-            return self._send_locked()
+        for part in parts:
+            self._out.append(part)
+        return self._send_locked()
 
     def send_some(self) -> int:
         """Send what the socket accepts now from the buffer; return what is left.
@@ -289,10 +292,10 @@ class Transport:
         Raises:
             OSError: the connection failed.
         """
-        with self._lock:
-            return self._send_locked()
+        return self._send_locked()
 
     def _send_locked(self) -> int:
+        """Send from the buffer; the caller serializes (the writer lock, and TLS's own lock)."""
         return self._out.send(self.socket)
 
     def flush(self, timeout: Optional[float]) -> None:
@@ -452,4 +455,9 @@ class TLSTransport(Transport):
             for part in parts:
                 self.tls.write(part)
             self._out.append(self._outgoing.read())
+            return self._send_locked()
+
+    def send_some(self) -> int:
+        """Send what the socket accepts now; under the lock, as the reading thread may send too."""
+        with self._lock:
             return self._send_locked()
