@@ -604,9 +604,12 @@ class Connection:
         """
         return self._closing.begin(code, reason, self.reader)
 
-    def _close_wait(self, timeout: Optional[float]) -> None:
-        """After :meth:`_close_begin`: wait at most ``timeout`` for the end, then drop TCP."""
-        self._closing.wait(timeout)
+    def _close_wait(self, timeout: Optional[float]) -> bool:
+        """After :meth:`_close_begin`: wait at most ``timeout`` for the end; whether it came.
+
+        If it did not, the TCP connection is dropped (the end then follows soon).
+        """
+        return self._closing.wait(timeout)
 
     def fail(self, code: int, reason: str) -> None:
         """Close with ``code`` without waiting for the peer: send a close frame, drop TCP.

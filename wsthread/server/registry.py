@@ -38,7 +38,7 @@ from ..exceptions import ServiceUnavailable
 from ..runtime.deadline import Deadline
 from .stats import TRAFFIC_KEYS, ServerCounters, backpressure
 
-__all__ = ["Registry", "open_on", "asked_to_close", "close_together"]
+__all__ = ["Registry", "open_on", "asked_to_close", "close_together", "AFTER_DROP"]
 
 logger = logging.getLogger("wsthread")
 
@@ -73,6 +73,12 @@ def asked_to_close() -> bool:
         return threading.current_thread() in _asked_to_close
 
 
+#: How long a shutdown still waits for the connections it dropped at its
+#: deadline (their threads wake to the end of the stream and finish), and
+#: for the connection threads if the deadline has passed.
+AFTER_DROP = 1.0
+
+
 def close_together(
     connections: List[Connection], code: int, reason: str, deadline: Deadline
 ) -> None:
@@ -84,7 +90,8 @@ def close_together(
     whose writer is busy (a send under way) is tried again every few
     milliseconds. Then every closing handshake is awaited against the one
     ``deadline``, and a connection not closed by then (its peer silent, or a
-    send blocked on a stalled peer) has its TCP connection dropped.
+    send blocked on a stalled peer) has its TCP connection dropped, and is
+    awaited :data:`AFTER_DROP` seconds more.
 
     So a thousand slow peers take one ``close_timeout``, not a thousand,
     and no thread is started for them: with the GIL off and more busy
@@ -105,9 +112,17 @@ def close_together(
         if not busy or deadline.remaining() == 0:
             break
         time.sleep(0.002)
+    dropped = []
     for each in busy + begun:  # the busy ones are past the deadline: dropped at once
         try:
-            each._close_wait(deadline.remaining())
+            if not each._close_wait(deadline.remaining()):
+                dropped.append(each)
+        except Exception:
+            logger.exception("error while closing %r", each)
+    after = Deadline(AFTER_DROP)
+    for each in dropped:  # their readers wake to the end of the stream
+        try:
+            each._close_wait(after.remaining())
         except Exception:
             logger.exception("error while closing %r", each)
 
@@ -298,6 +313,8 @@ class Registry(Generic[C]):
                 except OSError:
                     pass
         close_together(closing, code, reason, deadline)
+        if deadline.remaining() == 0:
+            deadline = Deadline(AFTER_DROP)  # threads of dropped connections are finishing
         self.wait_for_threads([thread for thread, _ in threads], deadline, log, started_here)
 
     def wait_for_threads(
