@@ -8,7 +8,8 @@ frozen with SIGSTOP for 4 s. Afterwards the messages B's client never got
 equal, exactly, A's ``dropped`` plus B's ``missed`` (broadcasts) and A's
 ``topic_dropped`` plus B's ``topic_missed`` (topic messages); and A's own
 client, which gets every message locally, got each one sent while Redis was
-in trouble within 50 ms of its ``broadcast()`` or ``publish()`` call.
+in trouble within 50 ms of its ``broadcast()`` or ``publish()`` call (plus
+any stall of the whole process meanwhile, which a heartbeat thread measures).
 Every server and redis-server bind 127.0.0.1 on free ports and are stopped
 by the test.
 """
@@ -84,6 +85,33 @@ class Reader(threading.Thread):
             pass
 
 
+class Heartbeat(threading.Thread):
+    """A thread that touches neither wsthread nor Redis: how late its 5 ms sleeps wake.
+
+    A stall it sees too (a garbage collection, the machine busy elsewhere)
+    is the process's, not a wait on Redis: redis-py waits on sockets with
+    the interpreter free for other threads.
+    """
+
+    TICK = 0.005
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.stalls: List[Tuple[float, float]] = []  # (woke at, seconds late)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            before = time.monotonic()
+            time.sleep(self.TICK)
+            now = time.monotonic()
+            self.stalls.append((now, max(0.0, now - before - self.TICK)))
+
+    def worst(self, start: float, end: float) -> float:
+        """The longest stall that ended between ``start`` and ``end`` (plus one bound)."""
+        return max((late for at, late in self.stalls if start <= at <= end + MAX_GAP), default=0.0)
+
+
 def run_disruption(
     redis_server: RedisServer, make_server: ServerFactory, disrupt: Callable[[], None]
 ) -> Dict[str, int]:
@@ -96,6 +124,7 @@ def run_disruption(
     local, remote = Reader(a.port), Reader(b.port)
     sent: Dict[str, List[str]] = {"broadcast": [], "topic": []}
     worst_call = worst_late = 0.0
+    heartbeat = Heartbeat()
     disrupted = recovered = 0.0
     try:
         local.start()
@@ -132,6 +161,7 @@ def run_disruption(
 
         sender = threading.Thread(target=send, daemon=True)
         local.counting.set()
+        heartbeat.start()
         sender.start()
         time.sleep(1)
         disrupted = time.monotonic()
@@ -144,6 +174,8 @@ def run_disruption(
         time.sleep(1)
         stop.set()
         sender.join(10)
+        heartbeat.stop.set()
+        heartbeat.join(10)
         local.counting.clear()
         assert hubs[0].flush(30)
         total = sum(len(each) for each in sent.values())
@@ -164,6 +196,7 @@ def run_disruption(
         during = [late for at, late in local.latencies if disrupted <= at <= recovered]
         worst_during = max(during, default=0.0)
         worst_latency = max((late for _, late in local.latencies), default=0.0)
+        stall_during = heartbeat.worst(disrupted, recovered)
         remote_got = remote.got.copy()
         got_broadcasts = sum(m.startswith("b") for m in remote_got)
         got_topic = sum(m.startswith("t") for m in remote_got)
@@ -186,6 +219,7 @@ def run_disruption(
             "late_during": sum(late > MAX_GAP for late in during),
             "worst_latency_ms": round(worst_latency * 1000, 1),
             "sender_late_ms": round(worst_late * 1000, 1),
+            "process_stall_during_ms": round(stall_during * 1000, 1),
             "worst_latency_at_s": round(
                 max(local.latencies, key=lambda each: each[1], default=(disrupted, 0))[0]
                 - disrupted,
@@ -210,7 +244,10 @@ def run_disruption(
         # stall threads 100-300 ms before any disruption), so there the
         # bounds are ten times wider, still far below the 2 s (socket_timeout)
         # that waiting on a frozen Redis took before.
-        assert during and worst_during <= DURING_BOUND, str(figures)
+        # A stall of the whole process, which the heartbeat thread saw too, is
+        # not a wait on Redis: it is added to the bound (seen once on 3.9 in
+        # CI: 135 ms, the sender thread itself 133 ms late, 1 of 4,512 messages).
+        assert during and worst_during <= DURING_BOUND + stall_during, str(figures)
         assert worst_latency <= 10 * MAX_GAP, str(figures)
         assert worst_call <= 10 * MAX_GAP, str(figures)
         assert local.worst_gap <= 10 * MAX_GAP + worst_late, str(figures)
