@@ -600,7 +600,8 @@ class Connection:
 
         For a thread that closes many connections at once (a server's
         shutdown), without a thread for each. ``False``, with nothing sent,
-        when a send holds the writer: :meth:`close` it instead.
+        when a send holds the writer: try again, or :meth:`close` it on a
+        thread that may wait.
         """
         return self._closing.begin(code, reason, self.reader)
 
