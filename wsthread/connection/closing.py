@@ -84,14 +84,8 @@ class Closing:
         the connection; its thread is started now if it was not running.
         """
         self.messages.stop_waiting()
-        protocol = self.protocol
         writer = self.writer
-        with writer:
-            if protocol.close_sent is None and not writer.closed:
-                try:
-                    writer.write(protocol.send_close(code, reason))
-                except ConnectionClosed:
-                    pass
+        writer.send_close(code, reason)
         if threading.current_thread() is reader.thread:
             return  # the reader ends the connection when it returns to its loop
         if not reader.opened and not self._ended.is_set():
@@ -119,7 +113,7 @@ class Closing:
         lock: try again, or :meth:`close` on a thread that may wait for it.
         """
         self.messages.stop_waiting()
-        if not self.writer.try_send_close(code, reason):
+        if not self.writer.send_close(code, reason, block=False):
             return False
         if self._ended.is_set():
             return True

@@ -357,25 +357,26 @@ class Writer:
             self.gave_up = code
         if self._on_fail is not None:
             self._on_fail()
-        self.try_send_close(code, reason)
+        self.send_close(code, reason, block=False)
         self.shutdown()
 
-    def try_send_close(self, code: int, reason: str) -> bool:
-        """Send a close frame unless one went out, if the writer lock is free; never blocks.
+    def send_close(self, code: int, reason: str, *, block: bool = True) -> bool:
+        """Send a close frame unless one went out (or the transport is shut down).
 
-        What the socket does not take at once is left to the write pump.
-        Returns ``False`` when another thread holds the writer lock (a send
-        under way): nothing was done.
+        With ``block``, wait for the writer lock and for the socket to take
+        the frame. Without, never block: what the socket does not take at
+        once is left to the write pump, and ``False`` says another thread
+        holds the writer lock (a send under way) and nothing was done.
         """
-        if not self.lock.acquire(blocking=False):
+        if not self.lock.acquire(blocking=block):
             return False
         try:
             if self.protocol.close_sent is None and not self._closed:
-                self.write(self.protocol.send_close(code, reason), wait=False)
+                self.write(self.protocol.send_close(code, reason), wait=block)
         except ConnectionClosed:
             pass
         finally:
-            self.lock.release()
+            self.release()  # a broadcast queued meanwhile is dropped: the close went first
         return True
 
     # -- messages that never wait (broadcast) ------------------------------
