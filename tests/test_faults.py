@@ -342,6 +342,12 @@ def test_shutdown_while_100_clients_send(make_server: ServerFactory) -> None:
         summary[outcome] = summary.get(outcome, 0) + 1
     print(f"\nshutdown with {clients} busy clients took {took:.2f}s; outcomes {summary}")
     assert len(results) == clients
+    # A client that got its 1001 as the deadline dropped TCP fails to send
+    # its reply: it did get the 1001 (seen on 3.13t, GIL off, 2 cores).
+    summary = {
+        "close 1001" if outcome.endswith("after close 1001") else outcome: count
+        for outcome, count in summary.items()
+    }
     assert set(summary) <= {"close 1001", "tcp close"}, summary
     # A bound, not a speed claim: shutdown waits at most about close_timeout for the
     # closing handshakes; the margin absorbs a 2-core machine shared with other suites.
