@@ -40,6 +40,7 @@ from typing import (
     TypeVar,
 )
 
+from ..runtime import futexes
 from ..runtime.forks import after_fork_in_child
 from .transport import wait_any_writable
 
@@ -66,7 +67,11 @@ def start_thread(thread: threading.Thread, stack_size: Optional[int]) -> None:
     ``threading.stack_size()`` is process-wide; it is set only around this
     thread's creation and put back at once, but a thread that another part
     of the program starts at that very moment gets the same size.
+
+    The kernel's futex hash is grown first if the process's threads have
+    outgrown it (:func:`wsthread.runtime.futexes.make_room`).
     """
+    futexes.make_room(threading.active_count() + 1)
     if stack_size is None:
         thread.start()
         return
