@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from typing import List
@@ -106,6 +107,75 @@ def test_many_readable_at_once_are_let_in_a_few_at_a_time() -> None:
     assert 1 <= most_waking[0] <= 2
 
 
+def test_a_socket_closed_under_its_parked_reader_wakes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Closed without a shutdown (no epoll event): the parking thread's sweep wakes the reader."""
+    monkeypatch.setattr(parking, "_SWEEP", 0.2)
+    lot = parking.Parking()
+    a, b = socket.socketpair()
+    with b:
+        result: List[bool] = []
+        thread = threading.Thread(target=lambda: result.append(lot.wait(a)))
+        thread.start()
+        assert wait_until(lambda: lot.parked == 1)
+        a.close()
+        thread.join(10)
+        assert result == [True]
+        assert lot.parked == 0 and lot.waking == 0
+
+
+def test_a_reused_descriptor_wakes_the_reader_parked_on_its_closed_socket() -> None:
+    """A descriptor closed under a parked reader and parked again by a new socket: the old wakes."""
+    lot = parking.Parking()
+    a, b = socket.socketpair()
+    result: List[bool] = []
+    thread = threading.Thread(target=lambda: result.append(lot.wait(a)))
+    thread.start()
+    assert wait_until(lambda: lot.parked == 1)
+    fd = a.fileno()
+    a.close()
+    c, d = socket.socketpair()  # c takes the lowest free descriptor: a's
+    with b, c, d:
+        assert c.fileno() == fd
+        assert lot.wait(c, 0.1) is False  # parks on the same descriptor
+        thread.join(10)
+        assert result == [True]
+
+
+def test_transport_quiet_makes_the_next_read_park_at_once() -> None:
+    """After a wake from parking the reader calls quiet, the next read skips the kernel wait."""
+    a, b = socket.socketpair()
+    with a, b:
+        transport = Transport(a)
+        lot = parking.Parking.instance()
+        before = lot.parked
+        result: List[bytes] = []
+        thread = threading.Thread(target=lambda: result.append(transport.recv(100)))
+        thread.start()
+        assert wait_until(lambda: lot.parked > before, 10)
+        b.sendall(b"pong")
+        thread.join(10)
+        assert result == [b"pong"]
+        # From now on a read that blocks in the kernel waits 60 s there before it parks.
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 60, 0))
+        transport.quiet()
+        thread = threading.Thread(target=lambda: result.append(transport.recv(100)))
+        thread.start()
+        assert wait_until(lambda: lot.parked > before, 10)  # parked at once
+        b.sendall(b"data")
+        thread.join(10)
+        assert result == [b"pong", b"data"]
+        # Not quiet: the next read waits in the kernel, unparked.
+        thread = threading.Thread(target=lambda: result.append(transport.recv(100)))
+        thread.start()
+        time.sleep(0.5)
+        assert lot.parked == before
+        b.sendall(b"more")
+        thread.join(10)
+        assert result == [b"pong", b"data", b"more"]
+
+
 def test_transport_read_parks_when_idle_and_still_gets_the_data() -> None:
     """Transport.recv() with no timeout parks after IDLE seconds and returns the bytes that come."""
     a, b = socket.socketpair()
@@ -163,3 +233,39 @@ def test_idle_connections_dropped_at_once_all_end(make_server: ServerFactory) ->
         len(ended),
         len(server.connections),
     )
+
+
+def test_a_pong_on_an_idle_connection_parks_its_reader_again_at_once(
+    make_server: ServerFactory,
+) -> None:
+    """A pong wakes a parked handler, which parks again without waiting in the kernel first.
+
+    The server-side socket's kernel wait is made 60 s long once the
+    handler has parked, so a read that went back to the kernel would keep
+    the connection unparked for the whole test. A message, by contrast,
+    keeps the old rule: the handler waits in the kernel for what may follow.
+    """
+    connections: List[ServerConnection] = []
+
+    def handler(ws: ServerConnection) -> None:
+        connections.append(ws)
+        for message in ws:
+            ws.send(message)
+
+    server = make_server(handler, compression=None)
+    lot = parking.Parking.instance()
+    before = lot.parked
+    sock, _ = raw_websocket(server.port)
+    with sock:
+        assert wait_until(lambda: lot.parked == before + 1, 10)
+        connections[0].socket.setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 60, 0)
+        )
+        woken = lot.woken
+        sock.sendall(b"\x8a\x80\x00\x00\x00\x00")  # an unsolicited pong, zero mask key
+        assert wait_until(lambda: lot.woken > woken, 10)
+        assert wait_until(lambda: lot.parked == before + 1, 10)  # parked again at once
+        sock.sendall(b"\x81\x82\x00\x00\x00\x00hi")  # a text message
+        assert sock.recv(100) == b"\x81\x02hi"
+        time.sleep(0.5)
+        assert lot.parked == before  # waiting in the kernel for what may follow

@@ -279,13 +279,16 @@ class Reader:
         ending = protocol.failure is not None or protocol.close_rcvd is not None
         if not ending and Ping in map(type, events):
             self._flush_replies()
+        for_application = False
         for event in events:
             kind = type(event)
             if kind is Message:
+                for_application = True
                 self.messages_received += 1
                 if not self.messages.put(event.data, block):  # type: ignore[union-attr]
                     self.logger.debug("message dropped: the connection is closing")
             elif kind is Fragment:
+                for_application = True
                 if event.fin:  # type: ignore[union-attr]
                     self.messages_received += 1
                 if not self.messages.put(event, block):  # type: ignore[arg-type]
@@ -298,6 +301,10 @@ class Reader:
         if buffered != self._buffered:  # most reads end on a frame boundary: no call
             self._buffered = buffered
             self.messages.set_partial(buffered)
+        if not (for_application or buffered):
+            # Only control frames (a keepalive's pong): an idle connection
+            # that woke from parking for them parks again at once.
+            self.transport.quiet()
         return not ending
 
     def _flush_replies(self) -> None:

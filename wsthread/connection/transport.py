@@ -14,7 +14,10 @@ nothing for :data:`wsthread.connection.parking.IDLE` seconds parks (on Linux): t
 thread waits on a lock, and one process-wide epoll thread wakes parked
 readers a few at a time, so that thousands of connections ending at once do
 not wake thousands of threads into a fight for the GIL (see
-:mod:`wsthread.connection.parking`).
+:mod:`wsthread.connection.parking`). After a wake from parking that brought
+the application nothing (a keepalive's pong), the reader calls
+:meth:`Transport.quiet`, and the next read parks at once instead of waiting
+``IDLE`` seconds in the kernel first.
 
 For TLS, ``ssl.SSLSocket`` cannot offer a non-blocking write next to a
 blocking read on the same socket, so :class:`TLSTransport` runs the TLS
@@ -184,6 +187,9 @@ class Transport:
         self._lock = threading.Lock()
         # Blocking reads give up after parking.IDLE seconds and park.
         self._parks = parking.park_after_idle(sock)
+        # The last read woke from parking; then whether it was quiet().
+        self._woke = False
+        self._quiet = False
 
     # -- reading -----------------------------------------------------------
 
@@ -194,6 +200,11 @@ class Transport:
             socket.timeout: nothing arrived within ``timeout`` seconds.
             OSError: the connection failed.
         """
+        if self._woke:  # the last read woke from parking
+            quiet = self._quiet and timeout is None
+            self._woke = self._quiet = False
+            if quiet:
+                return self._recv_quietly(size)
         if timeout is None:
             try:
                 return self.socket.recv(size)  # the common case: one call
@@ -203,6 +214,27 @@ class Transport:
                 self._park()  # idle for parking.IDLE seconds
         elif not self._wait_readable(timeout):
             raise socket.timeout("timed out")
+        return self._recv_raw(size)
+
+    def quiet(self) -> None:
+        """Say that what the last read brought was nothing for the application.
+
+        If that read woke from parking (a pong on an idle connection), the
+        next read parks at once when nothing waits, instead of blocking
+        :data:`~wsthread.connection.parking.IDLE` seconds in the kernel
+        first: that timeout would wake the thread once more, for every
+        keepalive round (at 20,000 idle connections pinged every 20 s, a
+        thousand wakes a second). Otherwise this does nothing.
+        """
+        if self._woke:
+            self._quiet = True
+
+    def _recv_quietly(self, size: int) -> bytes:
+        """Read what waits now; if nothing does, park at once, then read what came."""
+        try:
+            return self.socket.recv(size, _DONTWAIT)
+        except BlockingIOError:
+            self._park()
         return self._recv_raw(size)
 
     def readable(self) -> bool:
@@ -242,7 +274,9 @@ class Transport:
             lot = parking.Parking.instance()
         except OSError:
             return wait_readable(self.socket, timeout)
-        return lot.wait(self.socket, timeout)
+        self._woke = readable = lot.wait(self.socket, timeout)
+        self._quiet = False
+        return readable
 
     # -- writing -------------------------------------------------------------
 
@@ -401,6 +435,8 @@ class TLSTransport(Transport):
             socket.timeout: nothing arrived within ``timeout`` seconds.
             OSError: the connection failed (``ssl.SSLError`` included).
         """
+        quiet = self._woke and self._quiet and timeout is None
+        self._woke = self._quiet = False
         deadline = Deadline(timeout)
         while True:
             with self._lock:
@@ -414,7 +450,8 @@ class TLSTransport(Transport):
             remaining = deadline.remaining()
             if remaining is not None and not self._wait_readable(remaining):
                 raise socket.timeout("timed out")
-            raw = self._recv_raw(size)
+            raw = self._recv_quietly(size) if quiet else self._recv_raw(size)
+            quiet = False
             with self._lock:
                 if raw:
                     self._incoming.write(raw)
