@@ -1235,6 +1235,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             fanout_paced=10,
             fanout_stall=4,
             fanout_stall_size=262144,
+            # 30 x 256 KiB is past a stalled client's ~4 MB of socket buffers
+            # and a 3 MiB write_limit; with the default 1 MiB, a reader that
+            # the busy machine left behind for a moment in the first flood
+            # was closed with 1013 as well (1 run in 3-8; the workload then
+            # waited for it for 120 s).
+            fanout_write_limit=3 * 2**20,
             topics=4,
         )
     for key, value in defaults.items():

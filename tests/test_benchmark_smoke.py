@@ -78,8 +78,9 @@ def test_fanout_quick(tmp_path: Path) -> None:
             figures = data["results"][f"{key} / {name}"]
             assert figures["missing"] == figures["disorder"] == figures["wrong"] == 0, figures
             assert figures["received"] == figures["clients"] * figures["messages"] > 0, figures
-    # 30 x 256 KiB for each of the 4 stalled clients: past write_limit and the kernel's
-    # buffers, closed with 1013 (a frame their full sockets could not take: EOF).
+    # 30 x 256 KiB for each of the 4 stalled clients: past write_limit (3 MiB in
+    # --quick) and the kernel's buffers, closed with 1013 (a frame their full
+    # sockets could not take: EOF); none of the 16 readers is.
     stall = data["results"]["stall / wsthread"]
     assert stall["clients"] == 16 and stall["endings"]["server sent 1013"] == 4, stall
     assert stall["endings"].get("1013", 0) + stall["endings"].get("no close frame", 0) == 4
