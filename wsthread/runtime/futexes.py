@@ -8,9 +8,10 @@ sized for the CPUs, not for the threads: 16 buckets on a 2-core machine.
 With 20,000 connection threads each blocked on its own lock, that is about
 1,250 waiters per bucket, so every wake-up in the process (each hand-over
 of the GIL among them) walks a long list under the bucket's spinlock.
-Measured here at 19,900 idle connections: ``futex_wake`` took 37% of the
-server's CPU while it was idle, and the connections' wind-down took 48 s
-after the clients left, against 2.1 s for 5,000 (``benchmarks/idle20k.py``).
+Measured here at 19,900 idle connections (``benchmarks/idle20k.py``):
+``futex_wake`` took 37% of the server's CPU while it was idle, and the
+connections' wind-down took 41-102 s after the clients left, against
+1.1-1.8 s for 5,000; with the hash grown, 5-6 s.
 
 :func:`make_room` asks for a bigger private hash (``prctl(PR_FUTEX_HASH)``)
 as the process's thread count grows: four buckets a thread, as the kernel
@@ -109,14 +110,19 @@ def make_room(threads: int) -> None:
             _room = sys.maxsize
             return
         if current >= wanted:
-            _room = current // 4 if current < MOST_SLOTS else sys.maxsize
+            _room = _room_in(current)
             return
         if _prctl(_PR_FUTEX_HASH, _SET_SLOTS, wanted, 0, 0) != 0:
             logger.debug("could not grow the futex hash to %d slots", wanted)
             _room = sys.maxsize
             return
-        _room = wanted // 4 if wanted < MOST_SLOTS else sys.maxsize
+        _room = _room_in(wanted)
         logger.debug("futex hash grown to %d slots for %d threads", wanted, threads)
+
+
+def _room_in(slots: int) -> int:
+    """How many threads a hash of ``slots`` buckets is for (no limit once it is the largest)."""
+    return slots // 4 if slots < MOST_SLOTS else sys.maxsize
 
 
 def _reset_after_fork() -> None:
